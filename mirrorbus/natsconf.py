@@ -1,0 +1,283 @@
+"""nats-server configuration for a mirrorbus site: TLS with certificate-mapped users.
+
+The server config is where the bus contract's *authority* lives: every client certificate maps
+to one user (``verify_and_map``) and each user may publish and subscribe to exactly what its
+role needs.  Everything is rendered from :class:`~mirrorbus.events.subjects.Subjects`, so a
+different prefix gives a consistent config, never a hand-edited one that drifts.
+
+Roles (prefix ``mirrorbus``, worker ``W``):
+
+- **worker W** appends its own events (``evt.W``, ``evt.W.>``), writes its snapshot and
+  heartbeat, replays its own events through a consumer named ``W`` filtered to ``evt.W.>``,
+  consumes its commands through the consumer ``W`` on the command stream, and reads its last
+  snapshot with a direct get.  Its replies come on ``_INBOX_W.>`` only, so it cannot see
+  another client's answers.  It cannot publish commands, nor anything of another worker.
+- **admin** publishes commands and queries and may manage JetStream (streams, consumers);
+  it may never forge an event, snapshot or heartbeat (explicit deny).
+- **reader** may query (``api.>``) and read events through its own consumers; nothing else.
+- **manager** reads events through JetStream and answers queries on ``api.>``
+  (``allow_responses``: it may publish only to the reply subject of a request it received).
+
+There is no default user and no ``default_permissions``: a certificate from the CA that maps
+to no listed user is refused at connect time.
+
+Run ``python -m mirrorbus.natsconf > nats.conf`` to regenerate the repository's reference
+config (a test checks that the committed file is what this module produces).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mirrorbus.errors import ConfigError
+from mirrorbus.events.subjects import Subjects, check_name
+from mirrorbus.pki import identity
+from mirrorbus.server import DEFAULT_PORT
+
+__all__ = [
+    "REFERENCE_WORKER",
+    "Permissions",
+    "render_authorization",
+    "render_reference_config",
+    "render_server_config",
+    "role_permissions",
+]
+
+TLS_HANDSHAKE_TIMEOUT = 2.0  # seconds; the server's default 0.5 s is tight on a loaded host
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """What one user may do, in nats-server's own terms."""
+
+    publish_allow: tuple[str, ...]
+    subscribe_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    allow_responses: bool = False
+    comment: str = field(default="", compare=False)
+
+
+def _worker_permissions(s: Subjects, w: str) -> Permissions:
+    evt, cmd, snap = s.evt_stream, s.cmd_stream, s.snap_stream
+    c = s.worker_consumer(w)
+    return Permissions(
+        comment=f"worker {w}: appends and replays its own events, consumes its own commands",
+        publish_allow=(
+            s.worker_events(w),
+            s.worker_job_events(w),
+            s.snapshot(w),
+            s.heartbeat(w),
+            # Its replay consumer: named after it, filtered to its own events, made by itself.
+            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{s.worker_job_events(w)}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{c}",
+            f"$JS.API.CONSUMER.DELETE.{evt}.{c}",
+            f"$JS.API.CONSUMER.INFO.{evt}.{c}",
+            # Its command consumer, filtered to its own commands.
+            f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.worker_commands(w)}",
+            f"$JS.API.CONSUMER.INFO.{cmd}.{c}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
+            f"$JS.ACK.{cmd}.{c}.>",
+            f"$JS.ACK.{evt}.{c}.>",
+            # Its last snapshot (one per subject), read without a consumer.
+            f"$JS.API.DIRECT.GET.{snap}.{s.snapshot(w)}",
+            f"$JS.API.STREAM.INFO.{evt}",
+        ),
+        subscribe_allow=(f"{s.worker_inbox(w)}.>",),
+    )
+
+
+def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> Permissions:
+    """The permissions of ``role`` (and worker ``name``) under ``subjects``' prefix."""
+    s = subjects
+    p = s.prefix
+    if role == "worker":
+        if name is None:
+            raise ConfigError("role 'worker' needs a worker name")
+        return _worker_permissions(s, check_name(name, "worker name"))
+    if role == "admin":
+        return Permissions(
+            comment="admin: sends commands and queries, manages streams; never forges events",
+            publish_allow=(f"{p}.cmd.>", f"{p}.api.>", "$JS.API.>", "$JS.ACK.>"),
+            publish_deny=(f"{p}.evt.>", f"{p}.snap.>", f"{p}.hb.>"),
+            subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
+        )
+    if role == "reader":
+        evt = s.evt_stream
+        return Permissions(
+            comment="reader: queries and reads events; publishes nothing of its own",
+            publish_allow=(
+                f"{p}.api.>",
+                "$JS.API.INFO",
+                f"$JS.API.STREAM.INFO.{evt}",
+                f"$JS.API.CONSUMER.CREATE.{evt}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
+                f"$JS.API.CONSUMER.DELETE.{evt}.>",
+                f"$JS.API.CONSUMER.INFO.{evt}.>",
+                f"$JS.ACK.{evt}.>",
+            ),
+            subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
+        )
+    if role == "manager":
+        return Permissions(
+            comment="manager: projects events and answers queries on the api subjects",
+            publish_allow=("$JS.API.>", "$JS.ACK.>"),
+            allow_responses=True,
+            subscribe_allow=("_INBOX.>", f"{p}.api.>", f"{p}.evt.>", f"{p}.hb.>"),
+        )
+    raise ConfigError(f"unknown role {role!r}: use manager, worker, admin or reader")
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+
+def _q(value: str) -> str:
+    """A double-quoted nats-server config string.
+
+    Quoting keeps ``$JS...`` from being read as a variable reference and lets paths hold
+    spaces, ``#`` or ``:``.  Control characters have no safe spelling and are refused.
+    """
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ConfigError(f"{value!r} contains a control character; it cannot go in nats.conf")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _list(items: Sequence[str], indent: str) -> str:
+    inner = "".join(f"{indent}  {_q(i)}\n" for i in items)
+    return f"[\n{inner}{indent}]"
+
+
+def _render_user(user: str, perm: Permissions, indent: str) -> str:
+    i1, i2, i3 = indent + "  ", indent + "    ", indent + "      "
+    lines = []
+    if perm.comment:
+        lines.append(f"{indent}# {perm.comment}")
+    lines.append(f"{indent}{{")
+    lines.append(f"{i1}user: {_q(user)}")
+    lines.append(f"{i1}permissions: {{")
+    lines.append(f"{i2}publish: {{")
+    lines.append(f"{i3}allow: {_list(perm.publish_allow, i3)}")
+    if perm.publish_deny:
+        lines.append(f"{i3}deny: {_list(perm.publish_deny, i3)}")
+    lines.append(f"{i2}}}")
+    lines.append(f"{i2}subscribe: {{")
+    lines.append(f"{i3}allow: {_list(perm.subscribe_allow, i3)}")
+    lines.append(f"{i2}}}")
+    if perm.allow_responses:
+        lines.append(f"{i2}allow_responses: true")
+    lines.append(f"{i1}}}")
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)
+
+
+def render_authorization(subjects: Subjects, workers: Iterable[str]) -> str:
+    """The ``authorization { users = [...] }`` block: manager, admin, reader, then each worker.
+
+    Users are certificate identities (see :func:`mirrorbus.pki.identity`).  Worker names are
+    validated, de-duplicated and sorted so the output is stable.
+    """
+    names = sorted({check_name(w, "worker name") for w in workers})
+    entries: list[tuple[str, Permissions]] = [
+        (identity(role), role_permissions(subjects, role))
+        for role in ("manager", "admin", "reader")
+    ]
+    entries += [(identity("worker", w), role_permissions(subjects, "worker", w)) for w in names]
+    users = "\n".join(_render_user(u, p, "    ") for u, p in entries)
+    return (
+        "# Users are client-certificate subjects (tls.verify_and_map); no default user,\n"
+        "# so a certificate that maps to none of them is refused.\n"
+        f"authorization {{\n  users = [\n{users}\n  ]\n}}\n"
+    )
+
+
+def _listen(host: str, port: int) -> str:
+    try:
+        if isinstance(ipaddress.ip_address(host.strip("[]")), ipaddress.IPv6Address):
+            return f"[{host.strip('[]')}]:{port}"
+    except ValueError:
+        pass
+    return f"{host}:{port}"
+
+
+def render_server_config(
+    *,
+    pki_dir: Path,
+    store_dir: Path,
+    host: str,
+    port: int,
+    subjects: Subjects,
+    workers: Iterable[str],
+    server_name: str = "mirrorbus",
+) -> str:
+    """A complete nats-server config: listener, JetStream, mutual TLS and the users.
+
+    The certificate files are the ones :mod:`mirrorbus.pki` writes in ``pki_dir``.  There is
+    no monitoring port: add one by hand if you want it (it is not covered by the TLS mapping).
+    """
+    pki = Path(pki_dir)
+    return (
+        f"server_name: {_q(server_name)}\n"
+        f"listen: {_q(_listen(host, port))}\n"
+        "\n"
+        "jetstream {\n"
+        f"  store_dir: {_q(str(store_dir))}\n"
+        "}\n"
+        "\n"
+        "# Mutual TLS: every client must present a certificate signed by our CA; its subject\n"
+        "# is its user name below.  Plaintext clients are refused.\n"
+        "tls {\n"
+        f"  cert_file: {_q(str(pki / 'server.crt'))}\n"
+        f"  key_file: {_q(str(pki / 'server.key'))}\n"
+        f"  ca_file: {_q(str(pki / 'ca.crt'))}\n"
+        "  verify_and_map: true\n"
+        f"  timeout: {TLS_HANDSHAKE_TIMEOUT}\n"
+        "}\n"
+        "\n" + render_authorization(subjects, workers)
+    )
+
+
+# -- the repository's reference nats.conf --------------------------------------------------
+
+REFERENCE_WORKER = "mirror1"
+
+_REFERENCE_HEADER = """\
+# Reference nats-server configuration for mirrorbus.
+#
+# GENERATED by `python -m mirrorbus.natsconf > nats.conf`; tests/test_server.py checks that this
+# file is exactly what mirrorbus.natsconf renders, so edit the renderer, not this file.
+# `mirrorbus up` writes its own copy with real paths under its state directory, and
+# `mirrorbus certs authorization --dir PKI` prints the users block for the certificates you
+# issued (one entry per worker certificate).
+#
+# Certificates: `mirrorbus certs init --dir /var/lib/mirrorbus/pki --host nats.example.org`,
+# then `mirrorbus certs issue manager|admin|reader --dir ...` and
+# `mirrorbus certs issue worker NAME --dir ...` for every worker.
+#
+# Roles (one user per client certificate; prefix "mirrorbus"):
+#   manager  reads the event stream, answers queries on mirrorbus.api.> (allow_responses)
+#   admin    publishes commands (mirrorbus.cmd.>) and queries, manages JetStream;
+#            may never publish events, snapshots or heartbeats
+#   reader   queries and reads events; publishes nothing else
+#   worker   (here "mirror1") appends only mirrorbus.evt.mirror1[.>], its snapshot and
+#            heartbeat; replays its own events and consumes its own commands through
+#            consumers named after itself; receives replies on _INBOX_mirror1.> only
+#
+"""
+
+
+def render_reference_config() -> str:
+    """The text of the repository's top-level ``nats.conf`` (placeholder paths, one worker)."""
+    return _REFERENCE_HEADER + render_server_config(
+        pki_dir=Path("/var/lib/mirrorbus/pki"),
+        store_dir=Path("/var/lib/mirrorbus/jetstream"),
+        host="0.0.0.0",
+        port=DEFAULT_PORT,
+        subjects=Subjects(),
+        workers=[REFERENCE_WORKER],
+    )
+
+
+if __name__ == "__main__":
+    print(render_reference_config(), end="")
