@@ -1,0 +1,255 @@
+"""Load a tunasync worker config (TOML) into a checked, frozen :class:`WorkerConfig`.
+
+The file format is tunasync's (TUNASYNC.md §3.1): same sections, keys, defaults and meaning,
+nested ``[[mirrors.mirrors]]`` inheritance and ``[include] include_mirrors``, so an existing
+``worker.conf`` loads unchanged.  A ``[bus]`` section says how to reach NATS;
+``[manager]`` and ``[server]`` are accepted and reported as unused (the bus replaces them).
+
+Where we differ from tunasync, on purpose:
+
+* Every error is one :class:`~mirrorbus.errors.ConfigError` line naming the file, the job
+  (``mirrors[2] (debian)``) and the key, found at load time.  tunasync panics at start-up
+  for a bad regex, command line, upstream or override, and finds a bad ``stage1_profile``
+  only when the job runs.  Duplicate job names are an error (tunasync silently kept the
+  last one), and so is a job without a name.
+* Unknown keys are a warning in :attr:`WorkerConfig.warnings`, not silently ignored.
+* ``concurrent = 0`` or missing means 10 (:data:`DEFAULT_CONCURRENT`); in tunasync it
+  blocks every scheduled run forever.
+* Relative paths (``mirror_dir``, ``log_dir``, ``exclude_file``, ``snapshot_path``, the
+  ``[bus]`` certificate files and the ``include_mirrors`` glob) are taken from the config
+  file's directory, not the process's working directory: under systemd the cwd is ``/``,
+  and a config should mean the same thing whoever starts the worker.  A job with neither a
+  log directory nor a working directory is an error instead of writing into the cwd.
+* ``log_dir`` is rendered as plain text (no HTML escaping); a child mirror can reset an
+  inherited value; siblings never share an ``env`` table (see
+  :mod:`mirrorbus.worker.config_mirrors`).
+
+The loader is pure: it reads the config and include files and nothing else.
+"""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+
+from mirrorbus.errors import ConfigError, InvalidName
+from mirrorbus.events.subjects import Subjects, check_name
+from mirrorbus.worker.config_mirrors import Defaults, Leaf, build_mirror, flatten, resolve
+from mirrorbus.worker.config_mirrors import split_command as _split
+from mirrorbus.worker.config_model import (
+    DEFAULT_CONCURRENT,
+    DEFAULT_PREFIX,
+    DEFAULT_RETRY,
+    BtrfsSnapshotConfig,
+    BusConfig,
+    CgroupConfig,
+    DockerConfig,
+    IncludeConfig,
+    MirrorConfig,
+    WorkerConfig,
+    ZfsConfig,
+)
+from mirrorbus.worker.config_report import check_report
+from mirrorbus.worker.config_schema import (
+    BTRFS_KEYS,
+    BUS_KEYS,
+    CGROUP_KEYS,
+    DOCKER_KEYS,
+    GLOBAL_KEYS,
+    INCLUDE_KEYS,
+    ZFS_KEYS,
+    Checked,
+    Where,
+    section,
+)
+
+__all__ = [
+    "DEFAULT_CONCURRENT",
+    "DEFAULT_RETRY",
+    "BtrfsSnapshotConfig",
+    "BusConfig",
+    "CgroupConfig",
+    "DockerConfig",
+    "IncludeConfig",
+    "MirrorConfig",
+    "WorkerConfig",
+    "ZfsConfig",
+    "check_report",
+    "load_worker_config",
+]
+
+_SECTIONS = frozenset(
+    {"global", "bus", "cgroup", "zfs", "btrfs_snapshot", "docker", "include", "mirrors"}
+)
+_UNUSED = {"manager": "the bus replaces it", "server": "workers take commands from the bus"}
+
+
+def load_worker_config(path: Path) -> WorkerConfig:
+    """Read, check and resolve the worker config at ``path``.
+
+    Raises :class:`ConfigError` (one line: file, job, key, problem) for anything that would
+    stop a job from running; collects softer findings in ``WorkerConfig.warnings``.
+
+    >>> load_worker_config(Path("examples/worker.toml")).concurrent
+    2
+    """
+    warnings: list[str] = []
+    doc = _read_toml(path)
+    base = path.absolute().parent
+    for key in doc:
+        if key in _UNUSED:
+            warnings.append(f"{path}: [{key}] is not used by mirrorbus ({_UNUSED[key]})")
+        elif key not in _SECTIONS:
+            warnings.append(f"{path}: unknown section or key '{key}', ignored")
+
+    g = section(doc, "global", GLOBAL_KEYS, path, warnings)
+    gw = Where(path, "[global]")
+    name = g.text("name")
+    if not name:
+        raise gw.error("name", "missing: the worker needs a name")
+    try:
+        check_name(name, "worker name")
+    except InvalidName as exc:
+        raise gw.error("name", str(exc)) from None
+
+    mirror_dir = resolve(base, g.text("mirror_dir")) if g.text("mirror_dir") else None
+    btrfs = _btrfs(section(doc, "btrfs_snapshot", BTRFS_KEYS, path, warnings), base)
+    defaults = Defaults(
+        base_dir=base,
+        mirror_dir=mirror_dir,
+        log_dir=g.text("log_dir"),
+        interval=g.integer("interval"),
+        retry=g.integer("retry") or DEFAULT_RETRY,
+        timeout=g.integer("timeout"),
+        exec_on_success=tuple(_split(c, gw, "exec_on_success") for c in g.texts("exec_on_success")),
+        exec_on_failure=tuple(_split(c, gw, "exec_on_failure") for c in g.texts("exec_on_failure")),
+        success_exit_codes=g.integers("dangerous_global_success_exit_codes"),
+        rsync_success_exit_codes=g.integers("dangerous_global_rsync_success_exit_codes"),
+        snapshot_path=btrfs.snapshot_path,
+    )
+    include = section(doc, "include", INCLUDE_KEYS, path, warnings)
+    leaves = flatten(doc.get("mirrors", []), path, warnings)
+    files = _include_files(include.text("include_mirrors"), base, path, warnings)
+    for file in files:
+        leaves.extend(_included_leaves(file, warnings))
+    mirrors = _build_all(leaves, defaults, warnings)
+
+    return WorkerConfig(
+        path=path.absolute(),
+        name=name,
+        mirror_dir=mirror_dir,
+        log_dir=g.text("log_dir"),
+        concurrent=g.integer("concurrent") or DEFAULT_CONCURRENT,
+        interval=timedelta(minutes=defaults.interval),
+        retry=defaults.retry,
+        timeout=timedelta(seconds=defaults.timeout) if defaults.timeout else None,
+        bus=_bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path),
+        mirrors=mirrors,
+        warnings=tuple(warnings),
+        rsync_options=g.texts("rsync_options"),
+        exec_on_success=defaults.exec_on_success,
+        exec_on_failure=defaults.exec_on_failure,
+        dangerous_global_success_exit_codes=defaults.success_exit_codes,
+        dangerous_global_rsync_success_exit_codes=defaults.rsync_success_exit_codes,
+        cgroup=_cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings)),
+        zfs=_zfs(section(doc, "zfs", ZFS_KEYS, path, warnings)),
+        btrfs_snapshot=btrfs,
+        docker=_docker(section(doc, "docker", DOCKER_KEYS, path, warnings)),
+        include=IncludeConfig(include.text("include_mirrors"), tuple(files)),
+    )
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as fp:
+            return tomllib.load(fp)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
+
+
+def _include_files(pattern: str, base: Path, path: Path, warnings: list[str]) -> list[Path]:
+    """Files matched by ``include_mirrors``, in lexical order like Go's ``filepath.Glob``.
+
+    A relative pattern is taken from the config file's directory (tunasync: the cwd).
+    """
+    if not pattern:
+        return []
+    matches = sorted(glob.glob(str(base / pattern), include_hidden=True))
+    if not matches:
+        warnings.append(
+            Where(path, "[include]").warning("include_mirrors", f"{pattern!r} matches no file")
+        )
+    return [Path(m) for m in matches if Path(m).is_file()]
+
+
+def _included_leaves(file: Path, warnings: list[str]) -> list[Leaf]:
+    doc = _read_toml(file)
+    for key in doc:
+        if key != "mirrors":
+            warnings.append(
+                f"{file}: '{key}' ignored: an included file only contributes [[mirrors]]"
+            )
+    return flatten(doc.get("mirrors", []), file, warnings)
+
+
+def _build_all(
+    leaves: list[Leaf], defaults: Defaults, warnings: list[str]
+) -> tuple[MirrorConfig, ...]:
+    seen: dict[str, Leaf] = {}
+    mirrors: list[MirrorConfig] = []
+    for leaf in leaves:
+        mirror = build_mirror(leaf, defaults, warnings)
+        first = seen.setdefault(mirror.name, leaf)
+        if first is not leaf:
+            at = (
+                first.where.job
+                if first.where.file == leaf.where.file
+                else (f"{first.where.file}: {first.where.job}")
+            )
+            raise leaf.where.error(
+                "name", f"duplicate job name {mirror.name!r} (also defined at {at})"
+            )
+        mirrors.append(mirror)
+    return tuple(mirrors)
+
+
+def _bus(b: Checked, base: Path, path: Path) -> BusConfig:
+    where = Where(path, "[bus]")
+    if "url" in b.values and "urls" in b.values:
+        raise where.error("urls", "set either url or urls, not both")
+    urls = b.texts("urls") or ((b.text("url"),) if b.text("url") else ())
+    if any(not u.strip() for u in urls):
+        raise where.error("urls", "empty URL")
+    prefix = b.text("prefix", DEFAULT_PREFIX)
+    try:
+        Subjects(prefix)
+    except InvalidName as exc:
+        raise where.error("prefix", str(exc)) from None
+
+    def file(key: str) -> Path | None:
+        return resolve(base, b.text(key)) if b.text(key) else None
+
+    return BusConfig(urls, file("ca_cert"), file("cert"), file("key"), prefix)
+
+
+def _cgroup(c: Checked) -> CgroupConfig:
+    return CgroupConfig(c.flag("enable"), c.text("group"), c.text("base_path"), c.text("subsystem"))
+
+
+def _zfs(c: Checked) -> ZfsConfig:
+    return ZfsConfig(c.flag("enable"), c.text("zpool"))
+
+
+def _btrfs(c: Checked, base: Path) -> BtrfsSnapshotConfig:
+    snap = c.text("snapshot_path")
+    return BtrfsSnapshotConfig(c.flag("enable"), resolve(base, snap) if snap else None)
+
+
+def _docker(c: Checked) -> DockerConfig:
+    return DockerConfig(c.flag("enable"), c.texts("volumes"), c.texts("options"))

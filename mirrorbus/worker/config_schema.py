@@ -1,0 +1,265 @@
+"""Which keys each section of a worker config may hold, their TOML types, and checking them.
+
+tunasync decodes into Go structs: a wrong type is a load error, an unknown key is silently
+dropped.  We keep the first and soften the second into a warning that names the file, the
+section or job and the key, because a misspelt key (``intervall = 5``) otherwise silently
+falls back to a default.
+
+:func:`read_table` turns one raw TOML table into a dict of checked values (lists become
+tuples); :class:`Checked` reads them back with their tunasync defaults.  Nothing here knows
+about inheritance or derived values; that is :mod:`mirrorbus.worker.config_mirrors`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import cast
+
+from mirrorbus.errors import ConfigError
+
+
+class Kind(Enum):
+    """The TOML shape a key must have; the value is how errors describe it."""
+
+    STR = "a string"
+    INT = "an integer"
+    BOOL = "true or false"
+    STRS = "a list of strings"
+    INTS = "a list of integers"
+    ENV = "a table of strings"
+
+
+_STR, _INT, _BOOL = Kind.STR, Kind.INT, Kind.BOOL
+
+GLOBAL_KEYS: Mapping[str, Kind] = {
+    "name": _STR,
+    "log_dir": _STR,
+    "mirror_dir": _STR,
+    "concurrent": _INT,
+    "interval": _INT,
+    "retry": _INT,
+    "timeout": _INT,
+    "rsync_options": Kind.STRS,
+    "exec_on_success": Kind.STRS,
+    "exec_on_failure": Kind.STRS,
+    "dangerous_global_success_exit_codes": Kind.INTS,
+    "dangerous_global_rsync_success_exit_codes": Kind.INTS,
+}
+
+MIRROR_KEYS: Mapping[str, Kind] = {
+    "name": _STR,
+    "provider": _STR,
+    "upstream": _STR,
+    "interval": _INT,
+    "retry": _INT,
+    "timeout": _INT,
+    "mirror_dir": _STR,
+    "mirror_subdir": _STR,
+    "log_dir": _STR,
+    "env": Kind.ENV,
+    "role": _STR,
+    "exec_on_success": Kind.STRS,
+    "exec_on_failure": Kind.STRS,
+    "exec_on_success_extra": Kind.STRS,
+    "exec_on_failure_extra": Kind.STRS,
+    "success_exit_codes": Kind.INTS,
+    "rsync_success_exit_codes": Kind.INTS,
+    "command": _STR,
+    "fail_on_match": _STR,
+    "size_pattern": _STR,
+    "use_ipv6": _BOOL,
+    "use_ipv4": _BOOL,
+    "exclude_file": _STR,
+    "username": _STR,
+    "password": _STR,
+    "rsync_no_timeout": _BOOL,
+    "rsync_timeout": _INT,
+    "rsync_options": Kind.STRS,
+    "rsync_override": Kind.STRS,
+    "rsync_override_only": _BOOL,
+    "stage1_profile": _STR,
+    "memory_limit": _STR,
+    "docker_image": _STR,
+    "docker_volumes": Kind.STRS,
+    "docker_options": Kind.STRS,
+    "snapshot_path": _STR,
+}
+"""Every ``[[mirrors]]`` key of TUNASYNC.md §3.1 except ``mirrors`` (the children)."""
+
+BUS_KEYS: Mapping[str, Kind] = {
+    "url": _STR,
+    "urls": Kind.STRS,
+    "ca_cert": _STR,
+    "cert": _STR,
+    "key": _STR,
+    "prefix": _STR,
+}
+CGROUP_KEYS: Mapping[str, Kind] = {
+    "enable": _BOOL,
+    "group": _STR,
+    "base_path": _STR,
+    "subsystem": _STR,
+}
+ZFS_KEYS: Mapping[str, Kind] = {"enable": _BOOL, "zpool": _STR}
+BTRFS_KEYS: Mapping[str, Kind] = {"enable": _BOOL, "snapshot_path": _STR}
+DOCKER_KEYS: Mapping[str, Kind] = {"enable": _BOOL, "volumes": Kind.STRS, "options": Kind.STRS}
+INCLUDE_KEYS: Mapping[str, Kind] = {"include_mirrors": _STR}
+
+UNITS: Mapping[str, str] = {
+    "interval": "minutes",
+    "timeout": "seconds",
+    "rsync_timeout": "seconds",
+    "retry": "attempts per run",
+    "concurrent": "jobs",
+}
+NON_NEGATIVE = frozenset(UNITS)
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """The file and the section or job a value came from, for messages that locate it."""
+
+    file: Path | str
+    job: str | None
+
+    def error(self, key: str | None, problem: str) -> ConfigError:
+        return ConfigError(problem, file=self.file, job=self.job, key=key)
+
+    def warning(self, key: str | None, problem: str) -> str:
+        # Same shape as a ConfigError message, so that both read alike on stderr.
+        return str(ConfigError(problem, file=self.file, job=self.job, key=key))
+
+
+def describe(value: object) -> str:
+    """How a wrong value is shown in an error: its TOML type and, if short, the value."""
+    kinds = {bool: "boolean", int: "integer", float: "float", str: "string"}
+    name = kinds.get(type(value))
+    if name is None:
+        name = "table" if isinstance(value, dict) else "list" if isinstance(value, list) else "date"
+        return name
+    shown = repr(value) if not isinstance(value, bool) else str(value).lower()
+    return f"{name} {shown}" if len(shown) <= 40 else name
+
+
+def _fits(kind: Kind, value: object) -> bool:
+    # bool is a subclass of int in Python; in TOML they are different types.
+    if kind is Kind.STR:
+        return isinstance(value, str)
+    if kind is Kind.INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is Kind.BOOL:
+        return isinstance(value, bool)
+    if kind is Kind.STRS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind is Kind.INTS:
+        return isinstance(value, list) and all(_fits(Kind.INT, v) for v in value)
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def read_table(
+    raw: Mapping[str, object],
+    keys: Mapping[str, Kind],
+    where: Where,
+    warnings: list[str],
+    *,
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, object]:
+    """Check every key of ``raw`` against ``keys``; return the known ones, converted.
+
+    Unknown keys are reported in ``warnings`` and dropped; keys in ``skip`` are left for the
+    caller.  Raises :class:`ConfigError` naming file, job and key on a wrong type or a
+    negative count.
+    """
+    out: dict[str, object] = {}
+    for key, value in raw.items():
+        if key in skip:
+            continue
+        kind = keys.get(key)
+        if kind is None:
+            warnings.append(where.warning(key, "unknown key, ignored"))
+            continue
+        if not _fits(kind, value):
+            unit = f" ({UNITS[key]})" if key in UNITS else ""
+            raise where.error(key, f"expected {kind.value}{unit}, got {describe(value)}")
+        if key in NON_NEGATIVE and cast(int, value) < 0:
+            raise where.error(key, f"must not be negative, got {value}")
+        if isinstance(value, list):
+            value = tuple(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        out[key] = value
+    return out
+
+
+class Checked:
+    """Typed read access to a table returned by :func:`read_table`, with tunasync defaults.
+
+    Missing keys give the Go zero value, exactly as tunasync sees them.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: Mapping[str, object]) -> None:
+        self.values = values
+
+    def text(self, key: str, default: str = "") -> str:
+        return cast(str, self.values.get(key, default))
+
+    def integer(self, key: str) -> int:
+        return cast(int, self.values.get(key, 0))
+
+    def flag(self, key: str) -> bool:
+        return cast(bool, self.values.get(key, False))
+
+    def texts(self, key: str) -> tuple[str, ...]:
+        return cast(tuple[str, ...], self.values.get(key, ()))
+
+    def integers(self, key: str) -> tuple[int, ...]:
+        return cast(tuple[int, ...], self.values.get(key, ()))
+
+    def env(self) -> dict[str, str]:
+        return dict(cast(Mapping[str, str], self.values.get("env", {})))
+
+
+def section(
+    doc: Mapping[str, object],
+    name: str,
+    keys: Mapping[str, Kind],
+    file: Path | str,
+    warnings: list[str],
+) -> Checked:
+    """Read top-level table ``[name]`` of ``doc`` (absent ⇒ all defaults)."""
+    where = Where(file, f"[{name}]")
+    raw = doc.get(name, {})
+    if not isinstance(raw, dict):
+        raise where.error(None, f"expected a table [{name}], got {describe(raw)}")
+    return Checked(read_table(raw, keys, where, warnings))
+
+
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([kmgtp])?i?b?", re.IGNORECASE | re.ASCII)
+_BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_memory_limit(text: str, where: Where) -> int | None:
+    """Bytes for a ``memory_limit`` string, as docker go-units ``RAMInBytes`` reads it.
+
+    Units are binary whatever the spelling: ``"256M"``, ``"256MiB"``, ``"256mb"`` and
+    ``"256 m"`` are all 256 × 1024².  A bare number is bytes.  ``""`` and ``"0"`` mean no
+    limit (``None``), which also lets a child mirror drop an inherited limit.
+
+    >>> parse_memory_limit("1.5G", Where("w.toml", None))
+    1610612736
+    """
+    match = _SIZE.fullmatch(text.strip())
+    if text.strip() == "":
+        return None
+    if match is None:
+        raise where.error(
+            "memory_limit", f'invalid size {text!r} (expected e.g. "256M", "1.5GiB", "512k")'
+        )
+    size = int(float(match.group(1)) * _BINARY[(match.group(2) or "").lower()])
+    return size or None
