@@ -1,0 +1,269 @@
+"""The NATS adapter: connection with mutual TLS, streams, acknowledged appends, requests.
+
+Everything that touches nats-py for the services lives here, and nats-py's errors are turned
+into :mod:`mirrorbus.errors` at this edge.  A refused publish shows up in nats-py as a timeout
+plus a "permissions violation" through ``error_cb``; :class:`Bus` remembers the violations so
+that such a timeout is reported as :class:`PermissionDenied`, not as a slow server.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from mirrorbus.errors import BusError, ConfigError, PermissionDenied
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BusSettings:
+    """How to reach NATS and who we are there (our client certificate)."""
+
+    servers: tuple[str, ...]
+    ca_cert: Path
+    cert: Path
+    key: Path
+    prefix: str = DEFAULT_PREFIX
+    inbox_prefix: str | None = None
+    name: str = "mirrorbus"
+
+    def check(self, source: str) -> None:
+        """Raise ConfigError (naming ``source``) if the settings cannot work."""
+        if not self.servers:
+            raise ConfigError("no NATS server URL", file=source, key="bus.url")
+        for key, path in (
+            ("bus.ca_cert", self.ca_cert),
+            ("bus.cert", self.cert),
+            ("bus.key", self.key),
+        ):
+            if not path.is_file():
+                raise ConfigError(f"file {path} does not exist", file=source, key=key)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """Limits of the streams; ``max_age`` 0 keeps events forever."""
+
+    replicas: int = 1
+    max_age: float = 0.0
+    command_max_age: float = 24 * 3600.0
+    duplicate_window: float = 120.0
+
+
+def tls_context(settings: BusSettings) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.ca_cert))
+        ctx.load_cert_chain(str(settings.cert), str(settings.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise BusError(
+            f"cannot load TLS files (ca {settings.ca_cert}, cert {settings.cert}): {exc}"
+        ) from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+@dataclass
+class Bus:
+    """A connected client with the JetStream context and the subject names."""
+
+    nc: Client
+    js: JetStreamContext
+    subjects: Subjects
+    settings: BusSettings
+    violations: list[tuple[float, str]] = field(default_factory=list)
+
+    # -- appends -----------------------------------------------------------------------
+    async def append(self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0) -> int:
+        """Publish to JetStream and wait for the PubAck; return the stream sequence.
+
+        ``msg_id`` becomes ``Nats-Msg-Id``: appending the same id again within the stream's
+        duplicate window returns the first sequence and stores nothing.
+        """
+        started = time.monotonic()
+        try:
+            ack = await self.js.publish(
+                subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
+            )
+        except (nats.errors.TimeoutError, TimeoutError):
+            self._raise_if_denied(subject, started)
+            raise BusError(f"no acknowledgement for {subject} within {timeout:g}s") from None
+        except nats.errors.NoRespondersError:
+            raise BusError(
+                f"no stream stores {subject}: is the manager running (it creates the streams)?"
+            ) from None
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"append to {subject} refused: {exc.description}") from None
+        except nats.errors.Error as exc:
+            raise BusError(f"append to {subject} failed: {exc}") from None
+        return int(ack.seq)
+
+    async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
+        started = time.monotonic()
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise BusError(f"nobody answers on {subject}: is the manager running?") from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            self._raise_if_denied(subject, started)
+            raise BusError(f"no answer on {subject} within {timeout:g}s") from None
+        except nats.errors.Error as exc:
+            raise BusError(f"request on {subject} failed: {exc}") from None
+        return bytes(msg.data)
+
+    def _raise_if_denied(self, subject: str, since: float) -> None:
+        for at, text in self.violations:
+            if at >= since - 0.5 and subject in text:
+                raise PermissionDenied(
+                    f"the server refused {subject} for this certificate ({text})"
+                )
+        if any(at >= since - 0.5 for at, _ in self.violations):
+            raise PermissionDenied(
+                f"the server refused a subject while sending to {subject}: {self.violations[-1][1]}"
+            )
+
+    # -- streams -------------------------------------------------------------------------
+    async def ensure_streams(self, limits: StreamSettings | None = None) -> None:
+        """Create the streams if missing, or update their limits; safe to call any time."""
+        limits = limits or StreamSettings()
+        s = self.subjects
+        configs = [
+            StreamConfig(
+                name=s.evt_stream,
+                subjects=[s.all_events],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=limits.replicas,
+                max_age=limits.max_age or None,
+                duplicate_window=limits.duplicate_window,
+                allow_direct=True,
+            ),
+            StreamConfig(
+                name=s.cmd_stream,
+                subjects=[s.all_commands],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=limits.replicas,
+                max_age=limits.command_max_age,
+                duplicate_window=limits.duplicate_window,
+            ),
+            StreamConfig(
+                name=s.snap_stream,
+                subjects=[s.all_snapshots],
+                retention=RetentionPolicy.LIMITS,
+                storage=StorageType.FILE,
+                num_replicas=limits.replicas,
+                max_msgs_per_subject=1,
+                discard=DiscardPolicy.OLD,
+                allow_direct=True,
+                duplicate_window=limits.duplicate_window,
+            ),
+        ]
+        for config in configs:
+            try:
+                await self.js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await self.js.update_stream(config)
+            except nats.js.errors.APIError as exc:
+                if exc.err_code == 10058:  # stream name in use with a different config
+                    await self.js.update_stream(config)
+                else:
+                    raise BusError(f"cannot create stream {config.name}: {exc}") from None
+            except (nats.errors.TimeoutError, TimeoutError):
+                raise BusError(f"cannot create stream {config.name}: no answer") from None
+
+    async def last_sequence(self) -> int:
+        """Last sequence of the event stream (0 when empty)."""
+        try:
+            info = await self.js.stream_info(self.subjects.evt_stream)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except nats.errors.Error as exc:
+            raise BusError(f"cannot read stream {self.subjects.evt_stream}: {exc}") from None
+        return int(info.state.last_seq)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing must not fail the caller's shutdown
+                await self.nc.close()
+
+
+async def connect(
+    settings: BusSettings, *, connect_timeout: float = 5.0, reconnect: bool = True
+) -> Bus:
+    """Connect with mutual TLS; raise :class:`BusError` with the reason if refused."""
+    violations: list[tuple[float, str]] = []
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        text = str(exc)
+        if "ermissions" in text:
+            violations.append((time.monotonic(), text))
+            del violations[:-50]
+            log.warning("NATS refused: %s", text)
+        else:
+            errors.append(text)
+            log.debug("NATS error: %s", text)
+
+    options: dict[str, Any] = {
+        "servers": list(settings.servers),
+        "tls": tls_context(settings),
+        "name": settings.name,
+        "error_cb": on_error,
+        "connect_timeout": connect_timeout,
+        "allow_reconnect": reconnect,
+        "max_reconnect_attempts": -1 if reconnect else 0,
+        "reconnect_time_wait": 1,
+    }
+    if settings.inbox_prefix:
+        options["inbox_prefix"] = settings.inbox_prefix
+    try:
+        nc = await nats.connect(**options)
+    except Exception as exc:  # nats-py raises a wide mix here (OSError, ssl, its own)
+        detail = errors[-1] if errors else str(exc) or type(exc).__name__
+        raise BusError(
+            f"cannot connect to {', '.join(settings.servers)} as {settings.cert.name}: {detail}"
+        ) from None
+    return Bus(
+        nc=nc,
+        js=nc.jetstream(timeout=5),
+        subjects=Subjects(settings.prefix),
+        settings=settings,
+        violations=violations,
+    )
+
+
+def settings_from_paths(
+    servers: Sequence[str],
+    pki_dir: Path,
+    role_file: str,
+    *,
+    prefix: str = DEFAULT_PREFIX,
+    inbox_prefix: str | None = None,
+    name: str = "mirrorbus",
+) -> BusSettings:
+    """Settings for a certificate pair ``<role_file>.crt/.key`` in a PKI directory."""
+    return BusSettings(
+        servers=tuple(servers),
+        ca_cert=pki_dir / "ca.crt",
+        cert=pki_dir / f"{role_file}.crt",
+        key=pki_dir / f"{role_file}.key",
+        prefix=prefix,
+        inbox_prefix=inbox_prefix,
+        name=name,
+    )

@@ -1,0 +1,118 @@
+"""The one error tree of mirrorbus.
+
+Every error a user can meet derives from :class:`MirrorbusError` and carries the facts needed
+to act on it in its message (which file, which key, which job, what to do).  Library errors
+(nats-py, SQLAlchemy, cryptography, OS errors) are translated into these at the adapter edge,
+so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
+
+    MirrorbusError
+    ├── ConfigError            a configuration file or option is wrong
+    ├── NameError_             a worker or job name cannot be a subject token
+    ├── PkiError               certificates cannot be made or read
+    ├── ServerError            the embedded nats-server cannot start or stop
+    │   └── PortInUseError
+    ├── BusError               NATS is unreachable or refused us
+    │   └── PermissionDenied   the server refused a subject for our certificate
+    ├── CodecError             a message could not be decoded (kept for the dead letters)
+    ├── ProjectionError        the SQL view cannot be opened or written
+    └── CommandError           a ctl command failed
+        ├── UnknownTarget      unknown worker or job
+        ├── CommandRejected    the worker answered "rejected: reason"
+        └── NoAnswer           nobody answered in time
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MirrorbusError(Exception):
+    """Base of every error mirrorbus raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(MirrorbusError):
+    """A configuration file or option is invalid.
+
+    The message always names the file, and the job and key when there is one, so that one line
+    on stderr is enough to fix it::
+
+        worker.toml: mirrors[2] (debian): key 'provider': unknown provider 'ftp'
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        file: Path | str | None = None,
+        job: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.file = None if file is None else str(file)
+        self.job = job
+        self.key = key
+        parts = []
+        if self.file is not None:
+            parts.append(self.file)
+        if job is not None:
+            parts.append(job)
+        if key is not None:
+            parts.append(f"key '{key}'")
+        parts.append(problem)
+        super().__init__(": ".join(parts))
+
+
+class InvalidName(MirrorbusError):  # noqa: N818 - reads better at call sites than InvalidNameError
+    """A worker, job or prefix name cannot be used as a NATS subject token."""
+
+
+class PkiError(MirrorbusError):
+    """A certificate or key cannot be created, read or used."""
+
+
+class ServerError(MirrorbusError):
+    """The embedded nats-server could not be started, or stopped."""
+
+
+class PortInUseError(ServerError):
+    """The port asked for the embedded server is already taken by another program."""
+
+
+class BusError(MirrorbusError):
+    """NATS could not be reached, or refused the connection (TLS, certificate)."""
+
+
+class PermissionDenied(BusError):  # noqa: N818 - it is a denial, not a bug
+    """The server refused a publish or subscribe for this certificate's identity."""
+
+
+class CodecError(MirrorbusError):
+    """A message could not be decoded; ``reason`` says why (for the dead-letter table)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ProjectionError(MirrorbusError):
+    """The SQL view cannot be opened, migrated or written."""
+
+
+class CommandError(MirrorbusError):
+    """A control command could not be carried out."""
+
+
+class UnknownTarget(CommandError):  # noqa: N818
+    """The worker or job named in a command is not known."""
+
+
+class CommandRejected(CommandError):  # noqa: N818
+    """The worker answered the command with a rejection."""
+
+
+class NoAnswer(CommandError):  # noqa: N818
+    """No answer came from the worker in time."""

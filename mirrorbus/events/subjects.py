@@ -1,0 +1,140 @@
+"""Subject and stream names of the bus contract, and the name rules that keep them safe.
+
+Worker and job names become subject tokens, consumer names and inbox prefixes, so they are
+checked here once, before anything is built from them::
+
+    >>> s = Subjects("mirrorbus")
+    >>> s.job_events("w1", "debian")
+    'mirrorbus.evt.w1.debian'
+    >>> s.job_events("w1", "a.b")
+    Traceback (most recent call last):
+    mirrorbus.errors.InvalidName: job name 'a.b' ...
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mirrorbus.errors import InvalidName
+
+_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+_PREFIX = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+DEFAULT_PREFIX = "mirrorbus"
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it is a safe subject token, else raise :class:`InvalidName`.
+
+    Allowed: ASCII letters, digits, ``_`` and ``-`` (not first), 1 to 64 characters.
+    Dots, wildcards, spaces and slashes are refused because they would change the meaning of
+    a subject or a consumer name.
+    """
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise InvalidName(
+            f"{what} {name!r} is not allowed: use 1-64 letters, digits, '_' or '-' "
+            "(no dots, spaces, slashes or wildcards; not starting with '-')"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Subjects:
+    """Builds every subject, stream and consumer name from one prefix (default ``mirrorbus``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.fullmatch(self.prefix):
+            raise InvalidName(
+                f"subject prefix {self.prefix!r} is not allowed: use lower-case letters, "
+                "digits, '_' or '-', starting with a letter"
+            )
+
+    # -- streams -------------------------------------------------------------------------
+    @property
+    def _stream_base(self) -> str:
+        return self.prefix.upper().replace("-", "_")
+
+    @property
+    def evt_stream(self) -> str:
+        """Append-only job and worker events."""
+        return f"{self._stream_base}_EVT"
+
+    @property
+    def cmd_stream(self) -> str:
+        """Commands to workers; they expire."""
+        return f"{self._stream_base}_CMD"
+
+    @property
+    def snap_stream(self) -> str:
+        """Worker snapshots, one (the last) per worker."""
+        return f"{self._stream_base}_SNAP"
+
+    # -- subjects ------------------------------------------------------------------------
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.evt.>"
+
+    @property
+    def all_commands(self) -> str:
+        return f"{self.prefix}.cmd.>"
+
+    @property
+    def all_snapshots(self) -> str:
+        return f"{self.prefix}.snap.>"
+
+    def worker_events(self, worker: str) -> str:
+        """Events about the worker itself (started, stopped, answers to worker commands)."""
+        return f"{self.prefix}.evt.{check_name(worker, 'worker name')}"
+
+    def job_events(self, worker: str, job: str) -> str:
+        return f"{self.worker_events(worker)}.{check_name(job, 'job name')}"
+
+    def worker_job_events(self, worker: str) -> str:
+        """Wildcard over every job of one worker."""
+        return f"{self.worker_events(worker)}.>"
+
+    def job_command(self, worker: str, job: str) -> str:
+        return (
+            f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.{check_name(job, 'job name')}"
+        )
+
+    def worker_commands(self, worker: str) -> str:
+        """Wildcard over the job commands of one worker (its command consumer's filter)."""
+        return f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.>"
+
+    def snapshot(self, worker: str) -> str:
+        return f"{self.prefix}.snap.{check_name(worker, 'worker name')}"
+
+    def api(self, query: str) -> str:
+        """Request/reply query served by the manager, e.g. ``api("jobs")``."""
+        return f"{self.prefix}.api.{check_name(query, 'query')}"
+
+    @property
+    def all_api(self) -> str:
+        return f"{self.prefix}.api.>"
+
+    def heartbeat(self, worker: str) -> str:
+        """Core-NATS liveness beat (may be lost; never stored)."""
+        return f"{self.prefix}.hb.{check_name(worker, 'worker name')}"
+
+    @property
+    def all_heartbeats(self) -> str:
+        return f"{self.prefix}.hb.*"
+
+    # -- identities ----------------------------------------------------------------------
+    @staticmethod
+    def worker_inbox(worker: str) -> str:
+        """Inbox prefix a worker connects with, so that its subscribe permission is exact."""
+        return f"_INBOX_{check_name(worker, 'worker name')}"
+
+    @staticmethod
+    def worker_consumer(worker: str) -> str:
+        """Name of the worker's consumers (command, replay); one exact token per worker."""
+        return check_name(worker, "worker name")
+
+    @property
+    def manager_consumer(self) -> str:
+        return "manager"

@@ -1,0 +1,104 @@
+"""Providers: how one attempt of a job is executed and judged.
+
+The ``command`` provider runs the configured argv (shlex-split, no shell) in the job's working
+directory with tunasync's ``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the
+attempt's log file.  Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit;
+the size is group 1 of the last ``size_pattern`` match in the log.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from mirrorbus.errors import ConfigError
+from mirrorbus.worker.config import MirrorConfig
+from mirrorbus.worker.joblog import AttemptLog
+from mirrorbus.worker.process import run_process
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    ok: bool
+    exit_code: int | None
+    error: str = ""
+    size: str = ""
+
+
+class Provider(Protocol):
+    async def run_attempt(self, log: AttemptLog) -> AttemptOutcome: ...
+
+
+def last_match(pattern: re.Pattern[str], text: str) -> str:
+    """Group 1 of the last match of ``pattern`` in ``text`` ("" when none)."""
+    found = ""
+    for match in pattern.finditer(text):
+        found = match.group(1) if pattern.groups else match.group(0)
+    return found
+
+
+def _read_log(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class CommandProvider:
+    def __init__(self, mirror: MirrorConfig) -> None:
+        self.mirror = mirror
+
+    def environment(self, log_file: Path) -> dict[str, str]:
+        m = self.mirror
+        env = dict(os.environ)
+        env.update(
+            TUNASYNC_MIRROR_NAME=m.name,
+            TUNASYNC_WORKING_DIR=str(m.working_dir),
+            TUNASYNC_UPSTREAM_URL=m.upstream,
+            TUNASYNC_LOG_DIR=str(m.log_dir),
+            TUNASYNC_LOG_FILE=str(log_file),
+        )
+        env.update(m.env)
+        return env
+
+    async def run_attempt(self, log: AttemptLog) -> AttemptOutcome:
+        m = self.mirror
+        m.working_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        with log.path.open("ab", buffering=0) as output:
+            result = await run_process(
+                m.command,
+                cwd=m.working_dir,
+                env=self.environment(log.path),
+                output=output,
+                timeout=None if m.timeout is None else m.timeout.total_seconds(),
+            )
+        code = result.exit_code
+        allowed = code == 0 or (code is not None and code in m.success_exit_codes)
+        if not allowed or result.timed_out:
+            return AttemptOutcome(ok=False, exit_code=code, error=result.error)
+        if m.fail_on_match is None and m.size_pattern is None:
+            return AttemptOutcome(ok=True, exit_code=code)
+        text = await anyio.to_thread.run_sync(_read_log, log.path)
+        if m.fail_on_match is not None:
+            hits = len(m.fail_on_match.findall(text))
+            if hits:
+                return AttemptOutcome(
+                    ok=False, exit_code=code, error=f"Fail-on-match regexp found {hits} matches"
+                )
+        size = last_match(m.size_pattern, text) if m.size_pattern is not None else ""
+        return AttemptOutcome(ok=True, exit_code=code, size=size)
+
+
+def make_provider(mirror: MirrorConfig) -> Provider:
+    if mirror.provider == "command":
+        return CommandProvider(mirror)
+    raise ConfigError(
+        f"provider '{mirror.provider}' is not available in this release yet",
+        job=mirror.name,
+        key="provider",
+    )
