@@ -17,7 +17,8 @@ Where we differ from tunasync, on purpose:
   blocks every scheduled run forever.
 * Relative paths (``mirror_dir``, ``log_dir``, ``exclude_file``, ``snapshot_path``, the
   ``[bus]`` certificate files and the ``include_mirrors`` glob) are taken from the config
-  file's directory, not the process's working directory: under systemd the cwd is ``/``,
+  file's directory (the main file's, also for mirrors from included files), not the
+  process's working directory: under systemd the cwd is ``/``,
   and a config should mean the same thing whoever starts the worker.  A job with neither a
   log directory nor a working directory is an error instead of writing into the cwd.
 * ``log_dir`` is rendered as plain text (no HTML escaping); a child mirror can reset an
@@ -207,11 +208,9 @@ def _build_all(
         mirror = build_mirror(leaf, defaults, warnings)
         first = seen.setdefault(mirror.name, leaf)
         if first is not leaf:
-            at = (
-                first.where.job
-                if first.where.file == leaf.where.file
-                else (f"{first.where.file}: {first.where.job}")
-            )
+            at = str(first.where.job).removesuffix(f" ({mirror.name})")
+            if first.where.file != leaf.where.file:
+                at = f"{first.where.file}: {at}"
             raise leaf.where.error(
                 "name", f"duplicate job name {mirror.name!r} (also defined at {at})"
             )
