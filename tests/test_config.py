@@ -238,6 +238,9 @@ def test_a_job_needs_a_log_dir_and_a_working_dir(tmp_path: Path) -> None:
 def test_mirrors_must_be_an_array_of_tables(tmp_path: Path) -> None:
     err = fails(tmp_path, "mirrors = 3\n" + GLOBAL)
     assert err.key == "mirrors" and "expected [[mirrors]] tables" in err.problem
+    err = fails(tmp_path, GLOBAL + CMD + "mirrors = [1, 2]\n")
+    assert (err.job, err.key) == ("mirrors[0] (hello)", "mirrors")
+    assert "expected [[mirrors.mirrors]] tables, got list" in err.problem
 
 
 # -- inheritance ------------------------------------------------------------------------------
@@ -604,8 +607,8 @@ def test_manager_server_and_unknown_keys_are_warnings(tmp_path: Path) -> None:
         f"{f}: [server] is not used by mirrorbus (workers take commands from the bus)",
         f"{f}: unknown section or key 'frobnicate', ignored",
         f"{f}: [global]: key 'colour': unknown key, ignored",
-        f"{f}: mirrors[0] (hello): key 'intervall': unknown key, ignored",
         f"{f}: [bus]: key 'urll': unknown key, ignored",
+        f"{f}: mirrors[0] (hello): key 'intervall': unknown key, ignored",
     )
     assert only(cfg).interval == timedelta(0)
 

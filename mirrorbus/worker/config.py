@@ -16,11 +16,11 @@ Where we differ from tunasync, on purpose:
 * ``concurrent = 0`` or missing means 10 (:data:`DEFAULT_CONCURRENT`); in tunasync it
   blocks every scheduled run forever.
 * Relative paths (``mirror_dir``, ``log_dir``, ``exclude_file``, ``snapshot_path``, the
-  ``[bus]`` certificate files and the ``include_mirrors`` glob) are taken from the config
-  file's directory (the main file's, also for mirrors from included files), not the
-  process's working directory: under systemd the cwd is ``/``,
-  and a config should mean the same thing whoever starts the worker.  A job with neither a
-  log directory nor a working directory is an error instead of writing into the cwd.
+  ``[bus]`` certificate files and the ``include_mirrors`` glob) are taken from the main
+  config file's directory (also for mirrors from included files), not from the process's
+  working directory: under systemd the cwd is ``/``, and a config should mean the same
+  thing whoever starts the worker.  A job with neither a log directory nor a working
+  directory is an error instead of writing into the cwd.
 * ``log_dir`` is rendered as plain text (no HTML escaping); a child mirror can reset an
   inherited value; siblings never share an ``env`` table (see
   :mod:`mirrorbus.worker.config_mirrors`).
@@ -130,6 +130,10 @@ def load_worker_config(path: Path) -> WorkerConfig:
         rsync_success_exit_codes=g.integers("dangerous_global_rsync_success_exit_codes"),
         snapshot_path=btrfs.snapshot_path,
     )
+    bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path)
+    cgroup = _cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings))
+    zfs = _zfs(section(doc, "zfs", ZFS_KEYS, path, warnings))
+    docker = _docker(section(doc, "docker", DOCKER_KEYS, path, warnings))
     include = section(doc, "include", INCLUDE_KEYS, path, warnings)
     leaves = flatten(doc.get("mirrors", []), path, warnings)
     files = _include_files(include.text("include_mirrors"), base, path, warnings)
@@ -146,7 +150,7 @@ def load_worker_config(path: Path) -> WorkerConfig:
         interval=timedelta(minutes=defaults.interval),
         retry=defaults.retry,
         timeout=timedelta(seconds=defaults.timeout) if defaults.timeout else None,
-        bus=_bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path),
+        bus=bus,
         mirrors=mirrors,
         warnings=tuple(warnings),
         rsync_options=g.texts("rsync_options"),
@@ -154,10 +158,10 @@ def load_worker_config(path: Path) -> WorkerConfig:
         exec_on_failure=defaults.exec_on_failure,
         dangerous_global_success_exit_codes=defaults.success_exit_codes,
         dangerous_global_rsync_success_exit_codes=defaults.rsync_success_exit_codes,
-        cgroup=_cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings)),
-        zfs=_zfs(section(doc, "zfs", ZFS_KEYS, path, warnings)),
+        cgroup=cgroup,
+        zfs=zfs,
         btrfs_snapshot=btrfs,
-        docker=_docker(section(doc, "docker", DOCKER_KEYS, path, warnings)),
+        docker=docker,
         include=IncludeConfig(include.text("include_mirrors"), tuple(files)),
     )
 

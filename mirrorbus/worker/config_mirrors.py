@@ -89,7 +89,8 @@ def _walk(
     owner: Where,
 ) -> list[Leaf]:
     if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
-        raise owner.error("mirrors", f"expected [[{prefix}]] tables, got {describe(nodes)}")
+        tables = re.sub(r"\[\d+\]", "", prefix)  # mirrors[0].mirrors -> mirrors.mirrors
+        raise owner.error("mirrors", f"expected [[{tables}]] tables, got {describe(nodes)}")
     leaves: list[Leaf] = []
     for i, node in enumerate(nodes):
         label = f"{prefix}[{i}]"
