@@ -1,0 +1,135 @@
+"""Feed the event stream into the status view: fetch a batch, apply it in one transaction, ack.
+
+The stored position in the view is the truth, not the consumer's ack floor: at start the
+durable consumer is (re)created to deliver from ``position + 1``, so a fresh or rebuilt view
+never misses events and a batch redelivered after a crash is skipped by sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+import nats.errors
+import nats.js.errors
+from anyio.abc import TaskStatus
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mirrorbus.bus import Bus
+from mirrorbus.errors import BusError
+from projections.status_view import ApplyResult, Entry, StatusView
+
+log = logging.getLogger(__name__)
+
+
+class Projector:
+    def __init__(
+        self,
+        bus: Bus,
+        view: StatusView,
+        *,
+        batch: int = 512,
+        consumer: str | None = None,
+        on_applied: Callable[[ApplyResult], None] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.view = view
+        self.batch = batch
+        self.consumer = consumer or bus.subjects.manager_consumer
+        self.on_applied = on_applied
+        self.position = 0
+
+    async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
+        s = self.bus.subjects
+        self.position = await anyio.to_thread.run_sync(self.view.position)
+        try:
+            await self.bus.js.delete_consumer(s.evt_stream, self.consumer)
+        except nats.js.errors.NotFoundError:
+            pass
+        config = ConsumerConfig(
+            durable_name=self.consumer,
+            name=self.consumer,
+            filter_subject=s.all_events,
+            ack_policy=AckPolicy.ALL,
+            deliver_policy=(
+                DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL
+            ),
+            opt_start_seq=self.position + 1 if self.position else None,
+            ack_wait=120,
+            max_ack_pending=max(self.batch * 4, 1024),
+        )
+        await self.bus.js.add_consumer(s.evt_stream, config)
+        return await self.bus.js.pull_subscribe_bind(consumer=self.consumer, stream=s.evt_stream)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            sub = await self._bind()
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise BusError(f"cannot create the projector's consumer: {exc}") from None
+        log.info("projecting from sequence %d", self.position + 1)
+        task_status.started()
+        while True:
+            try:
+                msgs = await sub.fetch(self.batch, timeout=2)
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetch failed: %s", exc)
+                await anyio.sleep(1)
+                continue
+            entries: list[Entry] = [
+                (int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs
+            ]
+            result = await anyio.to_thread.run_sync(self.view.apply, entries)
+            self.position = result.position
+            # Committed: now, and only now, the batch may be acknowledged (AckAll).
+            await msgs[-1].ack()
+            if result.dead:
+                log.warning("%d events set aside as dead letters", result.dead)
+            if self.on_applied is not None:
+                self.on_applied(result)
+
+
+async def catch_up(
+    bus: Bus, view: StatusView, *, batch: int = 2000, until: int | None = None
+) -> int:
+    """Apply every event up to ``until`` (default: the stream's last sequence now) and stop.
+
+    Used by ``manager rebuild``: an ordered, ephemeral read of the log into ``view``.
+    """
+    s = bus.subjects
+    last = until if until is not None else await bus.last_sequence()
+    position = await anyio.to_thread.run_sync(view.position)
+    if position >= last:
+        return position
+    sub = await bus.js.pull_subscribe(
+        s.all_events,
+        stream=s.evt_stream,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=position + 1,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60,
+            mem_storage=True,
+        ),
+    )
+    try:
+        while position < last:
+            try:
+                msgs = await sub.fetch(batch, timeout=5)
+            except (nats.errors.TimeoutError, TimeoutError):
+                raise BusError(f"rebuild stalled at sequence {position} of {last}") from None
+            entries = [
+                (int(m.metadata.sequence.stream), m.subject, m.data)
+                for m in msgs
+                if int(m.metadata.sequence.stream) <= last
+            ]
+            if entries:
+                result = await anyio.to_thread.run_sync(view.apply, entries)
+                position = result.position
+            if any(int(m.metadata.sequence.stream) >= last for m in msgs):
+                break
+    finally:
+        await sub.unsubscribe()
+    return position

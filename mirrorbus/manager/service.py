@@ -1,0 +1,38 @@
+"""The manager: projects the event log into the status view and answers queries from it.
+
+It is not a relay: workers never wait for it, and while it is down nothing is lost; on start
+it catches up from the position stored in the view.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mirrorbus.bus import Bus, StreamSettings
+from mirrorbus.manager.projector import Projector
+from mirrorbus.manager.queries import QueryService
+from projections.status_view import StatusView
+
+log = logging.getLogger(__name__)
+
+
+class Manager:
+    def __init__(
+        self, bus: Bus, view: StatusView, *, streams: StreamSettings | None = None, batch: int = 512
+    ) -> None:
+        self.bus = bus
+        self.view = view
+        self.streams = streams or StreamSettings()
+        self.projector = Projector(bus, view, batch=batch)
+        self.queries = QueryService(bus, view)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.bus.ensure_streams(self.streams)
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.projector.run)
+            await tg.start(self.queries.run)
+            log.info("manager ready (view %s, position %d)", self.view.url, self.projector.position)
+            task_status.started()

@@ -1,0 +1,112 @@
+"""SQL tables of the status view (SQLAlchemy Core; SQLite and PostgreSQL).
+
+Times are stored as integer microseconds since the Unix epoch (UTC): exact, sortable and the
+same on every backend (SQLite has no timezone-aware type).  ``meta`` holds the stream position
+and the schema version next to the data they describe.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("is_master", Boolean, nullable=False),
+    Column("upstream", Text, nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("interval", Integer, nullable=False),
+    Column("last_update", BigInteger),
+    Column("last_started", BigInteger),
+    Column("last_ended", BigInteger),
+    Column("next_schedule", BigInteger),
+    Column("size", String(64), nullable=False),
+    Column("error_msg", Text, nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("exit_code", Integer),
+    Column("removed", Boolean, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("job", String(64), primary_key=True),
+    Column("run_id", String(64), primary_key=True),
+    Column("reason", String(32), nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Column("result", String(16), nullable=False),  # running | success | failed
+    Column("attempts", Integer, nullable=False),
+    Column("size", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("exit_code", Integer),
+    Column("seq", BigInteger, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("online", Boolean, nullable=False),
+    Column("started_at", BigInteger),
+    Column("stopped_at", BigInteger),
+    Column("last_seen", BigInteger),
+    Column("version", String(32), nullable=False),
+    Column("hostname", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("jobs", Integer, nullable=False),
+    Column("concurrent", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("cmd_id", String(64), primary_key=True),
+    Column("worker", String(64), nullable=False),
+    Column("job", String(64), nullable=False),
+    Column("verb", String(16), nullable=False),
+    Column("accepted", Boolean, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("subject", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("at", BigInteger, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
