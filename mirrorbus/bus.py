@@ -199,7 +199,7 @@ class Bus:
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
-            except Exception:  # noqa: BLE001 - closing must not fail the caller's shutdown
+            except Exception:
                 await self.nc.close()
 
 

@@ -66,7 +66,7 @@ class ConfigError(MirrorbusError):
         super().__init__(": ".join(parts))
 
 
-class InvalidName(MirrorbusError):  # noqa: N818 - reads better at call sites than InvalidNameError
+class InvalidName(MirrorbusError):
     """A worker, job or prefix name cannot be used as a NATS subject token."""
 
 
@@ -86,7 +86,7 @@ class BusError(MirrorbusError):
     """NATS could not be reached, or refused the connection (TLS, certificate)."""
 
 
-class PermissionDenied(BusError):  # noqa: N818 - it is a denial, not a bug
+class PermissionDenied(BusError):
     """The server refused a publish or subscribe for this certificate's identity."""
 
 
@@ -106,13 +106,13 @@ class CommandError(MirrorbusError):
     """A control command could not be carried out."""
 
 
-class UnknownTarget(CommandError):  # noqa: N818
+class UnknownTarget(CommandError):
     """The worker or job named in a command is not known."""
 
 
-class CommandRejected(CommandError):  # noqa: N818
+class CommandRejected(CommandError):
     """The worker answered the command with a rejection."""
 
 
-class NoAnswer(CommandError):  # noqa: N818
+class NoAnswer(CommandError):
     """No answer came from the worker in time."""

@@ -7,6 +7,7 @@ never misses events and a batch redelivered after a crash is skipped by sequence
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -43,10 +44,8 @@ class Projector:
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
         s = self.bus.subjects
         self.position = await anyio.to_thread.run_sync(self.view.position)
-        try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.bus.js.delete_consumer(s.evt_stream, self.consumer)
-        except nats.js.errors.NotFoundError:
-            pass
         config = ConsumerConfig(
             durable_name=self.consumer,
             name=self.consumer,

@@ -7,6 +7,7 @@ this worker's subjects.  It does not grow with the length of history.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import nats.errors
@@ -90,9 +91,7 @@ async def restore(bus: Bus, worker: str, batch: int = 1000) -> tuple[dict[str, J
                         folded += 1
         finally:
             await sub.unsubscribe()
-    try:
+    with contextlib.suppress(nats.errors.Error):  # else it expires by itself (inactive_threshold)
         await bus.js.delete_consumer(s.evt_stream, name)
-    except nats.errors.Error:
-        pass  # it expires by itself (inactive_threshold)
     log.info("restored %d jobs of %s (%d events after the snapshot)", len(states), worker, folded)
     return states, seq

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypedDict
@@ -345,10 +345,8 @@ class Worker:
         self, job: Job, run_id: str, attempt: int, attempt_log: AttemptLog | None, reason: str
     ) -> None:
         if attempt_log is not None:
-            try:
+            with suppress(OSError):
                 attempt_log.mark_failed()
-            except OSError:
-                pass
         self.emit(
             AttemptFailed(
                 **self._job_ids(job), run_id=run_id, attempt=attempt, error=reason, final=True

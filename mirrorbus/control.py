@@ -1,0 +1,195 @@
+"""The control client: queries to the manager and commands to workers (what ``ctl`` uses).
+
+A command is appended to the command stream (acknowledged, de-duplicated by its id) and the
+client waits for the worker's answer event on the worker's subjects, which it subscribes to
+*before* sending, so a fast answer is never missed.  The command carries an expiry: a worker
+that only gets it later answers "expired" instead of acting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+from cryptography import x509
+from nats.aio.msg import Msg
+
+from mirrorbus.bus import Bus
+from mirrorbus.clock import Clock, SystemClock, new_id
+from mirrorbus.errors import BusError, CodecError, CommandRejected, NoAnswer, UnknownTarget
+from mirrorbus.events import (
+    Command,
+    CommandAnswered,
+    JobState,
+    Verb,
+    WorkerAnswered,
+    check_name,
+    decode_event,
+    encode,
+)
+from mirrorbus.manager.api import HistoryQuery, JobsQuery, PingInfo, Reply
+from projections.status_view import RunRow, WorkerRow
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    verb: str
+    worker: str
+    job: str
+    accepted: bool
+    message: str
+    cmd_id: str
+
+
+def certificate_identity(path: str) -> str:
+    """The subject of our client certificate, recorded as the issuer of commands."""
+    try:
+        with open(path, "rb") as fh:
+            return x509.load_pem_x509_certificate(fh.read()).subject.rfc4514_string()
+    except (OSError, ValueError):
+        return ""
+
+
+class Control:
+    def __init__(self, bus: Bus, clock: Clock | None = None) -> None:
+        self.bus = bus
+        self.clock = clock or SystemClock()
+        self.issuer = certificate_identity(str(bus.settings.cert))
+
+    # -- queries -------------------------------------------------------------------------
+    async def _query(self, name: str, payload: Any, kind: type[T], timeout: float) -> T:
+        data = await self.bus.request(
+            self.bus.subjects.api(name), _encoder.encode(payload), timeout=timeout
+        )
+        try:
+            reply = msgspec.json.decode(data, type=Reply[kind])  # type: ignore[valid-type]
+        except msgspec.DecodeError as exc:
+            raise BusError(f"unreadable answer to {name}: {exc}") from None
+        if not reply.ok or reply.data is None:
+            raise BusError(f"the manager refused {name}: {reply.error}")
+        return reply.data
+
+    async def jobs(self, worker: str | None = None, *, timeout: float = 5.0) -> list[JobState]:
+        return await self._query("jobs", JobsQuery(worker=worker), list[JobState], timeout)
+
+    async def workers(self, *, timeout: float = 5.0) -> list[WorkerRow]:
+        return await self._query("workers", {}, list[WorkerRow], timeout)
+
+    async def history(
+        self, worker: str, job: str, limit: int = 20, *, timeout: float = 5.0
+    ) -> list[RunRow]:
+        query = HistoryQuery(worker=worker, job=job, limit=limit)
+        return await self._query("history", query, list[RunRow], timeout)
+
+    async def ping(self, *, timeout: float = 5.0) -> PingInfo:
+        return await self._query("ping", {}, PingInfo, timeout)
+
+    # -- commands ------------------------------------------------------------------------
+    async def _check_target(self, worker: str, job: str) -> WorkerRow | None:
+        """Refuse unknown workers and jobs when the manager can tell; None if it cannot."""
+        try:
+            workers = await self.workers(timeout=3.0)
+            jobs = await self.jobs(worker, timeout=3.0)
+        except BusError:
+            return None  # no manager: the worker itself will answer (or nobody will)
+        row = next((w for w in workers if w.name == worker), None)
+        if row is None:
+            known = ", ".join(w.name for w in workers) or "none"
+            raise UnknownTarget(f"unknown worker {worker!r} (known workers: {known})")
+        if not any(j.name == job for j in jobs):
+            raise UnknownTarget(f"unknown job {job!r} on worker {worker}")
+        return row
+
+    async def command(
+        self,
+        verb: Verb,
+        worker: str,
+        job: str,
+        *,
+        force: bool = False,
+        timeout: float = 15.0,
+        ttl: float = 60.0,
+    ) -> Answer:
+        """Send ``verb`` for ``worker``/``job`` and return the worker's answer.
+
+        Raises UnknownTarget, CommandRejected (with the worker's reason) or NoAnswer.
+        """
+        check_name(worker, "worker name")
+        check_name(job, "job name")
+        row = await self._check_target(worker, job)
+        now = self.clock.now()
+        cmd = Command(
+            id=new_id(),
+            at=now,
+            verb=verb,
+            worker=worker,
+            job=job,
+            force=force,
+            expires_at=now + timedelta(seconds=ttl),
+            issuer=self.issuer,
+        )
+        s = self.bus.subjects
+        send, receive = anyio.create_memory_object_stream[Answer](8)
+
+        async def on_event(msg: Msg) -> None:
+            try:
+                ev = decode_event(msg.data)
+            except CodecError:
+                return
+            if isinstance(ev, CommandAnswered | WorkerAnswered) and ev.cmd_id == cmd.id:
+                await send.send(
+                    Answer(
+                        verb=ev.verb,
+                        worker=ev.worker,
+                        job=ev.job,
+                        accepted=ev.accepted,
+                        message=ev.message,
+                        cmd_id=ev.cmd_id,
+                    )
+                )
+
+        subs = [
+            await self.bus.nc.subscribe(s.job_events(worker, job), cb=on_event),
+            await self.bus.nc.subscribe(s.worker_events(worker), cb=on_event),
+        ]
+        try:
+            await self.bus.nc.flush(timeout=5)
+            await self.bus.append(s.job_command(worker, job), encode(cmd), cmd.id)
+            with anyio.move_on_after(timeout):
+                answer = await receive.receive()
+                if not answer.accepted:
+                    raise CommandRejected(f"rejected: {answer.message}")
+                return answer
+        finally:
+            for sub in subs:
+                await sub.unsubscribe()
+        seen = _last_seen(row)
+        raise NoAnswer(
+            f"no answer from worker {worker} within {timeout:g}s ({seen}); the command stays "
+            f"queued until {cmd.expires_at.astimezone():%H:%M:%S} and is dropped after that"
+        )
+
+
+def _last_seen(row: WorkerRow | None) -> str:
+    if row is None:
+        return "the manager did not say when it was last seen"
+    if row.last_seen is None:
+        return "never seen"
+    state = "online" if row.online else "offline"
+    return f"{state}, last seen {_ago(row.last_seen)}"
+
+
+def _ago(when: datetime) -> str:
+    delta = SystemClock().now() - when
+    seconds = int(delta.total_seconds())
+    if seconds < 90:
+        return f"{seconds}s ago"
+    if seconds < 5400:
+        return f"{seconds // 60} min ago"
+    return f"{when.astimezone():%Y-%m-%d %H:%M}"
