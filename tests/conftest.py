@@ -40,13 +40,14 @@ Fixtures and helpers
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -60,6 +61,14 @@ BASE_WORKERS = ("w1", "w2")
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """Collect garbage at the end of each test, so that an unclosed socket or transport is
+    reported (as an error, filterwarnings = error) against the test that leaked it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +183,16 @@ async def connect(
         assert name is not None
         options["inbox_prefix"] = Subjects.worker_inbox(name)
     options.update(kw)
-    return await nats.connect(server.url, **options)
+    nc = Client()
+    try:
+        await nc.connect(server.url, **options)
+    except BaseException:
+        # Without reconnects nats-py raises the refusal without closing its transport; close
+        # it here, or the socket leaks into a later test as an unraisable ResourceWarning.
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    return nc
 
 
 def permission_violations(errors: list[Exception]) -> list[str]:
