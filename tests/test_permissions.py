@@ -18,6 +18,7 @@ import nats.js.errors
 import pytest
 from conftest import RunningServer, connect, permission_violations
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from mirrorbus import pki
@@ -115,7 +116,8 @@ async def test_cert_mapping_to_no_user_is_refused(nats_server: RunningServer) ->
 
 async def test_worker_appends_replays_and_consumes_its_own(nats_server: RunningServer) -> None:
     admin = await _streams(nats_server)
-    w1 = await connect(nats_server, "worker", "w1")
+    errors: list[Exception] = []
+    w1 = await connect(nats_server, "worker", "w1", errors=errors)
     try:
         js = w1.jetstream()
         ack = await js.publish(S.job_events("w1", "job"), b"e1", headers={"Nats-Msg-Id": "id-1"})
@@ -164,6 +166,8 @@ async def test_worker_appends_replays_and_consumes_its_own(nats_server: RunningS
         await msgs[0].ack_sync()
         info = await js.consumer_info(S.cmd_stream, S.worker_consumer("w1"))
         assert info.num_ack_pending == 0
+        await w1.flush()
+        assert errors == []  # not one of these steps touched a forbidden subject
     finally:
         await w1.close()
         await admin.close()
@@ -266,7 +270,7 @@ async def test_manager_answers_queries(nats_server: RunningServer) -> None:
     reader = await connect(nats_server, "reader")
     try:
 
-        async def pong(msg: nats.aio.msg.Msg) -> None:
+        async def pong(msg: Msg) -> None:
             await msg.respond(b"pong")
 
         await manager.subscribe(S.api("ping"), cb=pong)
