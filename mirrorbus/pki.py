@@ -84,7 +84,9 @@ def _check_role(role: str, name: str | None) -> None:
         raise PkiError(f"unknown role {role!r}: use one of {', '.join(ROLES)}")
     if role == "worker":
         if name is None:
-            raise PkiError("role 'worker' needs a worker name, e.g. `issue worker w1`")
+            raise PkiError(
+                "role 'worker' needs a worker name, e.g. `mirrorbus certs issue worker w1`"
+            )
         check_name(name, "worker name")
     elif name is not None:
         raise PkiError(f"role {role!r} takes no name (got {name!r}); only 'worker' does")
