@@ -8,6 +8,7 @@ that such a timeout is reported as :class:`PermissionDenied`, not as a slow serv
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import time
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -196,11 +196,16 @@ class Bus:
         return int(info.state.last_seq)
 
     async def close(self) -> None:
-        if not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception:
-                await self.nc.close()
+        """Close the connection.
+
+        Not ``drain``: every append has been acknowledged already, and draining waits for
+        subscriptions to empty, which a pull subscription whose fetch was cancelled never does.
+        """
+        if self.nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.flush(timeout=2)
+        await self.nc.close()
 
 
 async def connect(
@@ -232,9 +237,12 @@ async def connect(
     }
     if settings.inbox_prefix:
         options["inbox_prefix"] = settings.inbox_prefix
+    nc = Client()
     try:
-        nc = await nats.connect(**options)
+        await nc.connect(**options)
     except Exception as exc:  # nats-py raises a wide mix here (OSError, ssl, its own)
+        with contextlib.suppress(Exception):
+            await nc.close()  # else nats-py leaks the socket of a refused connection
         detail = errors[-1] if errors else str(exc) or type(exc).__name__
         raise BusError(
             f"cannot connect to {', '.join(settings.servers)} as {settings.cert.name}: {detail}"

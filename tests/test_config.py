@@ -146,7 +146,7 @@ BAD = [
     (CMD + 'fail_on_match = "[a-"\n', "mirrors[0] (hello)", "fail_on_match",
      "invalid regular expression"),
     (CMD + 'interval = "5"\n', "mirrors[0] (hello)", "interval",
-     "expected an integer (minutes), got string '5'"),
+     "expected a number (minutes), got string '5'"),
     (CMD + "retry = true\n", "mirrors[0] (hello)", "retry", "expected an integer"),
     (CMD + "use_ipv6 = 1\n", "mirrors[0] (hello)", "use_ipv6", "expected true or false"),
     (CMD + "timeout = 1.5\n", "mirrors[0] (hello)", "timeout", "got float 1.5"),
@@ -663,7 +663,7 @@ def test_public_names() -> None:
         [
             "DEFAULT_CONCURRENT", "DEFAULT_RETRY", "BtrfsSnapshotConfig", "BusConfig",
             "CgroupConfig", "DockerConfig", "IncludeConfig", "MirrorConfig", "WorkerConfig",
-            "ZfsConfig", "check_report", "load_worker_config",
+            "ZfsConfig", "check_report", "load_worker_config", "read_bus_file",
         ]
     )  # fmt: skip
     assert all(hasattr(config, name) for name in config.__all__)

@@ -79,6 +79,7 @@ __all__ = [
     "ZfsConfig",
     "check_report",
     "load_worker_config",
+    "read_bus_file",
 ]
 
 _SECTIONS = frozenset(
@@ -121,7 +122,7 @@ def load_worker_config(path: Path) -> WorkerConfig:
         base_dir=base,
         mirror_dir=mirror_dir,
         log_dir=g.text("log_dir"),
-        interval=g.integer("interval"),
+        interval=g.number("interval"),
         retry=g.integer("retry") or DEFAULT_RETRY,
         timeout=g.integer("timeout"),
         exec_on_success=tuple(_split(c, gw, "exec_on_success") for c in g.texts("exec_on_success")),
@@ -164,6 +165,18 @@ def load_worker_config(path: Path) -> WorkerConfig:
         docker=docker,
         include=IncludeConfig(include.text("include_mirrors"), tuple(files)),
     )
+
+
+def read_bus_file(path: Path) -> tuple[BusConfig, dict[str, object], list[str]]:
+    """Read a ctl or manager TOML file: its ``[bus]`` section, the whole document, warnings.
+
+    The ``[bus]`` rules are the worker's: relative certificate paths resolve against the
+    file's directory, and the prefix must be a valid subject prefix.
+    """
+    warnings: list[str] = []
+    doc = _read_toml(path)
+    bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), path.absolute().parent, path)
+    return bus, doc, warnings
 
 
 def _read_toml(path: Path) -> dict[str, object]:

@@ -63,7 +63,7 @@ class Defaults:
     base_dir: Path
     mirror_dir: Path | None
     log_dir: str
-    interval: int
+    interval: float
     retry: int
     timeout: int
     exec_on_success: tuple[Argv, ...] = ()
@@ -144,7 +144,7 @@ def build_mirror(leaf: Leaf, d: Defaults, warnings: list[str]) -> MirrorConfig:
     provider = _provider(c)
     upstream = c.text("upstream")
     rsync_like = provider != "command"
-    interval = c.integer("interval") or d.interval
+    interval = c.number("interval") or d.interval
     retry = c.integer("retry") or d.retry
     timeout = c.integer("timeout") or d.timeout
 
@@ -355,5 +355,5 @@ def render_log_dir(template: str, values: Mapping[str, object], where: Where) ->
 
 
 _ZERO: Mapping[Kind, object] = {
-    Kind.STR: "", Kind.INT: 0, Kind.BOOL: False, Kind.STRS: (), Kind.INTS: (),
+    Kind.STR: "", Kind.INT: 0, Kind.NUMBER: 0, Kind.BOOL: False, Kind.STRS: (), Kind.INTS: (),
 }  # fmt: skip

@@ -27,6 +27,7 @@ class Kind(Enum):
 
     STR = "a string"
     INT = "an integer"
+    NUMBER = "a number"
     BOOL = "true or false"
     STRS = "a list of strings"
     INTS = "a list of integers"
@@ -40,7 +41,7 @@ GLOBAL_KEYS: Mapping[str, Kind] = {
     "log_dir": _STR,
     "mirror_dir": _STR,
     "concurrent": _INT,
-    "interval": _INT,
+    "interval": Kind.NUMBER,
     "retry": _INT,
     "timeout": _INT,
     "rsync_options": Kind.STRS,
@@ -54,7 +55,7 @@ MIRROR_KEYS: Mapping[str, Kind] = {
     "name": _STR,
     "provider": _STR,
     "upstream": _STR,
-    "interval": _INT,
+    "interval": Kind.NUMBER,
     "retry": _INT,
     "timeout": _INT,
     "mirror_dir": _STR,
@@ -151,6 +152,8 @@ def _fits(kind: Kind, value: object) -> bool:
         return isinstance(value, str)
     if kind is Kind.INT:
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind is Kind.NUMBER:  # interval: minutes, fractions allowed (tunasync: whole minutes)
+        return isinstance(value, int | float) and not isinstance(value, bool)
     if kind is Kind.BOOL:
         return isinstance(value, bool)
     if kind is Kind.STRS:
@@ -211,6 +214,9 @@ class Checked:
 
     def integer(self, key: str) -> int:
         return cast(int, self.values.get(key, 0))
+
+    def number(self, key: str) -> float:
+        return cast(float, self.values.get(key, 0))
 
     def flag(self, key: str) -> bool:
         return cast(bool, self.values.get(key, False))

@@ -1,0 +1,3 @@
+from mirrorbus.cli import main
+
+main()

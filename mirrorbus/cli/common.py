@@ -1,0 +1,71 @@
+"""What every command of the CLI shares: one-line errors, logging, running async code.
+
+Errors: a :class:`MirrorbusError` becomes one line on stderr (``mirrorbus <cmd>: error: ...``)
+and the error's exit code; nothing else is caught, so a bug still shows its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+
+import anyio
+import typer
+
+from mirrorbus.errors import MirrorbusError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def one_line_errors(prog: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorator: turn a MirrorbusError into one stderr line and its exit code."""
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except MirrorbusError as exc:
+                typer.echo(f"{prog}: error: {exc}", err=True)
+                raise typer.Exit(exc.exit_code) from None
+
+        return wrapper
+
+    return decorate
+
+
+def run_async(fn: Callable[[], Awaitable[R]]) -> R:
+    """Run ``fn`` on anyio's asyncio backend (nats-py is asyncio-only)."""
+    return anyio.run(fn, backend="asyncio")
+
+
+class _Formatter(logging.Formatter):
+    """tunasync's line format: ``[YY-MM-DD HH:MM:SS][LEVEL] message``."""
+
+    def __init__(self, with_time: bool) -> None:
+        fmt = (
+            "[%(asctime)s][%(levelname)s] %(message)s"
+            if with_time
+            else "[%(levelname)s] %(message)s"
+        )
+        super().__init__(fmt, datefmt="%y-%m-%d %H:%M:%S")
+
+
+def setup_logging(verbose: bool = False, debug: bool = False, with_systemd: bool = False) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(with_time=not with_systemd))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("mirrorbus").setLevel(level if debug else min(level, logging.INFO))
+    if not debug:
+        logging.getLogger("nats").setLevel(logging.CRITICAL)
+        # asyncio says this whenever a TLS peer closes; it is noise, not a problem.
+        logging.getLogger("asyncio").addFilter(
+            lambda record: "eof_received()" not in record.getMessage()
+        )

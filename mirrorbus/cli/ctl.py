@@ -1,0 +1,337 @@
+"""``mirrorbus ctl`` (also ``mirrorbusctl``): tunasynctl's verbs over the bus.
+
+Human tables by default, ``--json`` for scripts (``list --all --json`` prints tunasync's
+``GET /jobs`` items, ``list -w W --json`` its ``MirrorStatus`` items).  Exit status 0 on
+success, 1 when a command is rejected, a target is unknown or nobody answers, 2 for a
+configuration problem; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from mirrorbus.bus import Bus, connect
+from mirrorbus.cli.common import one_line_errors, run_async
+from mirrorbus.control import Control
+from mirrorbus.errors import ConfigError
+from mirrorbus.events import STATUSES, JobState, Verb
+from mirrorbus.settings import ctl_settings
+from projections.tunasync import mirror_status, web_mirror_status
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Control and inspect jobs (tunasynctl's verbs).\n\n"
+    "Examples:\n\n"
+    "  mirrorbus ctl --state-dir ./mirrorbus-state list --all\n\n"
+    "  mirrorbus ctl start -w worker1 debian --force",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    config: Path | None
+    state_dir: Path | None
+
+
+@app.callback()
+def ctl(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="ctl config with a [bus] section.", show_default=False),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="MIRRORBUS_STATE_DIR",
+            help="State directory of an embedded instance.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = _Options(config=config, state_dir=state_dir)
+
+
+def _with_control(ctx: typer.Context, fn: Callable[[Control], Awaitable[T]]) -> T:
+    opts: _Options = ctx.obj
+    settings = ctl_settings(opts.config, opts.state_dir)
+
+    async def main() -> T:
+        bus: Bus = await connect(settings, reconnect=False)
+        try:
+            return await fn(Control(bus))
+        finally:
+            await bus.close()
+
+    return run_async(main)
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _ago(when: datetime | None, now: datetime) -> str:
+    if when is None:
+        return "never"
+    seconds = int((now - when).total_seconds())
+    future = seconds < 0
+    seconds = abs(seconds)
+    if seconds < 60:
+        text = f"{seconds}s"
+    elif seconds < 3600:
+        text = f"{seconds // 60}m"
+    elif seconds < 86400:
+        text = f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    else:
+        text = f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    return f"in {text}" if future else f"{text} ago"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
+
+
+def _job_rows(jobs: Sequence[JobState]) -> list[list[str]]:
+    now = datetime.now(UTC)
+    return [
+        [
+            j.worker,
+            j.name,
+            j.status,
+            _ago(j.last_update, now),
+            _ago(j.last_ended, now),
+            _ago(j.next_schedule, now) if j.next_schedule else "-",
+            j.size or "unknown",
+            j.error_msg[:60],
+        ]
+        for j in jobs
+    ]
+
+
+# -- verbs -----------------------------------------------------------------------------------
+
+
+@app.command("list")
+@one_line_errors("mirrorbus ctl list")
+def list_jobs(
+    ctx: typer.Context,
+    workers: Annotated[
+        list[str] | None, typer.Argument(help="Workers whose jobs to list.", show_default=False)
+    ] = None,
+    worker: Annotated[
+        list[str] | None,
+        typer.Option("--worker", "-w", help="A worker (repeatable).", show_default=False),
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Jobs of every worker.")] = False,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", "-s", help="Only these statuses (comma-separated).", show_default=False
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="tunasync's JSON shapes.")] = False,
+) -> None:
+    """List jobs: of every worker (--all) or of the given workers.
+
+    Example: mirrorbus ctl list --all --json
+    """
+    names = [*(workers or []), *(worker or [])]
+    wanted = None
+    if status:
+        wanted = {s.strip() for s in status.split(",") if s.strip()}
+        bad = wanted - set(STATUSES)
+        if bad:
+            raise ConfigError(
+                f"unknown status {', '.join(sorted(bad))} (one of {', '.join(STATUSES)})",
+                key="--status",
+            )
+
+    async def fetch(control: Control) -> list[JobState]:
+        if all_ or not names:
+            return await control.jobs()
+        found: list[JobState] = []
+        for name in names:
+            found += await control.jobs(name)
+        return found
+
+    jobs = _with_control(ctx, fetch)
+    if wanted is not None:
+        jobs = [j for j in jobs if j.status in wanted]
+    if as_json:
+        shape = web_mirror_status if (all_ or not names) else mirror_status
+        typer.echo(json.dumps([shape(j) for j in jobs], indent=2))
+        return
+    headers = ["WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"]
+    typer.echo(table(headers, _job_rows(jobs)))
+
+
+@app.command("workers")
+@one_line_errors("mirrorbus ctl workers")
+def list_workers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """List workers, online or not, with when they were last seen."""
+    rows = _with_control(ctx, lambda c: c.workers())
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "id": w.name,
+                        "online": w.online,
+                        "token": "REDACTED",
+                        "last_online": w.last_seen.isoformat() if w.last_seen else None,
+                        "last_register": w.started_at.isoformat() if w.started_at else None,
+                        "version": w.version,
+                        "hostname": w.hostname,
+                        "jobs": w.jobs,
+                    }
+                    for w in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    now = datetime.now(UTC)
+    typer.echo(
+        table(
+            ["WORKER", "STATE", "LAST SEEN", "JOBS", "CONCURRENT", "HOST", "VERSION"],
+            [
+                [
+                    w.name,
+                    "online" if w.online else "offline",
+                    _ago(w.last_seen, now),
+                    str(w.jobs),
+                    str(w.concurrent),
+                    w.hostname,
+                    w.version,
+                ]
+                for w in rows
+            ],
+        )
+    )
+
+
+def _command(ctx: typer.Context, verb: Verb, worker: str, job: str, force: bool = False) -> None:
+    answer = _with_control(ctx, lambda c: c.command(verb, worker, job, force=force))
+    typer.echo(f"{verb} {worker}/{job}: accepted: {answer.message}")
+
+
+WorkerOpt = Annotated[
+    str, typer.Option("--worker", "-w", help="The worker that runs the job.", show_default=False)
+]
+JobArg = Annotated[str, typer.Argument(help="The job (mirror) name.", show_default=False)]
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl start")
+def start(
+    ctx: typer.Context,
+    job: JobArg,
+    worker: WorkerOpt,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Ignore the concurrency limit.")
+    ] = False,
+) -> None:
+    """Start a job now (enables a paused or disabled job).
+
+    Example: mirrorbus ctl start -w worker1 debian
+    """
+    _command(ctx, "start", worker, job, force)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl stop")
+def stop(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
+    """Stop a job's running sync and pause it until start or restart."""
+    _command(ctx, "stop", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl disable")
+def disable(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
+    """Disable a job (kills a running sync); it stays disabled across worker restarts."""
+    _command(ctx, "disable", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl restart")
+def restart(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
+    """Kill a job's running sync (if any) and start it again."""
+    _command(ctx, "restart", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl ping")
+def ping(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
+    """Ask the worker about a job; changes nothing (tunasync's ping unscheduled it)."""
+    _command(ctx, "ping", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl history")
+def history(
+    ctx: typer.Context,
+    job: JobArg,
+    worker: WorkerOpt,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Past runs of a job: start, end, result, size, error."""
+    runs = _with_control(ctx, lambda c: c.history(worker, job, limit))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.run_id,
+                        "started_at": r.started_at.isoformat(),
+                        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                        "result": r.result,
+                        "attempts": r.attempts,
+                        "size": r.size,
+                        "error": r.error,
+                        "exit_code": r.exit_code,
+                        "reason": r.reason,
+                    }
+                    for r in runs
+                ],
+                indent=2,
+            )
+        )
+        return
+    typer.echo(
+        table(
+            ["STARTED", "DURATION", "RESULT", "ATTEMPTS", "SIZE", "EXIT", "ERROR"],
+            [
+                [
+                    f"{r.started_at.astimezone():%Y-%m-%d %H:%M:%S}",
+                    f"{(r.ended_at - r.started_at).total_seconds():.1f}s" if r.ended_at else "-",
+                    r.result,
+                    str(r.attempts),
+                    r.size or "-",
+                    "-" if r.exit_code is None else str(r.exit_code),
+                    r.error[:60],
+                ]
+                for r in runs
+            ],
+        )
+    )

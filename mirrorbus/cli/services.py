@@ -1,0 +1,205 @@
+"""``mirrorbus worker`` and ``mirrorbus manager``: the two long-running services.
+
+Both stop cleanly on SIGTERM or SIGINT: the worker ends every job's process group, records
+the runs as killed, flushes its events and writes a snapshot; the manager finishes the batch
+it is applying (the transaction either commits or not) and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from mirrorbus.bus import connect
+from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
+from mirrorbus.manager import Manager, catch_up
+from mirrorbus.settings import manager_config, worker_settings
+from mirrorbus.worker import Worker, load_worker_config
+from mirrorbus.worker.config import check_report
+from projections.status_view import StatusView
+
+log = logging.getLogger("mirrorbus")
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="State directory of an embedded `mirrorbus up` instance.",
+        show_default=False,
+    ),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Log everything, NATS included.")]
+WithSystemd = Annotated[bool, typer.Option("--with-systemd", help="No timestamps in log lines.")]
+
+
+async def _until_signal(on_signal: Callable[[str], None]) -> None:
+    """Return after SIGTERM or SIGINT, having told ``on_signal`` its name."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for sig in signals:
+            if sig == signal.SIGHUP:
+                log.warning("SIGHUP: config reload is not supported yet; ignored")
+                continue
+            log.info("%s: stopping", sig.name)
+            on_signal(sig.name)
+            return
+
+
+@one_line_errors("mirrorbus worker")
+def worker(
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="tunasync worker config (TOML).", show_default=False),
+    ],
+    state_dir: StateDir = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Validate the config, print the jobs, connect nowhere.")
+    ] = False,
+    verbose: Verbose = False,
+    debug: Debug = False,
+    with_systemd: WithSystemd = False,
+) -> None:
+    """Run the jobs of a worker config and obey commands from the bus.
+
+    Example: mirrorbus worker -c /etc/mirrorbus/worker.toml
+    """
+    setup_logging(verbose, debug, with_systemd)
+    cfg = load_worker_config(config)
+    for warning in cfg.warnings:
+        log.warning("%s", warning)
+    if check:
+        typer.echo(check_report(cfg))
+        return
+    settings = worker_settings(cfg.bus, config, cfg.name, state_dir)
+
+    async def main() -> None:
+        bus = await connect(settings)
+        try:
+            service = Worker(cfg, bus)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_signal, lambda name: service.stop(f"signal {name}"))
+                await service.run()
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await bus.close()
+
+    run_async(main)
+
+
+manager_app = typer.Typer(
+    help="The manager: projects the event log into the SQL status view and answers queries.\n\n"
+    "Example: mirrorbus manager --state-dir ./mirrorbus-state",
+    no_args_is_help=False,
+    add_completion=False,
+)
+
+ManagerConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Manager config: [bus], [database] url, [streams].",
+        show_default=False,
+    ),
+]
+DbOpt = Annotated[
+    str | None, typer.Option("--db", help="SQLAlchemy URL of the status view.", show_default=False)
+]
+
+
+@manager_app.callback(invoke_without_command=True)
+@one_line_errors("mirrorbus manager")
+def manager(
+    ctx: typer.Context,
+    config: ManagerConfigOpt = None,
+    state_dir: StateDir = None,
+    db: DbOpt = None,
+    verbose: Verbose = False,
+    debug: Debug = False,
+    with_systemd: WithSystemd = False,
+) -> None:
+    """Run the manager (unless a subcommand is given)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    setup_logging(verbose, debug, with_systemd)
+    mc = manager_config(config, state_dir, db)
+    view = StatusView(mc.database_url)
+
+    async def main() -> None:
+        bus = await connect(mc.bus)
+        try:
+            service = Manager(bus, view, streams=mc.streams)
+            async with anyio.create_task_group() as tg:
+                await tg.start(service.run)
+                await _until_signal(lambda _name: None)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await bus.close()
+            view.close()
+
+    run_async(main)
+
+
+@manager_app.command()
+@one_line_errors("mirrorbus manager rebuild")
+def rebuild(
+    config: ManagerConfigOpt = None,
+    state_dir: StateDir = None,
+    db: DbOpt = None,
+    into: Annotated[
+        str | None,
+        typer.Option(
+            "--into",
+            help="Build into this database instead (compare it with the live view).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Replay the whole event log into fresh tables.
+
+    Example: mirrorbus manager rebuild --state-dir ./mirrorbus-state
+    """
+    setup_logging()
+    mc = manager_config(config, state_dir, db)
+    view = StatusView(into or mc.database_url)
+
+    async def main() -> int:
+        bus = await connect(mc.bus)
+        try:
+            view.reset()
+            return await catch_up(bus, view)
+        finally:
+            await bus.close()
+            view.close()
+
+    position = run_async(main)
+    typer.echo(f"rebuilt {into or mc.database_url} up to event {position}")
+
+
+@manager_app.command("dead-letters")
+@one_line_errors("mirrorbus manager dead-letters")
+def dead_letters(
+    config: ManagerConfigOpt = None,
+    state_dir: StateDir = None,
+    db: DbOpt = None,
+    limit: Annotated[int, typer.Option(help="How many to show.")] = 100,
+) -> None:
+    """List the events set aside as undecodable, with their sequence and reason."""
+    mc = manager_config(config, state_dir, db)
+    view = StatusView(mc.database_url)
+    try:
+        rows = view.dead_letters(limit)
+    finally:
+        view.close()
+    if not rows:
+        typer.echo("no dead letters")
+    for seq, subject, reason in rows:
+        typer.echo(f"{seq}\t{subject}\t{reason}")

@@ -1,0 +1,142 @@
+"""Where each program finds its connection settings, and the small manager config file.
+
+Order, for every program: an explicit ``--state-dir`` (an embedded ``mirrorbus up`` instance);
+else the ``[bus]`` section of its config file; else ``MIRRORBUS_STATE_DIR``; else, for the
+ctl only, the first of ``~/.config/mirrorbus/ctl.toml`` and ``/etc/mirrorbus/ctl.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirrorbus.bus import BusSettings, StreamSettings
+from mirrorbus.errors import ConfigError
+from mirrorbus.events.subjects import Subjects
+from mirrorbus.instance import STATE_DIR_ENV, Instance
+from mirrorbus.worker.config import BusConfig, read_bus_file
+
+CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
+
+
+def from_bus_config(
+    bus: BusConfig, source: Path, *, name: str, inbox_prefix: str | None = None
+) -> BusSettings:
+    """Turn a checked ``[bus]`` section into settings, requiring what a TLS client needs."""
+    for key, value in (("ca_cert", bus.ca_cert), ("cert", bus.cert), ("key", bus.key)):
+        if value is None:
+            raise ConfigError(
+                "missing: mutual TLS needs ca_cert, cert and key", file=source, key=f"bus.{key}"
+            )
+    assert bus.ca_cert and bus.cert and bus.key
+    settings = BusSettings(
+        servers=bus.urls,
+        ca_cert=bus.ca_cert,
+        cert=bus.cert,
+        key=bus.key,
+        prefix=bus.prefix,
+        inbox_prefix=inbox_prefix,
+        name=name,
+    )
+    settings.check(str(source))
+    return settings
+
+
+def env_state_dir() -> Path | None:
+    value = os.environ.get(STATE_DIR_ENV)
+    return Path(value) if value else None
+
+
+def worker_settings(
+    bus: BusConfig, config_path: Path, worker: str, state_dir: Path | None
+) -> BusSettings:
+    inbox = Subjects.worker_inbox(worker)
+    if state_dir is not None:
+        return Instance(state_dir).bus_settings("worker", worker)
+    if bus.urls:
+        return from_bus_config(bus, config_path, name=f"worker {worker}", inbox_prefix=inbox)
+    env_dir = env_state_dir()
+    if env_dir is not None:
+        return Instance(env_dir).bus_settings("worker", worker)
+    raise ConfigError(
+        "no [bus] section: set url, ca_cert, cert and key there, or run against an embedded "
+        "instance with --state-dir DIR (or MIRRORBUS_STATE_DIR)",
+        file=config_path,
+        key="bus",
+    )
+
+
+def ctl_settings(config: Path | None, state_dir: Path | None, role: str = "admin") -> BusSettings:
+    if state_dir is not None:
+        return Instance(state_dir).bus_settings(role)
+    if config is not None:
+        bus, _, _ = read_bus_file(config)
+        return from_bus_config(bus, config, name="ctl")
+    env_dir = env_state_dir()
+    if env_dir is not None:
+        return Instance(env_dir).bus_settings(role)
+    for candidate in CTL_CONFIG_PATHS:
+        path = candidate.expanduser()
+        if path.is_file():
+            bus, _, _ = read_bus_file(path)
+            return from_bus_config(bus, path, name="ctl")
+    raise ConfigError(
+        "no connection settings: pass --state-dir DIR (an embedded `mirrorbus up` instance), "
+        "-c ctl.toml with a [bus] section, or set MIRRORBUS_STATE_DIR",
+        file="ctl",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    bus: BusSettings
+    database_url: str
+    streams: StreamSettings
+
+
+def manager_config(
+    config: Path | None, state_dir: Path | None, database_url: str | None
+) -> ManagerConfig:
+    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``."""
+    streams = StreamSettings()
+    if config is not None:
+        bus, doc, _ = read_bus_file(config)
+        db = doc.get("database", {})
+        st = doc.get("streams", {})
+        if not isinstance(db, dict) or not isinstance(st, dict):
+            raise ConfigError("[database] and [streams] must be tables", file=config)
+        url = db.get("url")
+        if url is not None and not isinstance(url, str):
+            raise ConfigError("must be a string", file=config, key="database.url")
+        max_age_days = st.get("max_age_days", 0)
+        replicas = st.get("replicas", 1)
+        if not isinstance(max_age_days, int | float) or max_age_days < 0:
+            raise ConfigError("must be a number >= 0", file=config, key="streams.max_age_days")
+        if not isinstance(replicas, int) or replicas not in (1, 3, 5):
+            raise ConfigError("must be 1, 3 or 5", file=config, key="streams.replicas")
+        streams = StreamSettings(replicas=replicas, max_age=float(max_age_days) * 86400)
+        settings = (
+            Instance(state_dir).bus_settings("manager")
+            if state_dir is not None
+            else from_bus_config(bus, config, name="manager")
+        )
+        if not (database_url or url):
+            raise ConfigError(
+                "missing: where the status view lives, e.g. sqlite:////var/lib/mirrorbus/view.db",
+                file=config,
+                key="database.url",
+            )
+        return ManagerConfig(bus=settings, database_url=database_url or url or "", streams=streams)
+    root = state_dir or env_state_dir()
+    if root is None:
+        raise ConfigError(
+            "no settings: pass -c manager.toml ([bus] and [database] url) or --state-dir DIR",
+            file="manager",
+        )
+    instance = Instance(root)
+    return ManagerConfig(
+        bus=instance.bus_settings("manager"),
+        database_url=database_url or instance.db_url,
+        streams=streams,
+    )

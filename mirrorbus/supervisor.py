@@ -1,0 +1,225 @@
+"""``mirrorbus up``: the embedded default, everything a single mirror host needs.
+
+First use creates the state directory, the CA and certificates, and a ``nats.conf``; later
+uses reuse them.  Then it starts nats-server (JetStream, mutual TLS), creates the streams, and
+runs the manager (SQLite) and the worker as separate supervised processes: one that dies is
+restarted with a growing delay while the others carry on.  SIGINT/SIGTERM stops everything in
+order (worker first, so it records its killed runs while the bus is still up; nats-server
+last), job processes included.
+
+Children run in their own sessions so that a Ctrl-C on the terminal reaches only this
+process, which then stops them in that order.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import anyio
+
+from mirrorbus import pki
+from mirrorbus.bus import StreamSettings, connect
+from mirrorbus.errors import ServerError
+from mirrorbus.events.subjects import Subjects
+from mirrorbus.instance import Instance, InstanceInfo
+from mirrorbus.natsconf import render_server_config
+from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
+from mirrorbus.worker.config import WorkerConfig
+
+log = logging.getLogger("mirrorbus.up")
+
+HOSTS = ("localhost", "127.0.0.1", "::1")
+MAX_BACKOFF = 30.0
+STABLE_AFTER = 60.0
+
+
+@dataclass
+class Child:
+    """One supervised process and its restart bookkeeping."""
+
+    name: str
+    argv: list[str]
+    log_file: Path
+    stop_timeout: float
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    backoff: float = 1.0
+    restart_at: float | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+        log.info("%s started (pid %d), log %s", self.name, self.proc.pid, self.log_file)
+
+    def check(self, now: float) -> None:
+        """Restart the process if it died, after a delay that doubles while it keeps dying."""
+        if self.proc is not None and self.proc.poll() is not None:
+            code = self.proc.returncode
+            if now - self.started_at > STABLE_AFTER:
+                self.backoff = 1.0
+            log.warning(
+                "%s exited with status %s; restarting in %.0fs (log %s)",
+                self.name,
+                code,
+                self.backoff,
+                self.log_file,
+            )
+            self.proc = None
+            self.restart_at = now + self.backoff
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+        if self.proc is None and self.restart_at is not None and now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        self.restart_at = None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0fs; killing it", self.name, self.stop_timeout)
+            proc.kill()
+            proc.wait()
+
+
+def prepare(instance: Instance, cfg: WorkerConfig, port: int | None) -> InstanceInfo:
+    """Create or reuse the state directory, certificates and server config."""
+    previous = instance.read() if instance.info_file.exists() else None
+    info = InstanceInfo(
+        host="127.0.0.1",
+        port=port or (previous.port if previous else DEFAULT_PORT),
+        prefix=cfg.bus.prefix,
+    )
+    instance.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    instance.write(info)
+    pki.ensure_pki(instance.pki_dir, HOSTS, [cfg.name])
+    instance.nats_dir.mkdir(parents=True, exist_ok=True)
+    text = render_server_config(
+        pki_dir=instance.pki_dir.resolve(),
+        store_dir=instance.store_dir.resolve(),
+        host=info.host,
+        port=info.port,
+        subjects=Subjects(info.prefix),
+        workers=pki.issued_workers(instance.pki_dir),
+    )
+    tmp = instance.nats_conf.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(instance.nats_conf)
+    return info
+
+
+async def _create_streams(instance: Instance) -> None:
+    bus = await connect(instance.bus_settings("admin"), reconnect=False)
+    try:
+        await bus.ensure_streams(StreamSettings())
+    finally:
+        await bus.close()
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def up(
+    config_path: Path, cfg: WorkerConfig, state_dir: Path, port: int | None, nats_binary: str | None
+) -> None:
+    """Run the embedded default until SIGINT or SIGTERM."""
+    instance = Instance(state_dir)
+    info = prepare(instance, cfg, port)
+    binary = find_nats_server(nats_binary)
+    server = NatsServer(
+        binary,
+        instance.nats_conf,
+        host=info.host,
+        port=info.port,
+        log_file=instance.logs_dir / "nats-server.log",
+    )
+    root = str(state_dir.resolve())
+    python = [sys.executable, "-m", "mirrorbus"]
+    children = [
+        Child(
+            "manager",
+            [*python, "manager", "--state-dir", root],
+            instance.logs_dir / "manager.log",
+            stop_timeout=15,
+        ),
+        Child(
+            "worker",
+            [*python, "worker", "-c", str(config_path.resolve()), "--state-dir", root],
+            instance.logs_dir / "worker.log",
+            stop_timeout=30,
+        ),
+    ]
+    old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        anyio.run(_create_streams, instance, backend="asyncio")
+        for child in children:
+            child.start()
+        print(_banner(instance, info, cfg, config_path), flush=True)
+        while True:
+            now = time.monotonic()
+            if not server.running:
+                log.warning("nats-server exited; restarting it (log %s)", server.log_file)
+                try:
+                    server.start()
+                except ServerError as exc:
+                    log.error("%s", exc)
+            for child in children:
+                child.check(now)
+            time.sleep(0.5)
+    except _Stop as stop:
+        print(f"\n{stop.args[0]}: stopping the worker, the manager and nats-server ...", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for child in reversed(children):  # worker first, while the bus still runs
+            child.stop()
+        server.stop()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    print("stopped; state kept in", root, flush=True)
+
+
+def _banner(instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: Path) -> str:
+    root = instance.root.resolve()
+    return "\n".join(
+        [
+            f"mirrorbus is up: worker {cfg.name!r} with {len(cfg.mirrors)} job(s) from {config}",
+            f"  state      {root}",
+            f"  nats       {info.url} (mutual TLS; certificates in {root / 'pki'})",
+            f"  view       {instance.db_path.resolve()} (SQLite)",
+            f"  logs       {root / 'logs'}",
+            "",
+            "Control it from another terminal:",
+            f"  export MIRRORBUS_STATE_DIR={root}",
+            "  mirrorbus ctl list --all",
+            f"  mirrorbus ctl start -w {cfg.name} {cfg.mirrors[0].name if cfg.mirrors else 'JOB'}",
+            "",
+            "Ctrl-C stops everything (job processes included).",
+        ]
+    )
