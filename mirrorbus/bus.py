@@ -126,7 +126,8 @@ class Bus:
 
     def _raise_if_denied(self, subject: str, since: float) -> None:
         for at, text in self.violations:
-            if at >= since - 0.5 and subject in text:
+            # nats-py lower-cases the server's error text
+            if at >= since - 0.5 and subject.lower() in text.lower():
                 raise PermissionDenied(
                     f"the server refused {subject} for this certificate ({text})"
                 )

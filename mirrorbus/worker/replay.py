@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
@@ -39,9 +40,21 @@ async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int
     return {job.name: job for job in snap.jobs}, snap.seq
 
 
-async def restore(bus: Bus, worker: str, batch: int = 1000) -> tuple[dict[str, JobState], int]:
-    """Return ``({job: state}, last folded sequence)`` for ``worker``."""
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A worker's job states, the last sequence folded in, and how many events were replayed
+    on top of the snapshot (what restore cost depends on)."""
+
+    states: dict[str, JobState]
+    seq: int
+    snapshot_seq: int
+    replayed: int
+
+
+async def restore(bus: Bus, worker: str, batch: int = 1000) -> Restored:
+    """Restore the job states of ``worker`` from its last snapshot and the events after it."""
     states, seq = await read_snapshot(bus, worker)
+    snapshot_seq = seq
     s = bus.subjects
     name = s.worker_consumer(worker)
     config = ConsumerConfig(
@@ -94,4 +107,4 @@ async def restore(bus: Bus, worker: str, batch: int = 1000) -> tuple[dict[str, J
     with contextlib.suppress(nats.errors.Error):  # else it expires by itself (inactive_threshold)
         await bus.js.delete_consumer(s.evt_stream, name)
     log.info("restored %d jobs of %s (%d events after the snapshot)", len(states), worker, folded)
-    return states, seq
+    return Restored(states=states, seq=seq, snapshot_seq=snapshot_seq, replayed=folded)

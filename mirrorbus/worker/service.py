@@ -89,6 +89,7 @@ class Job:
     done: anyio.Event = field(default_factory=anyio.Event)
     kill_reason: str = KILLED
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+    started: bool = False  # the current run holds its slot and has emitted RunStarted
 
     @property
     def name(self) -> str:
@@ -137,6 +138,7 @@ class Worker:
         else:
             subject = subjects.worker_events(self.name)
         self._outbox.put(subject, event)
+        _log_event(event)
 
     def _ids(self) -> _Meta:
         return {"id": new_id(), "at": self.clock.now(), "worker": self.name}
@@ -151,13 +153,14 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        states, seq = await restore(self.bus, self.name)
+        restored = await restore(self.bus, self.name)
+        states = restored.states
         self._outbox = Outbox(
             self.bus,
             self.name,
             self.clock,
             acked_states=states,
-            acked_seq=seq,
+            acked_seq=restored.seq,
             snapshot_every=self._snapshot_every,
         )
         async with anyio.create_task_group() as outer:
@@ -257,6 +260,7 @@ class Worker:
         job.scope = anyio.CancelScope()
         job.done = anyio.Event()
         job.kill_reason = KILLED
+        job.started = False
         self._tg.start_soon(self._run_job, job, job.scope, force, reason)
 
     @asynccontextmanager
@@ -279,6 +283,7 @@ class Worker:
                         RunStarted(**self._job_ids(job), run_id=run_id, force=force, reason=reason)
                     )
                     open_run = True
+                    job.started = True
                     retry = max(job.mirror.retry, 1)
                     for attempt in range(1, retry + 1):
                         try:
@@ -339,6 +344,7 @@ class Worker:
             raise
         finally:
             job.scope = None
+            job.started = False
             job.done.set()
 
     def _close_killed(
@@ -468,8 +474,10 @@ class Worker:
         status = job.state.status
         match cmd.verb:
             case "start":
-                if job.running:
-                    return True, "already running"
+                if job.running and (job.started or not cmd.force):
+                    return True, "already running" if job.started else "already queued"
+                if job.running:  # queued for a slot: --force lets it run now
+                    await self._kill(job)
                 self.scheduler.unschedule(job.name)
                 queued = not cmd.force and self.limiter.available_tokens < 1
                 self._launch(job, force=cmd.force, reason="start")
@@ -510,3 +518,44 @@ class Worker:
     def due_in(self, name: str) -> timedelta | None:
         nxt = self.scheduler.next_time(name)
         return None if nxt is None else nxt - self.clock.now()
+
+
+def _log_event(event: Event) -> None:
+    """tunasync-style notices of what happens to jobs, for the worker's own log."""
+    match event:
+        case RunStarted():
+            log.info(
+                "job [%s] starts syncing (%s%s)",
+                event.job,
+                event.reason,
+                ", forced" if event.force else "",
+            )
+        case RunSucceeded():
+            log.info(
+                "job [%s] success (attempt %d, size %s)",
+                event.job,
+                event.attempt,
+                event.size or "unknown",
+            )
+        case AttemptFailed():
+            log.warning(
+                "job [%s] failed (attempt %d%s): %s",
+                event.job,
+                event.attempt,
+                "" if event.final else ", will retry",
+                event.error,
+            )
+        case JobScheduled() if event.next_at is not None:
+            log.info(
+                "next scheduled time for %s: %s",
+                event.job,
+                event.next_at.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            )
+        case CommandAnswered() | WorkerAnswered():
+            log.info(
+                "command %s %s: %s: %s",
+                event.verb,
+                event.job or "-",
+                "accepted" if event.accepted else "rejected",
+                event.message,
+            )
