@@ -32,14 +32,48 @@ def one_line_errors(prog: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             except MirrorbusError as exc:
                 typer.echo(f"{prog}: error: {exc}", err=True)
                 raise typer.Exit(exc.exit_code) from None
+            except BaseExceptionGroup as group:  # raised out of a task group
+                first = _first_mirrorbus_error(group)
+                if first is None:
+                    raise
+                typer.echo(f"{prog}: error: {first}", err=True)
+                raise typer.Exit(first.exit_code) from None
 
         return wrapper
 
     return decorate
 
 
+def _first_mirrorbus_error(group: BaseExceptionGroup[BaseException]) -> MirrorbusError | None:
+    """The first MirrorbusError in a group, if every non-cancellation error in it is one."""
+    errors: list[MirrorbusError] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_mirrorbus_error(exc)
+            if inner is None:
+                return None
+            errors.append(inner)
+        elif isinstance(exc, MirrorbusError):
+            errors.append(exc)
+        else:
+            return None
+    return errors[0] if errors else None
+
+
+def _eof_noise(record: logging.LogRecord) -> bool:
+    return "eof_received()" not in record.getMessage()
+
+
+def _quiet_asyncio() -> None:
+    """asyncio logs a warning whenever a TLS peer closes; it is noise, not a problem."""
+    logger = logging.getLogger("asyncio")
+    if _eof_noise not in logger.filters:
+        logger.addFilter(_eof_noise)
+
+
 def run_async(fn: Callable[[], Awaitable[R]]) -> R:
     """Run ``fn`` on anyio's asyncio backend (nats-py is asyncio-only)."""
+    _quiet_asyncio()
     return anyio.run(fn, backend="asyncio")
 
 
@@ -65,7 +99,4 @@ def setup_logging(verbose: bool = False, debug: bool = False, with_systemd: bool
     logging.getLogger("mirrorbus").setLevel(level if debug else min(level, logging.INFO))
     if not debug:
         logging.getLogger("nats").setLevel(logging.CRITICAL)
-        # asyncio says this whenever a TLS peer closes; it is noise, not a problem.
-        logging.getLogger("asyncio").addFilter(
-            lambda record: "eof_received()" not in record.getMessage()
-        )
+    _quiet_asyncio()

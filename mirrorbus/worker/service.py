@@ -60,7 +60,7 @@ from mirrorbus.worker.config import MirrorConfig, WorkerConfig
 from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.provider import Provider, make_provider
-from mirrorbus.worker.replay import restore
+from mirrorbus.worker.replay import Restored, restore
 from mirrorbus.worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        restored = await restore(self.bus, self.name)
+        restored = await self._restore()
         states = restored.states
         self._outbox = Outbox(
             self.bus,
@@ -188,6 +188,18 @@ class Worker:
                 with anyio.CancelScope(shield=True):
                     await self._shutdown()
                 outer.cancel_scope.cancel()
+
+    async def _restore(self) -> Restored:
+        """Restore from the log, waiting (with back-off) while the streams do not exist yet:
+        on a fresh site the worker may start before the manager has created them."""
+        delay = 0.5
+        while True:
+            try:
+                return await restore(self.bus, self.name)
+            except BusError as exc:
+                log.warning("cannot restore yet (%s); retrying in %.0fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _shutdown(self) -> None:
         assert self._outbox is not None
