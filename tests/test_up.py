@@ -1,0 +1,211 @@
+"""``mirrorbus up``, the embedded default, as a newcomer runs it: real processes all the way.
+
+It creates the state directory and certificates on first use and reuses them later, runs
+nats-server (TLS), the manager and the worker as supervised processes (a dead one is
+restarted, the others carry on), and SIGTERM stops everything, job processes included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e import alive, read_pid, wait_for
+
+from mirrorbus.server import free_port
+from projections.tunasync import WEB_FIELDS
+
+CONFIG = """
+[global]
+name = "solo"
+mirror_dir = "mirrors"
+log_dir = "logs/{{.Name}}"
+concurrent = 2
+interval = 60
+
+[[mirrors]]
+name = "quick"
+provider = "command"
+upstream = "https://example.org/quick/"
+command = '''/bin/sh -c 'echo "Total size is 2.0K"' '''
+size_pattern = "Total size is ([0-9\\\\.]+[KMGTP]?)"
+
+[[mirrors]]
+name = "slow"
+provider = "command"
+command = '''/bin/sh -c 'echo $$ > "$TUNASYNC_WORKING_DIR/pid"; sleep 300 & wait' '''
+"""
+
+
+class Up:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.config = tmp / "worker.toml"
+        self.config.write_text(CONFIG)
+        self.state = tmp / "state"
+        self.port = free_port()
+        self.out = tmp / "up.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+
+    def start(self) -> None:
+        with open(self.out, "ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mirrorbus",
+                    "up",
+                    "-c",
+                    str(self.config),
+                    "--state-dir",
+                    str(self.state),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+            )
+        wait_for(lambda: "Ctrl-C stops everything" in self.text(), 30, "the banner")
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace") if self.out.exists() else ""
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(60)
+        self.proc = None
+        return code
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mirrorbus", "ctl", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**self.env, "MIRRORBUS_STATE_DIR": str(self.state)},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def children(self) -> dict[str, int]:
+        """pid of each supervised child, read from /proc."""
+        found: dict[str, int] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            text = [a.decode(errors="replace") for a in args if a]
+            if not any(str(self.state) in a for a in text) or not alive(int(proc.name)):
+                continue
+            if text[1:3] == ["-m", "mirrorbus"] and text[3] in ("manager", "worker"):
+                found[text[3]] = int(proc.name)
+            elif text[0].endswith("nats-server"):
+                found["nats-server"] = int(proc.name)
+        return found
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    u = Up(tmp_path)
+    try:
+        yield u
+    finally:
+        if u.proc is not None and u.proc.poll() is None:
+            u.proc.kill()
+            u.proc.wait(10)
+        for pid in u.children().values():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_up_runs_everything_and_stops_cleanly(up: Up) -> None:
+    up.start()
+    banner = up.text()
+    assert str(up.state) in banner and f"tls://127.0.0.1:{up.port}" in banner
+    assert f"export MIRRORBUS_STATE_DIR={up.state}" in banner
+    ca = (up.state / "pki" / "ca.crt").read_bytes()
+    assert oct((up.state / "pki" / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+    def quick_done() -> list[dict[str, object]] | None:
+        result = up.ctl("list", "--all", "--json")
+        if result.returncode != 0:
+            return None
+        items = json.loads(result.stdout)
+        return (
+            items if any(i["name"] == "quick" and i["status"] == "success" for i in items) else None
+        )
+
+    items = wait_for(quick_done, 30, "quick to succeed, seen through ctl")
+    assert all(list(i) == list(WEB_FIELDS) for i in items)
+    assert next(i for i in items if i["name"] == "quick")["size"] == "2.0K"
+    slow_pid = wait_for(lambda: read_pid(up.tmp / "mirrors" / "slow" / "pid"), 30, "slow's pid")
+
+    # A supervised process that dies is restarted; the others carry on.
+    before = up.children()
+    assert set(before) == {"manager", "worker", "nats-server"}
+    os.kill(before["manager"], signal.SIGKILL)
+    restarted = wait_for(
+        lambda: (c := up.children()).get("manager") not in (None, before["manager"]) and c,
+        30,
+        "the manager to be restarted",
+    )
+    assert restarted["worker"] == before["worker"]
+    assert restarted["nats-server"] == before["nats-server"]
+    assert "manager exited with status -9; restarting" in up.text()
+    assert up.ctl("ping", "-w", "solo", "quick").returncode == 0
+
+    # SIGTERM stops everything, the job's processes included.
+    assert up.stop() == 0
+    assert "stopped; state kept in" in up.text()
+    assert not alive(slow_pid)
+    assert up.children() == {}
+
+    # Second start: the same CA and the same view, nothing re-created.
+    up.start()
+    assert (up.state / "pki" / "ca.crt").read_bytes() == ca
+    listed = up.ctl("list", "--all", "--json")
+    assert listed.returncode == 0, listed.stderr
+    quick = next(i for i in json.loads(listed.stdout) if i["name"] == "quick")
+    assert quick["status"] == "success"
+    assert up.stop() == 0
+
+
+def test_up_on_a_taken_port_is_a_clear_error(up: Up) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", up.port))
+        taken.listen()
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mirrorbus",
+                "up",
+                "-c",
+                str(up.config),
+                "--state-dir",
+                str(up.state),
+                "--port",
+                str(up.port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=up.env,
+            stdin=subprocess.DEVNULL,
+        )
+    assert result.returncode != 0
+    assert f"127.0.0.1:{up.port} is already in use" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
