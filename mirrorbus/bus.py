@@ -99,7 +99,7 @@ class Bus:
                 subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
             )
         except (nats.errors.TimeoutError, TimeoutError):
-            self._raise_if_denied(subject, started)
+            self.raise_if_denied(subject, started)
             raise BusError(f"no acknowledgement for {subject} within {timeout:g}s") from None
         except nats.errors.NoRespondersError:
             raise BusError(
@@ -118,13 +118,15 @@ class Bus:
         except nats.errors.NoRespondersError:
             raise BusError(f"nobody answers on {subject}: is the manager running?") from None
         except (nats.errors.TimeoutError, TimeoutError):
-            self._raise_if_denied(subject, started)
+            self.raise_if_denied(subject, started)
             raise BusError(f"no answer on {subject} within {timeout:g}s") from None
         except nats.errors.Error as exc:
             raise BusError(f"request on {subject} failed: {exc}") from None
         return bytes(msg.data)
 
-    def _raise_if_denied(self, subject: str, since: float) -> None:
+    def raise_if_denied(self, subject: str, since: float) -> None:
+        """Raise PermissionDenied if the server refused something since ``since``
+        (``time.monotonic()``); call it when a request to ``subject`` timed out."""
         for at, text in self.violations:
             # nats-py lower-cases the server's error text
             if at >= since - 0.5 and subject.lower() in text.lower():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 
 import nats.errors
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int]:
     s = bus.subjects
+    started = time.monotonic()
     try:
         raw = await bus.js.get_last_msg(s.snap_stream, s.snapshot(worker), direct=True)
     except nats.js.errors.NotFoundError:
@@ -31,6 +33,7 @@ async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int
     except nats.errors.NoRespondersError:
         raise BusError(f"stream {s.snap_stream} does not exist: is the manager running?") from None
     except (nats.errors.TimeoutError, TimeoutError):
+        bus.raise_if_denied(s.snapshot(worker), started)
         raise BusError(f"no answer reading the snapshot from {s.snap_stream}") from None
     try:
         snap = decode_snapshot(raw.data or b"")
