@@ -16,7 +16,6 @@ from typing import Protocol
 
 import anyio
 
-from mirrorbus.errors import ConfigError
 from mirrorbus.worker.config import MirrorConfig
 from mirrorbus.worker.joblog import AttemptLog
 from mirrorbus.worker.process import run_process
@@ -94,11 +93,22 @@ class CommandProvider:
         return AttemptOutcome(ok=True, exit_code=code, size=size)
 
 
+class UnsupportedProvider:
+    """A provider this release cannot run yet: the job loads and shows up, each attempt fails
+    with a clear error instead of the whole worker refusing to start."""
+
+    def __init__(self, mirror: MirrorConfig) -> None:
+        self.mirror = mirror
+
+    async def run_attempt(self, log: AttemptLog) -> AttemptOutcome:
+        return AttemptOutcome(
+            ok=False,
+            exit_code=None,
+            error=f"provider '{self.mirror.provider}' is not supported by this release yet",
+        )
+
+
 def make_provider(mirror: MirrorConfig) -> Provider:
     if mirror.provider == "command":
         return CommandProvider(mirror)
-    raise ConfigError(
-        f"provider '{mirror.provider}' is not available in this release yet",
-        job=mirror.name,
-        key="provider",
-    )
+    return UnsupportedProvider(mirror)
