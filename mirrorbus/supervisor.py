@@ -26,7 +26,7 @@ import anyio
 
 from mirrorbus import pki
 from mirrorbus.bus import StreamSettings, connect
-from mirrorbus.errors import ServerError
+from mirrorbus.errors import BusError, ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.natsconf import render_server_config
@@ -136,6 +136,22 @@ async def _create_streams(instance: Instance) -> None:
         await bus.close()
 
 
+async def _wait_for_manager(instance: Instance, timeout: float = 20.0) -> bool:
+    """True once the manager answers queries (so the banner's ctl commands work at once)."""
+    bus = await connect(instance.bus_settings("admin"), reconnect=False)
+    try:
+        with anyio.move_on_after(timeout):
+            while True:
+                try:
+                    await bus.request(bus.subjects.api("ping"), b"{}", timeout=1.0)
+                    return True
+                except BusError:
+                    await anyio.sleep(0.2)
+        return False
+    finally:
+        await bus.close()
+
+
 class _Stop(Exception):
     pass
 
@@ -180,6 +196,8 @@ def up(
         anyio.run(_create_streams, instance, backend="asyncio")
         for child in children:
             child.start()
+        if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
+            log.warning("the manager does not answer yet; see %s", children[0].log_file)
         print(_banner(instance, info, cfg, config_path), flush=True)
         while True:
             now = time.monotonic()

@@ -1,0 +1,112 @@
+"""Row types of the status view and conversions between rows, states and times.
+
+Times are integer microseconds since the Unix epoch in the database (see ``tables``), and
+timezone-aware UTC ``datetime`` everywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from mirrorbus.events import JobState
+
+Entry = tuple[int, str, bytes]
+"""(stream sequence, subject, payload) of one stored event."""
+
+
+class WorkerRow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    online: bool
+    started_at: datetime | None
+    stopped_at: datetime | None
+    last_seen: datetime | None
+    version: str
+    hostname: str
+    pid: int
+    jobs: int
+    concurrent: int
+
+
+class RunRow(msgspec.Struct, frozen=True, kw_only=True):
+    worker: str
+    job: str
+    run_id: str
+    reason: str
+    forced: bool
+    started_at: datetime
+    ended_at: datetime | None
+    result: str
+    attempts: int
+    size: str
+    error: str
+    exit_code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int
+    skipped: int
+    dead: int
+    position: int
+
+
+def to_us(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    return int(value.timestamp() * 1_000_000) if value.tzinfo else None
+
+
+def from_us(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value / 1_000_000, UTC)
+
+
+def state_row(state: JobState, seq: int) -> dict[str, Any]:
+    return {
+        "worker": state.worker,
+        "name": state.name,
+        "status": state.status,
+        "is_master": state.is_master,
+        "upstream": state.upstream,
+        "provider": state.provider,
+        "interval": state.interval,
+        "last_update": to_us(state.last_update),
+        "last_started": to_us(state.last_started),
+        "last_ended": to_us(state.last_ended),
+        "next_schedule": to_us(state.next_schedule),
+        "size": state.size,
+        "error_msg": state.error_msg,
+        "run_id": state.run_id,
+        "attempt": state.attempt,
+        "exit_code": state.exit_code,
+        "removed": state.removed,
+        "seq": seq,
+    }
+
+
+def row_state(row: Any) -> JobState:
+    m = row._mapping
+    return JobState(
+        worker=m["worker"],
+        name=m["name"],
+        status=m["status"],
+        is_master=m["is_master"],
+        upstream=m["upstream"],
+        provider=m["provider"],
+        interval=m["interval"],
+        last_update=from_us(m["last_update"]),
+        last_started=from_us(m["last_started"]),
+        last_ended=from_us(m["last_ended"]),
+        next_schedule=from_us(m["next_schedule"]),
+        size=m["size"],
+        error_msg=m["error_msg"],
+        run_id=m["run_id"],
+        attempt=m["attempt"],
+        exit_code=m["exit_code"],
+        removed=m["removed"],
+    )
