@@ -149,6 +149,18 @@ def test_run_succeeded_without_size_keeps_the_known_size() -> None:
     assert state.size == "1.40T"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: mirrorbus/events/state.py evolve RunSucceeded uses `event.size or state.size`: "
+    'a size of "unknown" (e.g. a command job\'s size_pattern matching "unknown") replaces a '
+    'known size; TUNASYNC.md §2.8 keeps the known size when the new one is "" or "unknown"',
+)
+def test_run_succeeded_with_size_unknown_keeps_the_known_size() -> None:
+    known = JobState(worker=W, name=J, status="syncing", size="1.33T")
+    state = evolve(known, RunSucceeded(**ids(5), run_id="r1", attempt=1, size="unknown"))
+    assert state.size == "1.33T"
+
+
 def test_attempt_failed_records_the_error_and_keeps_last_update() -> None:
     start = JobState(worker=W, name=J, status="syncing", last_update=at(-999), size="5GB")
     state = evolve(
