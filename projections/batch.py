@@ -116,21 +116,21 @@ class Batch:
         self._touch_worker(seq, ev.worker, ev.at)
         match ev:
             case RunStarted():
-                self.runs[(ev.worker, ev.job, ev.run_id)] = {
-                    "worker": ev.worker,
-                    "job": ev.job,
-                    "run_id": ev.run_id,
-                    "reason": ev.reason,
-                    "forced": ev.force,
-                    "started_at": to_us(ev.at),
-                    "ended_at": None,
-                    "result": "running",
-                    "attempts": 0,
-                    "size": "",
-                    "error": "",
-                    "exit_code": None,
-                    "seq": seq,
-                }
+                # Via _run: the same run may be stored already (an append retried after the
+                # duplicate window); its start then simply restates the row.
+                run = self._run(ev.worker, ev.job, ev.run_id, ev.at, seq)
+                run.update(
+                    reason=ev.reason,
+                    forced=ev.force,
+                    started_at=to_us(ev.at),
+                    ended_at=None,
+                    result="running",
+                    attempts=0,
+                    size="",
+                    error="",
+                    exit_code=None,
+                    seq=seq,
+                )
             case AttemptStarted():
                 run = self._run(ev.worker, ev.job, ev.run_id, ev.at, seq)
                 run.update(attempts=max(run["attempts"], ev.attempt), seq=seq)

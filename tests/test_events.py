@@ -149,12 +149,6 @@ def test_run_succeeded_without_size_keeps_the_known_size() -> None:
     assert state.size == "1.40T"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mirrorbus/events/state.py evolve RunSucceeded uses `event.size or state.size`: "
-    'a size of "unknown" (e.g. a command job\'s size_pattern matching "unknown") replaces a '
-    'known size; TUNASYNC.md §2.8 keeps the known size when the new one is "" or "unknown"',
-)
 def test_run_succeeded_with_size_unknown_keeps_the_known_size() -> None:
     known = JobState(worker=W, name=J, status="syncing", size="1.33T")
     state = evolve(known, RunSucceeded(**ids(5), run_id="r1", attempt=1, size="unknown"))
@@ -531,12 +525,6 @@ def test_bad_prefixes_are_refused(prefix: str) -> None:
         Subjects(prefix)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mirrorbus/events/subjects.py Subjects._stream_base maps '-' to '_', so the "
-    "allowed prefixes 'mirror-bus' and 'mirror_bus' share stream names (MIRROR_BUS_EVT) while "
-    "their subjects differ; '-' is legal in stream names, no replacement is needed",
-)
 def test_different_prefixes_get_different_streams() -> None:
     dash, underscore = Subjects("mirror-bus"), Subjects("mirror_bus")
     assert dash.all_events != underscore.all_events

@@ -128,12 +128,6 @@ async def test_killed_by_a_signal_of_its_own(tmp_path: Path, out: IO[bytes]) -> 
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: mirrorbus/worker/process.py:87 signal.Signals(-code).name raises ValueError "
-    "for a signal number the enum does not name (e.g. real-time signal 40); run_process "
-    "then raises instead of returning a result",
-)
 async def test_killed_by_an_unnamed_signal(tmp_path: Path, out: IO[bytes]) -> None:
     result = await run([SH, "-c", "kill -s 40 $$"], out, tmp_path)
     assert result.exit_code == -40

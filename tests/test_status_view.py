@@ -281,12 +281,6 @@ def test_splitting_into_other_batches_gives_the_same_view(
     assert whole.dump()["jobs"]  # not trivially equal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: projections/status_view.py _Batch.apply stores dead_letters.at = "
-    "datetime.now(UTC) (wall clock at projection time) and dump() includes it, so two "
-    "views of the same log (a rebuild) differ as soon as there is one dead letter",
-)
 def test_the_same_log_with_dead_letters_gives_the_same_view(
     open_view: Callable[..., StatusView],
 ) -> None:
@@ -405,12 +399,6 @@ def test_a_run_is_running_until_its_final_event(view: StatusView) -> None:
     assert view.jobs()[0].status == "failed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: projections/status_view.py _Batch._job_event: a RunStarted whose run is "
-    "already stored (an append retried after the duplicate window) is INSERTed again -> "
-    "IntegrityError -> ProjectionError; the projector is stuck on that batch forever",
-)
 def test_a_run_started_stored_twice_does_not_stop_the_projector(view: StatusView) -> None:
     ids = Ids()
     start = RunStarted(**ids(1), run_id="r1")
@@ -540,12 +528,6 @@ def test_a_view_of_another_schema_version_asks_for_a_rebuild(
     assert "needs 1" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: projections/status_view.py StatusView.__init__: when _check_schema raises "
-    "ProjectionError (or create_all fails) self.engine is not disposed, so its pooled "
-    "connection leaks (psycopg: ResourceWarning 'deleted while still open')",
-)
 def test_a_refused_view_closes_its_connections(open_view: Callable[..., StatusView]) -> None:
     first = open_view()
     if first.url.startswith("sqlite"):

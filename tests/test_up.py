@@ -56,6 +56,7 @@ class Up:
         self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
 
     def start(self) -> None:
+        banners = self.text().count("Ctrl-C stops everything")
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -75,7 +76,7 @@ class Up:
                 stdin=subprocess.DEVNULL,
                 env=self.env,
             )
-        wait_for(lambda: "Ctrl-C stops everything" in self.text(), 30, "the banner")
+        wait_for(lambda: self.text().count("Ctrl-C stops everything") > banners, 30, "the banner")
 
     def text(self) -> str:
         return self.out.read_text(errors="replace") if self.out.exists() else ""

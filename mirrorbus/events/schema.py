@@ -124,7 +124,8 @@ class JobRemoved(JobEvent, frozen=True, kw_only=True, tag="job.removed"):
 
 
 class CommandAnswered(JobEvent, frozen=True, kw_only=True, tag="cmd.answered"):
-    """The worker's answer to a command; ``job`` is "" for a worker-level answer."""
+    """The worker's answer to a command about one of its jobs (an answer that names no known
+    job is a :class:`WorkerAnswered`)."""
 
     cmd_id: str
     verb: str

@@ -36,6 +36,7 @@ from mirrorbus.events.schema import (
 )
 
 _replace = msgspec.structs.replace
+_UNKNOWN_SIZES = ("", "unknown")  # never replace a known size with these (tunasync §2.8)
 
 
 def evolve(state: JobState | None, event: JobEvent) -> JobState:
@@ -63,7 +64,7 @@ def evolve(state: JobState | None, event: JobEvent) -> JobState:
                 status="success",
                 last_update=event.at,
                 last_ended=event.at,
-                size=event.size or state.size,
+                size=state.size if event.size in _UNKNOWN_SIZES else event.size,
                 error_msg="",
                 run_id=event.run_id,
                 attempt=event.attempt,

@@ -55,7 +55,7 @@ class Subjects:
     # -- streams -------------------------------------------------------------------------
     @property
     def _stream_base(self) -> str:
-        return self.prefix.upper().replace("-", "_")
+        return self.prefix.upper()
 
     @property
     def evt_stream(self) -> str:

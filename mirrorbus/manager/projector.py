@@ -77,6 +77,8 @@ class Projector:
                 log.warning("fetch failed: %s", exc)
                 await anyio.sleep(1)
                 continue
+            if not msgs:
+                continue
             entries: list[Entry] = [
                 (int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs
             ]

@@ -84,11 +84,18 @@ async def run_process(
                 exit_code=None, error=f"timeout after {_human(timeout)}", timed_out=True
             )
         if code < 0:
-            return ProcessResult(exit_code=code, error=f"signal: {signal.Signals(-code).name}")
+            return ProcessResult(exit_code=code, error=f"signal: {_signal_name(-code)}")
         return ProcessResult(exit_code=code, error="" if code == 0 else f"exit status {code}")
     finally:
         with anyio.CancelScope(shield=True):
             await end_group(process)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # e.g. a real-time signal
+        return f"signal {number}"
 
 
 def _human(seconds: float | None) -> str:
