@@ -1,5 +1,8 @@
 """Providers: how one attempt of a job is executed and judged.
 
+:func:`make_provider` picks the provider of a job; ``rsync`` and ``two-stage-rsync`` live in
+:mod:`mirrorbus.worker.rsync`.
+
 The ``command`` provider runs the configured argv (shlex-split, no shell) in the job's working
 directory with tunasync's ``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the
 attempt's log file.  Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit;
@@ -16,7 +19,7 @@ from typing import Protocol
 
 import anyio
 
-from mirrorbus.worker.config import MirrorConfig
+from mirrorbus.worker.config import MirrorConfig, WorkerConfig
 from mirrorbus.worker.joblog import AttemptLog
 from mirrorbus.worker.process import run_process
 
@@ -108,7 +111,16 @@ class UnsupportedProvider:
         )
 
 
-def make_provider(mirror: MirrorConfig) -> Provider:
+def make_provider(mirror: MirrorConfig, config: WorkerConfig) -> Provider:
+    """The provider that runs ``mirror``; ``config`` supplies ``[global] rsync_options``."""
+    # Imported here: the rsync module builds on this one (AttemptOutcome), so a module-level
+    # import would be circular.
+    from mirrorbus.worker.rsync import RsyncProvider, TwoStageRsyncProvider
+
     if mirror.provider == "command":
         return CommandProvider(mirror)
+    if mirror.provider == "rsync":
+        return RsyncProvider(mirror, config.rsync_options)
+    if mirror.provider == "two-stage-rsync":
+        return TwoStageRsyncProvider(mirror)
     return UnsupportedProvider(mirror)

@@ -219,7 +219,7 @@ class Worker:
         now = self.clock.now()
         for mirror in self.config.mirrors:
             state = states.get(mirror.name) or JobState(worker=self.name, name=mirror.name)
-            job = Job(mirror=mirror, provider=make_provider(mirror), state=state)
+            job = Job(mirror=mirror, provider=make_provider(mirror, self.config), state=state)
             self.jobs[mirror.name] = job
             interval = int(mirror.interval.total_seconds())
             wanted = (mirror.upstream, interval, mirror.is_master, mirror.provider, False)
