@@ -12,14 +12,47 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import anyio
 from anyio.abc import Process
 
 KILL_GRACE = 2.0
+
+
+class Launcher(Protocol):
+    """Changes how a job's process is started and ended (docker, cgroup).
+
+    Set for the duration of an attempt with :data:`current_launcher`; providers need not know.
+    """
+
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment to actually execute."""
+        ...
+
+    async def started(self, pid: int) -> None:
+        """Called once the process exists (before it is waited for)."""
+        ...
+
+    async def terminate(self, process: Process) -> None:
+        """End the job (called before the process group is ended)."""
+        ...
+
+
+current_launcher: ContextVar[Launcher | None] = ContextVar("current_launcher", default=None)
+"""The launcher of the attempt being run in this task, if a hook set one."""
+
+
+class _Default:
+    pass
+
+
+_DEFAULT = _Default()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +91,23 @@ async def run_process(
     env: Mapping[str, str],
     output: IO[bytes],
     timeout: float | None,
+    launcher: Launcher | _Default | None = _DEFAULT,
 ) -> ProcessResult:
     """Run ``argv`` to completion (or timeout), output to ``output``.
 
     Cancellation (stop, disable, restart, shutdown) ends the process group before it
-    propagates; the caller reports the reason.
+    propagates; the caller reports the reason.  ``launcher`` (default: the attempt's
+    :data:`current_launcher`; None: plainly on the host) may wrap the command.
     """
+    chosen = current_launcher.get() if isinstance(launcher, _Default) else launcher
+    command, environment = (
+        chosen.command(argv, env, cwd) if chosen is not None else (list(argv), dict(env))
+    )
     try:
         process = await anyio.open_process(
-            list(argv),
+            command,
             cwd=cwd,
-            env=dict(env),
+            env=environment,
             stdin=None,
             stdout=output,
             stderr=output,
@@ -77,6 +116,8 @@ async def run_process(
     except OSError as exc:
         return ProcessResult(exit_code=None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
     try:
+        if chosen is not None:
+            await chosen.started(process.pid)
         with anyio.move_on_after(timeout) as scope:
             code = await process.wait()
         if scope.cancelled_caught:
@@ -88,6 +129,8 @@ async def run_process(
         return ProcessResult(exit_code=code, error="" if code == 0 else f"exit status {code}")
     finally:
         with anyio.CancelScope(shield=True):
+            if chosen is not None:
+                await chosen.terminate(process)
             await end_group(process)
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypedDict
@@ -37,7 +37,6 @@ from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import BusError, CodecError
 from mirrorbus.events import (
     AttemptFailed,
-    AttemptStarted,
     Command,
     CommandAnswered,
     Event,
@@ -57,10 +56,11 @@ from mirrorbus.events import (
     evolve,
 )
 from mirrorbus.worker.config import MirrorConfig, WorkerConfig
-from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
+from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.provider import Provider, make_provider
 from mirrorbus.worker.replay import Restored, restore
+from mirrorbus.worker.run import JobRun
 from mirrorbus.worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class Job:
     done: anyio.Event = field(default_factory=anyio.Event)
     kill_reason: str = KILLED
     lock: anyio.Lock = field(default_factory=anyio.Lock)
+    hooks: list[Hook] = field(default_factory=list)
     started: bool = False  # the current run holds its slot and has emitted RunStarted
 
     @property
@@ -219,7 +220,12 @@ class Worker:
         now = self.clock.now()
         for mirror in self.config.mirrors:
             state = states.get(mirror.name) or JobState(worker=self.name, name=mirror.name)
-            job = Job(mirror=mirror, provider=make_provider(mirror, self.config), state=state)
+            job = Job(
+                mirror=mirror,
+                provider=make_provider(mirror, self.config),
+                state=state,
+                hooks=build_hooks(mirror, self.config),
+            )
             self.jobs[mirror.name] = job
             interval = int(mirror.interval.total_seconds())
             wanted = (mirror.upstream, interval, mirror.is_master, mirror.provider, False)
@@ -284,92 +290,31 @@ class Worker:
                 yield
 
     async def _run_job(self, job: Job, scope: anyio.CancelScope, force: bool, reason: str) -> None:
-        run_id = new_id()
-        attempt = 0
-        open_run = False
-        current_log: AttemptLog | None = None
+        run = JobRun(
+            job,
+            AttemptContext(mirror=job.mirror, worker=self.config),
+            job.hooks,
+            self.name,
+            self.clock,
+            self.emit,
+            force=force,
+            reason=reason,
+        )
         try:
             with scope:
                 async with self._slot(force):
-                    self.emit(
-                        RunStarted(**self._job_ids(job), run_id=run_id, force=force, reason=reason)
-                    )
-                    open_run = True
                     job.started = True
-                    retry = max(job.mirror.retry, 1)
-                    for attempt in range(1, retry + 1):
-                        try:
-                            current_log = new_attempt_log(
-                                job.mirror.log_dir, job.name, self.clock.now()
-                            )
-                        except OSError as exc:
-                            self.emit(
-                                AttemptFailed(
-                                    **self._job_ids(job),
-                                    run_id=run_id,
-                                    attempt=attempt,
-                                    final=attempt == retry,
-                                    error=f"cannot create log file in {job.mirror.log_dir}: {exc}",
-                                )
-                            )
-                            continue
-                        self.emit(
-                            AttemptStarted(
-                                **self._job_ids(job),
-                                run_id=run_id,
-                                attempt=attempt,
-                                log_file=str(current_log.path),
-                            )
-                        )
-                        outcome = await job.provider.run_attempt(current_log)
-                        if outcome.ok:
-                            open_run = False
-                            self.emit(
-                                RunSucceeded(
-                                    **self._job_ids(job),
-                                    run_id=run_id,
-                                    attempt=attempt,
-                                    size=outcome.size,
-                                    exit_code=outcome.exit_code,
-                                )
-                            )
-                            break
-                        current_log.mark_failed()
-                        open_run = attempt < retry
-                        self.emit(
-                            AttemptFailed(
-                                **self._job_ids(job),
-                                run_id=run_id,
-                                attempt=attempt,
-                                error=outcome.error,
-                                exit_code=outcome.exit_code,
-                                final=attempt == retry,
-                            )
-                        )
-                    open_run = False
+                    await run.execute()
                     self._schedule(job, self.clock.now() + job.mirror.interval)
-            if scope.cancelled_caught and open_run:
-                self._close_killed(job, run_id, attempt, current_log, job.kill_reason)
+            if scope.cancelled_caught:
+                await run.close_killed(job.kill_reason)
         except anyio.get_cancelled_exc_class():
-            if open_run:
-                self._close_killed(job, run_id, attempt, current_log, SHUTDOWN)
+            await run.close_killed(SHUTDOWN)
             raise
         finally:
             job.scope = None
             job.started = False
             job.done.set()
-
-    def _close_killed(
-        self, job: Job, run_id: str, attempt: int, attempt_log: AttemptLog | None, reason: str
-    ) -> None:
-        if attempt_log is not None:
-            with suppress(OSError):
-                attempt_log.mark_failed()
-        self.emit(
-            AttemptFailed(
-                **self._job_ids(job), run_id=run_id, attempt=attempt, error=reason, final=True
-            )
-        )
 
     async def _kill(self, job: Job, reason: str = KILLED) -> bool:
         """End the job's run (if any) and wait until it is closed; True if one was running."""
