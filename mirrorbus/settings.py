@@ -8,13 +8,16 @@ ctl only, the first of ``~/.config/mirrorbus/ctl.toml`` and ``/etc/mirrorbus/ctl
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from mirrorbus.bus import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import STATE_DIR_ENV, Instance
+from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
+from mirrorbus.manager.outputs import OutputSettings
 from mirrorbus.worker.config import BusConfig, read_bus_file
 
 CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
@@ -93,12 +96,74 @@ class ManagerConfig:
     bus: BusSettings
     database_url: str
     streams: StreamSettings
+    outputs: OutputSettings = field(default_factory=OutputSettings)
+
+
+def _table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
+    value = doc.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError("must be a table", file=source, key=name)
+    return value
+
+
+def _path(table: dict[str, Any], key: str, section: str, source: Path) -> Path | None:
+    value = table.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("must be a path (a string)", file=source, key=f"{section}.{key}")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (source.parent / path)
+
+
+def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
+    """``[http]`` (enable, listen, tls_cert, tls_key), ``[files]`` (jobs_json, mirrorz_json)
+    and ``[mirrorz.site]`` of a manager or project config.  Relative paths are relative to the
+    config file."""
+    from projections.mirrorz import check_site
+
+    http = _table(doc, "http", source)
+    files = _table(doc, "files", source)
+    mz = _table(doc, "mirrorz", source)
+    enable = http.get("enable", False)
+    if not isinstance(enable, bool):
+        raise ConfigError("must be true or false", file=source, key="http.enable")
+    listen = http.get("listen", DEFAULT_LISTEN)
+    if not isinstance(listen, str):
+        raise ConfigError("must be a string like 127.0.0.1:14280", file=source, key="http.listen")
+    parse_listen(listen, str(source))
+    tls_cert = _path(http, "tls_cert", "http", source)
+    tls_key = _path(http, "tls_key", "http", source)
+    if (tls_cert is None) != (tls_key is None):
+        raise ConfigError("TLS needs both tls_cert and tls_key", file=source, key="http")
+    for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if value is not None and not value.is_file():
+            raise ConfigError(f"file {value} does not exist", file=source, key=f"http.{key}")
+    mirrorz_json = _path(files, "mirrorz_json", "files", source)
+    site = _table(mz, "site", source) if "site" in mz else {}
+    if mirrorz_json is not None:
+        site = check_site(site, str(source))
+    return OutputSettings(
+        http=HttpSettings(enable=enable, listen=listen, tls_cert=tls_cert, tls_key=tls_key),
+        jobs_json=_path(files, "jobs_json", "files", source),
+        mirrorz_json=mirrorz_json,
+        site=site,
+    )
+
+
+def with_http(outputs: OutputSettings, listen: str | None) -> OutputSettings:
+    """``--http ADDR`` turns the HTTP server on at ADDR (overriding ``[http] listen``)."""
+    if listen is None:
+        return outputs
+    parse_listen(listen, "--http")
+    return replace(outputs, http=replace(outputs.http, enable=True, listen=listen))
 
 
 def manager_config(
     config: Path | None, state_dir: Path | None, database_url: str | None
 ) -> ManagerConfig:
-    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``."""
+    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``, and the
+    status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see :func:`output_settings`)."""
     streams = StreamSettings()
     if config is not None:
         bus, doc, _ = read_bus_file(config)
@@ -127,7 +192,12 @@ def manager_config(
                 file=config,
                 key="database.url",
             )
-        return ManagerConfig(bus=settings, database_url=database_url or url or "", streams=streams)
+        return ManagerConfig(
+            bus=settings,
+            database_url=database_url or url or "",
+            streams=streams,
+            outputs=output_settings(doc, config),
+        )
     root = state_dir or env_state_dir()
     if root is None:
         raise ConfigError(
@@ -139,4 +209,47 @@ def manager_config(
         bus=instance.bus_settings("manager"),
         database_url=database_url or instance.db_url,
         streams=streams,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectConfig:
+    bus: BusSettings
+    view_url: str
+    outputs: OutputSettings
+
+
+def project_config(config: Path | None, state_dir: Path | None, view: str | None) -> ProjectConfig:
+    """Settings of ``mirrorbus project``: ``[bus]`` with a reader certificate, its own view
+    (``--view`` or ``[database] url``; default ``STATE/project.db`` with ``--state-dir``) and
+    the outputs of :func:`output_settings`."""
+    if config is not None:
+        bus, doc, _ = read_bus_file(config)
+        db = _table(doc, "database", config)
+        url = view or db.get("url")
+        if not isinstance(url, str) or not url:
+            raise ConfigError(
+                "missing: where this tool keeps its own view and position, e.g. "
+                "sqlite:////var/lib/mirrorbus/project.db (or --view)",
+                file=config,
+                key="database.url",
+            )
+        settings = (
+            Instance(state_dir).bus_settings("reader")
+            if state_dir is not None
+            else from_bus_config(bus, config, name="project")
+        )
+        return ProjectConfig(bus=settings, view_url=url, outputs=output_settings(doc, config))
+    root = state_dir or env_state_dir()
+    if root is None:
+        raise ConfigError(
+            "no settings: pass -c project.toml ([bus] with a reader certificate) or "
+            "--state-dir DIR",
+            file="project",
+        )
+    instance = Instance(root)
+    return ProjectConfig(
+        bus=instance.bus_settings("reader"),
+        view_url=view or f"sqlite:///{(root / 'project.db').resolve()}",
+        outputs=OutputSettings(),
     )

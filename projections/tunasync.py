@@ -4,16 +4,24 @@
 mirrorz converters and tunasync-monitor read): exactly 13 fields in tunasync's order, text
 times in Go's ``2006-01-02 15:04:05 -0700`` layout in the manager's local offset, ``*_ts``
 Unix seconds, and tunasync's zero time (``0001-01-01 00:00:00 +0000``, -62135596800) for
-"never".  ``mirror_status`` is tunasync's ``MirrorStatus`` (``GET /workers/<id>/jobs``).
-A job whose size was never known shows ``"unknown"``, as tunasync's worker reports it.
+"never".  ``mirror_status`` is tunasync's ``MirrorStatus`` (``GET /workers/<id>/jobs``), and
+``worker_status`` its ``WorkerStatus`` (``GET /workers``).  A job whose size was never known
+shows ``"unknown"``, as tunasync's worker reports it.
+
+``go_json`` encodes like Go's ``json.Marshal`` (what gin's ``c.JSON`` writes): compact, UTF-8,
+with ``<``, ``>``, ``&``, U+2028 and U+2029 escaped, so that a file or response is byte for
+byte what tunasync would have served.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from mirrorbus.events import JobState
+from projections.rows import WorkerRow
 
 ZERO_TEXT = "0001-01-01 00:00:00 +0000"
 ZERO_TS = -62135596800
@@ -47,11 +55,15 @@ def _ts(value: datetime | None) -> int:
 
 
 def _rfc3339(value: datetime | None) -> str:
+    """Go's ``time.RFC3339Nano``: fraction without trailing zeros, ``Z`` for UTC."""
     if value is None:
         return ZERO_RFC3339
     local = value.astimezone()
-    text = local.isoformat()
-    return text.replace("+00:00", "Z") if local.utcoffset() == UTC.utcoffset(None) else text
+    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    if local.microsecond:
+        text += f".{local.microsecond:06d}".rstrip("0")
+    offset = local.strftime("%z")
+    return text + ("Z" if offset == "+0000" else f"{offset[:3]}:{offset[3:]}")
 
 
 def size_text(state: JobState) -> str:
@@ -92,3 +104,38 @@ def mirror_status(state: JobState) -> dict[str, Any]:
         "size": size_text(state),
         "error_msg": state.error_msg,
     }
+
+
+def worker_status(row: WorkerRow) -> dict[str, Any]:
+    """tunasync's ``WorkerStatus`` as ``GET /workers`` shows it.
+
+    Workers here have no HTTP endpoint and no token (commands travel over the bus), so ``url``
+    is ``""`` and ``token`` is tunasync's constant ``"REDACTED"``.  ``last_online`` is the last
+    event of the worker, ``last_register`` its last start.
+    """
+    return {
+        "id": row.name,
+        "url": "",
+        "token": "REDACTED",
+        "last_online": _rfc3339(row.last_seen),
+        "last_register": _rfc3339(row.started_at),
+    }
+
+
+_GO_ESCAPES = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def go_json(value: Any) -> bytes:
+    """``value`` encoded as Go's ``json.Marshal`` does: ``[{"name":"a\\u0026b"}]``.
+
+    Key order is the dict's.  NaN and infinities are refused (Go refuses them too).
+    """
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.translate(_GO_ESCAPES).encode()
+
+
+def jobs_json(states: Iterable[JobState]) -> bytes:
+    """The body of tunasync's ``GET /jobs`` (and of ``tunasync.json``): ``[]`` when empty."""
+    return go_json([web_mirror_status(s) for s in states])

@@ -5,6 +5,7 @@ mirrorbus worker -c worker.toml    a worker
 mirrorbus manager                  the manager (``rebuild``, ``dead-letters``)
 mirrorbus ctl ...                  tunasynctl's verbs (also ``mirrorbusctl``)
 mirrorbus certs ...                CA and certificates
+mirrorbus project NAME...          status outputs on their own (reader certificate)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from mirrorbus import __version__
-from mirrorbus.cli import certs, ctl, services
+from mirrorbus.cli import certs, ctl, project, services
 from mirrorbus.cli.common import one_line_errors, setup_logging
 from mirrorbus.instance import default_state_dir
 from mirrorbus.worker.config import load_worker_config
@@ -30,6 +31,7 @@ app.add_typer(certs.app, name="certs")
 app.add_typer(ctl.app, name="ctl")
 app.add_typer(services.manager_app, name="manager")
 app.command("worker")(services.worker)
+app.command("project")(project.project)
 
 
 def _version(value: bool) -> None:

@@ -19,7 +19,7 @@ import typer
 from mirrorbus.bus import connect
 from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
 from mirrorbus.manager import Manager, catch_up
-from mirrorbus.settings import manager_config, worker_settings
+from mirrorbus.settings import manager_config, with_http, worker_settings
 from mirrorbus.worker import Worker, load_worker_config
 from mirrorbus.worker.config import check_report
 from projections.status_view import StatusView
@@ -105,7 +105,8 @@ ManagerConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Manager config: [bus], [database] url, [streams].",
+        help="Manager config: \\[bus], \\[database] url, \\[streams], \\[http], \\[files], "
+        "\\[mirrorz].",
         show_default=False,
     ),
 ]
@@ -121,6 +122,15 @@ def manager(
     config: ManagerConfigOpt = None,
     state_dir: StateDir = None,
     db: DbOpt = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            help="Serve tunasync's read API, /metrics and the status page on HOST:PORT "
+            "(e.g. 127.0.0.1:14280); the same as \\[http] enable = true.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Verbose = False,
     debug: Debug = False,
     with_systemd: WithSystemd = False,
@@ -130,12 +140,13 @@ def manager(
         return
     setup_logging(verbose, debug, with_systemd)
     mc = manager_config(config, state_dir, db)
+    outputs = with_http(mc.outputs, http)
     view = StatusView(mc.database_url)
 
     async def main() -> None:
         bus = await connect(mc.bus)
         try:
-            service = Manager(bus, view, streams=mc.streams)
+            service = Manager(bus, view, streams=mc.streams, outputs=outputs)
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 await _until_signal(lambda _name: None)

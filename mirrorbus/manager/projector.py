@@ -3,6 +3,10 @@
 The stored position in the view is the truth, not the consumer's ack floor: at start the
 durable consumer is (re)created to deliver from ``position + 1``, so a fresh or rebuilt view
 never misses events and a batch redelivered after a crash is skipped by sequence.
+
+The same projector feeds a standalone ``mirrorbus project`` with a ``reader`` certificate: it
+then names its own consumer and sets ``inactive_threshold``, so that the server removes the
+consumer of a reader that went away for good.
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ class Projector:
         batch: int = 512,
         consumer: str | None = None,
         on_applied: Callable[[ApplyResult], None] | None = None,
+        inactive_threshold: float | None = None,
     ) -> None:
         self.bus = bus
         self.view = view
         self.batch = batch
         self.consumer = consumer or bus.subjects.manager_consumer
         self.on_applied = on_applied
+        self.inactive_threshold = inactive_threshold
         self.position = 0
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
@@ -57,6 +63,7 @@ class Projector:
             opt_start_seq=self.position + 1 if self.position else None,
             ack_wait=120,
             max_ack_pending=max(self.batch * 4, 1024),
+            inactive_threshold=self.inactive_threshold,
         )
         await self.bus.js.add_consumer(s.evt_stream, config)
         return await self.bus.js.pull_subscribe_bind(consumer=self.consumer, stream=s.evt_stream)

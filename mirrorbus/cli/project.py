@@ -1,0 +1,231 @@
+"""``mirrorbus project NAME...``: run status projections on their own, with a reader certificate.
+
+For a host that only serves status (a web server in front of the mirror, a monitoring box):
+the tool reads the event stream through its own consumer, folds it into its own SQLite view
+(position stored in the same transaction, so it resumes where it stopped, also across
+restarts of the manager or of nats-server) and keeps its outputs current:
+
+    jobs-json   tunasync's GET /jobs JSON written to a file (e.g. the site's tunasync.json)
+    mirrorz     mirrorz.json (format v1.7)
+    http        the read API, /metrics and the live status page, as the manager serves them
+
+A reader certificate may create consumers on the event stream and read it, nothing else, so
+this tool can neither forge an event nor command a worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import nats.errors
+import nats.js.errors
+import typer
+
+from mirrorbus.bus import Bus, connect
+from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
+from mirrorbus.cli.services import Debug, StateDir, Verbose, WithSystemd, _until_signal
+from mirrorbus.errors import BusError, ConfigError
+from mirrorbus.events.subjects import check_name
+from mirrorbus.manager.http import HttpSettings
+from mirrorbus.manager.outputs import OutputSettings, run_outputs
+from mirrorbus.manager.projector import Projector
+from mirrorbus.settings import project_config, with_http
+from projections.changes import Changes
+from projections.mirrorz import check_site
+from projections.status_view import StatusView
+
+log = logging.getLogger("mirrorbus")
+
+INACTIVE_THRESHOLD = 24 * 3600.0
+"""A consumer whose tool has been gone this long (seconds) is removed by the server."""
+
+
+class Output(StrEnum):
+    jobs_json = "jobs-json"
+    mirrorz = "mirrorz"
+    http = "http"
+
+
+def view_url(value: str) -> str:
+    """A SQLAlchemy URL as given, or a plain path as a SQLite URL."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def default_consumer(url: str) -> str:
+    """Stable for one host and view (so a restart reuses it), distinct between tools."""
+    digest = hashlib.sha1(f"{socket.gethostname()}|{url}".encode()).hexdigest()[:12]
+    return f"project-{digest}"
+
+
+async def wait_for_stream(bus: Bus) -> None:
+    """Wait until the event stream exists (the manager creates it; a reader cannot)."""
+    said = False
+    while True:
+        try:
+            await bus.js.stream_info(bus.subjects.evt_stream)
+            return
+        except nats.js.errors.NotFoundError:
+            if not said:
+                log.warning("stream %s does not exist yet: waiting for the manager", "EVT")
+                said = True
+        except (nats.errors.Error, nats.js.errors.Error) as exc:
+            raise BusError(f"cannot read stream {bus.subjects.evt_stream}: {exc}") from None
+        await anyio.sleep(1)
+
+
+def _outputs(
+    names: list[Output],
+    base: OutputSettings,
+    jobs_json: Path | None,
+    mirrorz_json: Path | None,
+    http: str | None,
+    site_url: str | None,
+    site_abbr: str | None,
+) -> OutputSettings:
+    wanted = set(names)
+    jobs_path = jobs_json or base.jobs_json
+    mirrorz_path = mirrorz_json or base.mirrorz_json
+    if Output.jobs_json in wanted and jobs_path is None:
+        raise ConfigError("jobs-json needs a path: --jobs-json PATH or [files] jobs_json")
+    site = dict(base.site)
+    if site_url:
+        site["url"] = site_url
+    if site_abbr:
+        site["abbr"] = site_abbr
+    if Output.mirrorz in wanted:
+        if mirrorz_path is None:
+            raise ConfigError("mirrorz needs a path: --mirrorz-json PATH or [files] mirrorz_json")
+        site = check_site(site, "mirrorbus project mirrorz")
+    result = OutputSettings(
+        http=HttpSettings(
+            enable=False,
+            listen=base.http.listen,
+            tls_cert=base.http.tls_cert,
+            tls_key=base.http.tls_key,
+        ),
+        jobs_json=jobs_path if Output.jobs_json in wanted else None,
+        mirrorz_json=mirrorz_path if Output.mirrorz in wanted else None,
+        site=site,
+    )
+    if Output.http in wanted:
+        result = with_http(result, http or base.http.listen)
+    return result
+
+
+@one_line_errors("mirrorbus project")
+def project(
+    names: Annotated[
+        list[Output],
+        typer.Argument(
+            help="What to keep current: jobs-json, mirrorz, http (one or more).", show_default=False
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Config: \\[bus] (a reader certificate), \\[database] url (this tool's own view), "
+            "\\[http], \\[files], \\[mirrorz].",
+            show_default=False,
+        ),
+    ] = None,
+    state_dir: StateDir = None,
+    view: Annotated[
+        str | None,
+        typer.Option(
+            "--view",
+            help="This tool's own view: a SQLite file or SQLAlchemy URL "
+            "\\[default: \\[database] url, or STATE/project.db].",
+            show_default=False,
+        ),
+    ] = None,
+    jobs_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--jobs-json", help="Where to write tunasync's /jobs JSON.", show_default=False
+        ),
+    ] = None,
+    mirrorz_json: Annotated[
+        Path | None,
+        typer.Option("--mirrorz-json", help="Where to write mirrorz.json.", show_default=False),
+    ] = None,
+    site_url: Annotated[
+        str | None,
+        typer.Option(
+            "--site-url", help="mirrorz site.url (else \\[mirrorz.site]).", show_default=False
+        ),
+    ] = None,
+    site_abbr: Annotated[
+        str | None,
+        typer.Option(
+            "--site-abbr", help="mirrorz site.abbr (else \\[mirrorz.site]).", show_default=False
+        ),
+    ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http", help="HOST:PORT for http \\[default: \\[http] listen].", show_default=False
+        ),
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            "--consumer",
+            help="Name of this tool's consumer on the event stream "
+            "\\[default: derived from the host and the view].",
+            show_default=False,
+        ),
+    ] = None,
+    verbose: Verbose = False,
+    debug: Debug = False,
+    with_systemd: WithSystemd = False,
+) -> None:
+    """Keep status outputs current from the event stream, with a reader certificate.
+
+    Example: mirrorbus project jobs-json --state-dir ./state --jobs-json /srv/www/tunasync.json
+    """
+    setup_logging(verbose, debug, with_systemd)
+    pc = project_config(config, state_dir, view_url(view) if view else None)
+    outputs = _outputs(names, pc.outputs, jobs_json, mirrorz_json, http, site_url, site_abbr)
+    name = check_name(consumer or default_consumer(pc.view_url), "consumer name")
+    status_view = StatusView(pc.view_url)
+
+    async def main() -> None:
+        bus = await connect(pc.bus)
+        try:
+            await wait_for_stream(bus)
+            changes = Changes()
+            projector = Projector(
+                bus,
+                status_view,
+                consumer=name,
+                on_applied=changes.applied,
+                inactive_threshold=INACTIVE_THRESHOLD,
+            )
+            async with anyio.create_task_group() as tg:
+                await tg.start(projector.run)
+                await tg.start(run_outputs, status_view, changes, outputs, bus.last_sequence)
+                log.info(
+                    "projecting %s as consumer %s (view %s, position %d)",
+                    ", ".join(n.value for n in names),
+                    name,
+                    status_view.url,
+                    projector.position,
+                )
+                await _until_signal(lambda _name: None)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await bus.close()
+            status_view.close()
+
+    run_async(main)

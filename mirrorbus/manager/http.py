@@ -1,0 +1,225 @@
+"""The HTTP read side: tunasync's read API, Prometheus metrics and the live status page.
+
+Off unless enabled (``[http] enable = true`` or ``mirrorbus manager --http ADDR``).  Routes::
+
+    GET /                    the status page (one HTML file, live through /events)
+    GET /jobs                tunasync's GET /jobs: WebMirrorStatus items, byte-compatible
+    GET /workers             tunasync's WorkerStatus items (url "", token "REDACTED")
+    GET /workers/<id>/jobs   tunasync's MirrorStatus items of one worker
+    GET /ping                {"message":"pong"}
+    GET /metrics             Prometheus text format
+    GET /events              server-sent events: "change" with the view's position
+
+Only reads: tunasync's writing routes (``POST /workers/...``, ``POST /cmd``, ``DELETE``) are
+replaced by the bus and answer 405/404.  Errors have tunasync's ``{"error": "..."}`` shape.
+The server is aiohttp on the same event loop as the projector; database reads run in worker
+threads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import anyio
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from mirrorbus.errors import ConfigError, MirrorbusError, PortInUseError
+from projections.changes import Changes
+from projections.metrics import CONTENT_TYPE, Metrics
+from projections.status_view import StatusView
+from projections.tunasync import go_json, jobs_json, mirror_status, worker_status
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN = "127.0.0.1:14280"
+KEEPALIVE = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``[http]``: where to listen, whether at all, and TLS (both files or neither)."""
+
+    enable: bool = False
+    listen: str = DEFAULT_LISTEN
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def parse_listen(text: str, source: str = "http") -> tuple[str, int]:
+    """``"127.0.0.1:14280"``, ``"[::1]:14280"`` or ``":14280"`` (all addresses) -> host, port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"listen address {text!r} is not HOST:PORT (e.g. 127.0.0.1:14280)",
+            file=source,
+            key="http.listen",
+        )
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _json(data: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=data, status=status, content_type="application/json", charset="utf-8")
+
+
+def _error(message: str, status: int) -> web.Response:
+    return _json(go_json({"error": message}), status)
+
+
+class StatusHttp:
+    def __init__(
+        self,
+        view: StatusView,
+        changes: Changes,
+        settings: HttpSettings,
+        *,
+        last_sequence: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        self.view = view
+        self.changes = changes
+        self.settings = settings
+        self.last_sequence = last_sequence
+        self.metrics = Metrics(view)
+        self.host, self.port = parse_listen(settings.listen)
+        self._closing = False
+        self.app = web.Application()
+        self.app.router.add_get("/", self.page)
+        self.app.router.add_get("/ping", self.ping)
+        self.app.router.add_get("/jobs", self.jobs)
+        self.app.router.add_get("/workers", self.workers)
+        self.app.router.add_get("/workers/{id}/jobs", self.worker_jobs)
+        self.app.router.add_get("/metrics", self.metrics_page)
+        self.app.router.add_get("/events", self.events)
+        self.app.on_shutdown.append(self._on_shutdown)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.settings.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    # -- handlers ----------------------------------------------------------------------
+    async def page(self, _request: web.Request) -> web.Response:
+        html = resources.files("projections").joinpath("page/index.html").read_bytes()
+        return web.Response(
+            body=html,
+            content_type="text/html",
+            charset="utf-8",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def ping(self, _request: web.Request) -> web.Response:
+        return _json(go_json({"message": "pong"}))
+
+    async def jobs(self, _request: web.Request) -> web.Response:
+        try:
+            body = await anyio.to_thread.run_sync(lambda: jobs_json(self.view.jobs()))
+        except MirrorbusError as exc:
+            return _error(f"failed to list all mirror status: {exc}", 500)
+        return _json(body)
+
+    async def workers(self, _request: web.Request) -> web.Response:
+        try:
+            rows = await anyio.to_thread.run_sync(self.view.workers)
+        except MirrorbusError as exc:
+            return _error(f"failed to list workers: {exc}", 500)
+        return _json(go_json([worker_status(r) for r in rows]))
+
+    async def worker_jobs(self, request: web.Request) -> web.Response:
+        worker = request.match_info["id"]
+
+        def read() -> bytes | None:
+            if worker not in {w.name for w in self.view.workers()}:
+                return None
+            return go_json([mirror_status(s) for s in self.view.jobs(worker)])
+
+        try:
+            body = await anyio.to_thread.run_sync(read)
+        except MirrorbusError as exc:
+            return _error(f"failed to list jobs of worker {worker}: {exc}", 500)
+        if body is None:
+            return _error(f"invalid workerID {worker}", 400)
+        return _json(body)
+
+    async def metrics_page(self, _request: web.Request) -> web.Response:
+        last: int | None = None
+        if self.last_sequence is not None:
+            try:
+                with anyio.fail_after(2):
+                    last = await self.last_sequence()
+            except (MirrorbusError, TimeoutError) as exc:
+                log.debug("no stream position for the lag metric: %s", exc)
+        body = await anyio.to_thread.run_sync(self.metrics.render, last)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: one ``change`` now, then one after every change of the view,
+        and a comment line every 15 s so proxies keep the connection open."""
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        seen = -1
+        idle = 0.0
+        try:
+            while not self._closing:
+                with anyio.move_on_after(1.0):
+                    seen = await self.changes.wait(seen)
+                    data = json.dumps({"version": seen, "position": self.changes.position})
+                    await response.write(f"event: change\ndata: {data}\n\n".encode())
+                    idle = 0.0
+                    continue
+                idle += 1.0
+                if idle >= KEEPALIVE:
+                    await response.write(b": keepalive\n\n")
+                    idle = 0.0
+        except (ConnectionResetError, RuntimeError):  # the browser went away
+            pass
+        return response
+
+    async def _on_shutdown(self, _app: web.Application) -> None:
+        self._closing = True
+
+    # -- serving -----------------------------------------------------------------------
+    def _ssl(self) -> ssl.SSLContext | None:
+        cert, key = self.settings.tls_cert, self.settings.tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise ConfigError("TLS needs both tls_cert and tls_key", file="http", key="http")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(cert), str(key))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load {cert} / {key}: {exc}", file="http") from None
+        return ctx
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(
+                runner, self.host, self.port, ssl_context=self._ssl(), shutdown_timeout=2.0
+            )
+            try:
+                await site.start()
+            except OSError as exc:
+                raise PortInUseError(
+                    f"cannot listen on {self.settings.listen} for HTTP: {exc.strerror or exc}"
+                ) from None
+            log.info("HTTP on %s (/jobs, /workers, /metrics, status page /)", self.url)
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.cleanup()

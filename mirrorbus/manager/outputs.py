@@ -1,0 +1,66 @@
+"""The status outputs a view feeds: the HTTP server and the status files.
+
+The manager runs them next to its projector; ``mirrorbus project`` runs them next to its own
+projector on another host.  Both hand in the same pieces: the view, the :class:`Changes` the
+projector bumps, these settings, and how to ask the stream for its last sequence (for the lag
+metric).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from mirrorbus.manager.http import HttpSettings, StatusHttp
+from projections.changes import Changes
+from projections.files import StatusFiles
+from projections.status_view import StatusView
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    """``[http]``, ``[files] jobs_json`` / ``mirrorz_json`` and ``[mirrorz] site``."""
+
+    http: HttpSettings = field(default_factory=HttpSettings)
+    jobs_json: Path | None = None
+    mirrorz_json: Path | None = None
+    site: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def files(self) -> bool:
+        return self.jobs_json is not None or self.mirrorz_json is not None
+
+    @property
+    def active(self) -> bool:
+        return self.http.enable or self.files
+
+
+async def run_outputs(
+    view: StatusView,
+    changes: Changes,
+    settings: OutputSettings,
+    last_sequence: Callable[[], Awaitable[int]] | None = None,
+    *,
+    task_status: TaskStatus[StatusHttp | None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run what ``settings`` asks for; ``started`` with the HTTP server (or None)."""
+    async with anyio.create_task_group() as tg:
+        if settings.files:
+            files = StatusFiles(
+                view,
+                changes,
+                jobs_json_path=settings.jobs_json,
+                mirrorz_path=settings.mirrorz_json,
+                site=settings.site,
+            )
+            await tg.start(files.run)
+        server: StatusHttp | None = None
+        if settings.http.enable:
+            server = StatusHttp(view, changes, settings.http, last_sequence=last_sequence)
+            await tg.start(server.run)
+        task_status.started(server)
