@@ -145,8 +145,8 @@ def rsync_argv(mirror: MirrorConfig, global_rsync_options: Sequence[str]) -> lis
     The working dir is passed as loaded (normalised, without a trailing slash: rsync treats
     ``dest`` and ``dest/`` alike; it is the upstream's trailing slash that matters).
 
-    >>> rsync_argv(mirror, ())[-3:]  # doctest: +SKIP
-    ['--timeout=120', 'rsync://example.org/debian/', '/data/mirrors/debian']
+    For a job with only ``upstream = "rsync://example.org/debian/"`` the argv ends with
+    ``... "--safe-links", "--timeout=120", "rsync://example.org/debian/", "/data/mirrors/debian"``.
 
     Raises ``ValueError`` for ``rsync_override_only`` without ``rsync_override`` (the config
     loader refuses that already; a hand-built MirrorConfig could still say it).
