@@ -133,8 +133,28 @@ class ExecHook(Hook):
 
 
 def build_hooks(mirror: MirrorConfig, worker: WorkerConfig) -> list[Hook]:
-    """The hooks of a job, in tunasync's attach order."""
+    """The hooks of a job, in tunasync's attach order.
+
+    Raises :class:`~mirrorbus.errors.ConfigError` when ``[cgroup]`` is enabled but cgroups
+    cannot be used here (checked once per worker), so the worker does not start.
+    """
+    # Imported here: the system hooks build on this module (Hook, HookError).
+    from mirrorbus.worker.btrfs import BtrfsSnapshotHook
+    from mirrorbus.worker.cgroup import cgroup_hook, worker_cgroups
+    from mirrorbus.worker.docker import DockerHook
+    from mirrorbus.worker.zfs import ZfsHook
+
     hooks: list[Hook] = []
+    if worker.cgroup.enable:
+        worker_cgroups(worker)  # fail at start-up, even if every job uses docker
+    if worker.zfs.enable:
+        hooks.append(ZfsHook(mirror, worker))
+    if worker.btrfs_snapshot.enable:
+        hooks.append(BtrfsSnapshotHook(mirror, worker))
+    if worker.docker.enable and mirror.docker_image:
+        hooks.append(DockerHook(mirror, worker))
+    elif worker.cgroup.enable:
+        hooks.append(cgroup_hook(mirror, worker))
     hooks += [ExecHook(argv, "success") for argv in mirror.exec_on_success]
     hooks += [ExecHook(argv, "success") for argv in mirror.exec_on_success_extra]
     hooks += [ExecHook(argv, "failure") for argv in mirror.exec_on_failure]
