@@ -91,18 +91,18 @@ class Control:
         return await self._query("ping", {}, PingInfo, timeout)
 
     # -- commands ------------------------------------------------------------------------
-    async def _check_target(self, worker: str, job: str) -> WorkerRow | None:
+    async def _check_target(self, worker: str, job: str | None) -> WorkerRow | None:
         """Refuse unknown workers and jobs when the manager can tell; None if it cannot."""
         try:
             workers = await self.workers(timeout=3.0)
-            jobs = await self.jobs(worker, timeout=3.0)
+            jobs = await self.jobs(worker, timeout=3.0) if job is not None else []
         except BusError:
             return None  # no manager: the worker itself will answer (or nobody will)
         row = next((w for w in workers if w.name == worker), None)
         if row is None:
             known = ", ".join(w.name for w in workers) or "none"
             raise UnknownTarget(f"unknown worker {worker!r} (known workers: {known})")
-        if not any(j.name == job for j in jobs):
+        if job is not None and not any(j.name == job for j in jobs):
             raise UnknownTarget(f"unknown job {job!r} on worker {worker}")
         return row
 
@@ -110,18 +110,20 @@ class Control:
         self,
         verb: Verb,
         worker: str,
-        job: str,
+        job: str | None,
         *,
         force: bool = False,
         timeout: float = 15.0,
         ttl: float = 60.0,
     ) -> Answer:
-        """Send ``verb`` for ``worker``/``job`` and return the worker's answer.
+        """Send ``verb`` for ``worker``/``job`` (``job`` None: to the worker itself, as
+        ``reload``) and return the worker's answer.
 
         Raises UnknownTarget, CommandRejected (with the worker's reason) or NoAnswer.
         """
         check_name(worker, "worker name")
-        check_name(job, "job name")
+        if job is not None:
+            check_name(job, "job name")
         row = await self._check_target(worker, job)
         now = self.clock.now()
         cmd = Command(
@@ -129,7 +131,7 @@ class Control:
             at=now,
             verb=verb,
             worker=worker,
-            job=job,
+            job=job or "",
             force=force,
             expires_at=now + timedelta(seconds=ttl),
             issuer=self.issuer,
@@ -154,13 +156,14 @@ class Control:
                     )
                 )
 
-        subs = [
-            await self.bus.nc.subscribe(s.job_events(worker, job), cb=on_event),
-            await self.bus.nc.subscribe(s.worker_events(worker), cb=on_event),
-        ]
+        subjects = [s.worker_events(worker)]
+        if job is not None:
+            subjects.append(s.job_events(worker, job))
+        subs = [await self.bus.nc.subscribe(subject, cb=on_event) for subject in subjects]
+        target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
         try:
             await self.bus.nc.flush(timeout=5)
-            await self.bus.append(s.job_command(worker, job), encode(cmd), cmd.id)
+            await self.bus.append(target, encode(cmd), cmd.id)
             with anyio.move_on_after(timeout):
                 answer = await receive.receive()
                 if not answer.accepted:

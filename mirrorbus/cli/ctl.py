@@ -230,9 +230,12 @@ def list_workers(
     )
 
 
-def _command(ctx: typer.Context, verb: Verb, worker: str, job: str, force: bool = False) -> None:
+def _command(
+    ctx: typer.Context, verb: Verb, worker: str, job: str | None, force: bool = False
+) -> None:
     answer = _with_control(ctx, lambda c: c.command(verb, worker, job, force=force))
-    typer.echo(f"{verb} {worker}/{job}: accepted: {answer.message}")
+    target = worker if job is None else f"{worker}/{job}"
+    typer.echo(f"{verb} {target}: accepted: {answer.message}")
 
 
 WorkerOpt = Annotated[
@@ -284,6 +287,16 @@ def restart(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
 def ping(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
     """Ask the worker about a job; changes nothing (tunasync's ping unscheduled it)."""
     _command(ctx, "ping", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl reload")
+def reload(ctx: typer.Context, worker: WorkerOpt) -> None:
+    """Make a worker re-read its config: jobs added, removed and changed (like SIGHUP).
+
+    Example: mirrorbus ctl reload -w worker1
+    """
+    _command(ctx, "reload", worker, None)
 
 
 @app.command()

@@ -39,15 +39,22 @@ Debug = Annotated[bool, typer.Option("--debug", help="Log everything, NATS inclu
 WithSystemd = Annotated[bool, typer.Option("--with-systemd", help="No timestamps in log lines.")]
 
 
-async def _until_signal(on_signal: Callable[[str], None]) -> None:
-    """Return after SIGTERM or SIGINT, having told ``on_signal`` its name."""
+async def _until_signal(
+    on_stop: Callable[[str], None], on_hup: Callable[[], None] | None = None
+) -> None:
+    """Return after SIGTERM or SIGINT, having told ``on_stop`` its name; SIGHUP calls
+    ``on_hup`` (config reload) when given."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             if sig == signal.SIGHUP:
-                log.warning("SIGHUP: config reload is not supported yet; ignored")
+                if on_hup is None:
+                    log.warning("SIGHUP ignored: nothing to reload")
+                else:
+                    log.info("SIGHUP: reloading the config")
+                    on_hup()
                 continue
             log.info("%s: stopping", sig.name)
-            on_signal(sig.name)
+            on_stop(sig.name)
             return
 
 
@@ -83,7 +90,11 @@ def worker(
         try:
             service = Worker(cfg, bus)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_until_signal, lambda name: service.stop(f"signal {name}"))
+                tg.start_soon(
+                    _until_signal,
+                    lambda name: service.stop(f"signal {name}"),
+                    service.request_reload,
+                )
                 await service.run()
                 tg.cancel_scope.cancel()
         finally:

@@ -15,6 +15,7 @@ from mirrorbus.events.codec import (
     upcaster,
 )
 from mirrorbus.events.schema import (
+    JOB_VERBS,
     STATUSES,
     VERBS,
     AttemptFailed,
@@ -46,6 +47,7 @@ from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
 __all__ = [
     "CURRENT_VERSIONS",
     "DEFAULT_PREFIX",
+    "JOB_VERBS",
     "MAX_EVENT_BYTES",
     "STATUSES",
     "VERBS",

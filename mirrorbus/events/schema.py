@@ -34,8 +34,10 @@ STATUSES: tuple[Status, ...] = (
     "disabled",
 )
 
-Verb = Literal["start", "stop", "disable", "restart", "ping"]
-VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping")
+Verb = Literal["start", "stop", "disable", "restart", "ping", "reload"]
+VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping", "reload")
+JOB_VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping")
+"""Verbs about one job; ``reload`` is about the worker (its ``job`` is "")."""
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -197,7 +199,8 @@ JOB_EVENT_TYPES: tuple[type[JobEvent], ...] = (
 
 
 class Command(Message, frozen=True, kw_only=True, tag="command"):
-    """A request to a worker about one job (subject ``<prefix>.cmd.<worker>.<job>``).
+    """A request to a worker about one job (subject ``<prefix>.cmd.<worker>.<job>``), or about
+    the worker itself (``reload``, ``job`` "", subject ``<prefix>.cmd.<worker>.-worker``).
 
     ``expires_at``: a worker that receives the command later answers "expired" instead of
     acting, so that a command given to an offline worker never fires hours later.

@@ -22,6 +22,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _PREFIX = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 DEFAULT_PREFIX = "mirrorbus"
+WORKER_TOKEN = "-worker"
+"""Subject token of worker-level commands, in place of a job name (see ``worker_command``)."""
 
 
 def check_name(name: str, what: str = "name") -> str:
@@ -101,8 +103,17 @@ class Subjects:
             f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.{check_name(job, 'job name')}"
         )
 
+    def worker_command(self, worker: str) -> str:
+        """Commands to the worker itself (``reload``).
+
+        The last token, ``-worker``, can never be a job name (job names cannot start with
+        ``-``), so worker commands share the job commands' stream, consumer and permission
+        (``cmd.<worker>.>``): one consumer per worker, whose filter the server can enforce.
+        """
+        return f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.{WORKER_TOKEN}"
+
     def worker_commands(self, worker: str) -> str:
-        """Wildcard over the job commands of one worker (its command consumer's filter)."""
+        """Wildcard over every command of one worker (its command consumer's filter)."""
         return f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.>"
 
     def snapshot(self, worker: str) -> str:

@@ -25,25 +25,18 @@ from datetime import datetime, timedelta
 from typing import TypedDict
 
 import anyio
-import nats.errors
-import nats.js.errors
 from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus import __version__
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock, new_id
-from mirrorbus.errors import BusError, CodecError
+from mirrorbus.errors import BusError, MirrorbusError
 from mirrorbus.events import (
     AttemptFailed,
-    Command,
     CommandAnswered,
     Event,
     JobConfigured,
-    JobDisabled,
     JobEvent,
-    JobPaused,
     JobRemoved,
     JobScheduled,
     JobState,
@@ -52,13 +45,14 @@ from mirrorbus.events import (
     WorkerAnswered,
     WorkerStarted,
     WorkerStopped,
-    decode_command,
     evolve,
 )
-from mirrorbus.worker.config import MirrorConfig, WorkerConfig
+from mirrorbus.worker.commands import CommandHandler
+from mirrorbus.worker.config import MirrorConfig, WorkerConfig, load_worker_config
 from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.provider import Provider, make_provider
+from mirrorbus.worker.reload import diff
 from mirrorbus.worker.replay import Restored, restore
 from mirrorbus.worker.run import JobRun
 from mirrorbus.worker.scheduler import Scheduler
@@ -124,6 +118,8 @@ class Worker:
         self._outbox: Outbox | None = None
         self._tg: TaskGroup | None = None
         self._stopping = anyio.Event()
+        self.commands = CommandHandler(self)
+        self._reload_lock = anyio.Lock()
         self._stop_reason = "stopped"
 
     # -- events --------------------------------------------------------------------------
@@ -141,10 +137,10 @@ class Worker:
         self._outbox.put(subject, event)
         _log_event(event)
 
-    def _ids(self) -> _Meta:
+    def meta(self) -> _Meta:
         return {"id": new_id(), "at": self.clock.now(), "worker": self.name}
 
-    def _job_ids(self, job: Job) -> _JobMeta:
+    def job_meta(self, job: Job) -> _JobMeta:
         return {"id": new_id(), "at": self.clock.now(), "worker": self.name, "job": job.name}
 
     # -- life ----------------------------------------------------------------------------
@@ -172,7 +168,7 @@ class Worker:
                     self._restore_jobs(states)
                     self.emit(
                         WorkerStarted(
-                            **self._ids(),
+                            **self.meta(),
                             version=__version__,
                             hostname=socket.gethostname(),
                             pid=os.getpid(),
@@ -180,7 +176,7 @@ class Worker:
                             concurrent=self.config.concurrent,
                         )
                     )
-                    tg.start_soon(self._consume_commands)
+                    tg.start_soon(self.commands.consume)
                     tg.start_soon(self.scheduler.run)
                     task_status.started()
                     await self._stopping.wait()
@@ -204,7 +200,7 @@ class Worker:
 
     async def _shutdown(self) -> None:
         assert self._outbox is not None
-        self.emit(WorkerStopped(**self._ids(), reason=self._stop_reason))
+        self.emit(WorkerStopped(**self.meta(), reason=self._stop_reason))
         if await self._outbox.flush(self._flush_timeout):
             try:
                 await self._outbox.snapshot()
@@ -219,61 +215,122 @@ class Worker:
     def _restore_jobs(self, states: dict[str, JobState]) -> None:
         now = self.clock.now()
         for mirror in self.config.mirrors:
-            state = states.get(mirror.name) or JobState(worker=self.name, name=mirror.name)
-            job = Job(
-                mirror=mirror,
-                provider=make_provider(mirror, self.config),
-                state=state,
-                hooks=build_hooks(mirror, self.config),
-            )
-            self.jobs[mirror.name] = job
-            interval = int(mirror.interval.total_seconds())
-            wanted = (mirror.upstream, interval, mirror.is_master, mirror.provider, False)
-            have = (state.upstream, state.interval, state.is_master, state.provider, state.removed)
-            if mirror.name not in states or wanted != have:
-                self.emit(
-                    JobConfigured(
-                        **self._job_ids(job),
-                        upstream=mirror.upstream,
-                        interval=interval,
-                        is_master=mirror.is_master,
-                        provider=mirror.provider,
-                    )
-                )
+            job = self._add_job(mirror, states.get(mirror.name))
+            state = job.state
             if state.running:
                 self.emit(
                     AttemptFailed(
-                        **self._job_ids(job),
+                        **self.job_meta(job),
                         run_id=state.run_id,
                         attempt=state.attempt,
                         error=INTERRUPTED,
                         final=True,
                     )
                 )
-                self._schedule(job, now)
-            elif state.status in ("paused", "disabled"):
-                continue
-            else:
+                self.schedule(job, now)
+            elif state.status not in ("paused", "disabled"):
                 due = state.next_schedule or now
-                due = min(due, now + mirror.interval)  # the interval may have been shortened
-                self._schedule(job, due)
+                self.schedule(job, min(due, now + mirror.interval))  # interval may have shrunk
         for name, state in states.items():
             if name not in self.jobs and not state.removed:
                 self.emit(JobRemoved(id=new_id(), at=now, worker=self.name, job=name))
 
+    def _add_job(self, mirror: MirrorConfig, state: JobState | None) -> Job:
+        """Make the job of ``mirror`` (with its restored state, if any) and say so if the
+        view does not know it with this configuration yet."""
+        job = Job(
+            mirror=mirror,
+            provider=make_provider(mirror, self.config),
+            state=state or JobState(worker=self.name, name=mirror.name),
+            hooks=build_hooks(mirror, self.config),
+        )
+        self.jobs[mirror.name] = job
+        self._configured(job, known=state is not None)
+        return job
+
+    def _configured(self, job: Job, *, known: bool = True) -> None:
+        mirror, state = job.mirror, job.state
+        interval = int(mirror.interval.total_seconds())
+        wanted = (mirror.upstream, interval, mirror.is_master, mirror.provider, False)
+        have = (state.upstream, state.interval, state.is_master, state.provider, state.removed)
+        if not known or wanted != have:
+            self.emit(
+                JobConfigured(
+                    **self.job_meta(job),
+                    upstream=mirror.upstream,
+                    interval=interval,
+                    is_master=mirror.is_master,
+                    provider=mirror.provider,
+                )
+            )
+
+    # -- reload --------------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Reload the config in the background (SIGHUP); the outcome goes to the log."""
+        if self._tg is not None:
+            self._tg.start_soon(self.reload)
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file and apply the difference (tunasync §4.9, with fixes).
+
+        Removed jobs are killed and leave the view (``JobRemoved``); modified jobs are killed
+        if running and, unless paused or disabled, run again now; added jobs run now.  A
+        config that does not load changes nothing.
+        """
+        async with self._reload_lock:
+            path = self.config.path
+            try:
+                new = await anyio.to_thread.run_sync(load_worker_config, path)
+            except MirrorbusError as exc:
+                log.error("reload refused, the running config stays: %s", exc)
+                return False, f"config not reloaded, the running one stays: {exc}"
+            if new.name != self.name:
+                return False, (
+                    f"{path}: [global] name is now {new.name!r}; a worker cannot "
+                    "rename itself: restart it"
+                )
+            for warning in new.warnings:
+                log.warning("%s", warning)
+            change = diff(self.config, new)
+            self.config = new
+            self.limiter.total_tokens = max(new.concurrent, 1)
+            for name in change.removed:
+                job = self.jobs[name]
+                async with job.lock:
+                    self.scheduler.unschedule(name)
+                    await self.kill(job)
+                    self.emit(JobRemoved(**self.job_meta(job)))
+                    del self.jobs[name]
+            for mirror in change.modified:
+                job = self.jobs[mirror.name]
+                async with job.lock:
+                    self.scheduler.unschedule(job.name)
+                    await self.kill(job)
+                    job.mirror = mirror
+                    job.provider = make_provider(mirror, new)
+                    job.hooks = build_hooks(mirror, new)
+                    self._configured(job)
+                    if job.state.status not in ("paused", "disabled"):
+                        self.schedule(job, self.clock.now())
+            for mirror in change.added:
+                self.schedule(self._add_job(mirror, None), self.clock.now())
+            message = f"reloaded {path}: {change.summary()}"
+            log.info("%s", message)
+            return True, message
+
     # -- scheduling ----------------------------------------------------------------------
-    def _schedule(self, job: Job, at: datetime) -> None:
+    def schedule(self, job: Job, at: datetime) -> None:
         self.scheduler.schedule(job.name, at)
         if job.state.next_schedule != at:
-            self.emit(JobScheduled(**self._job_ids(job), next_at=at))
+            self.emit(JobScheduled(**self.job_meta(job), next_at=at))
 
     def _on_due(self, name: str) -> None:
         job = self.jobs.get(name)
         if job is None or job.running or job.state.status in ("paused", "disabled"):
             return
-        self._launch(job, force=False, reason="schedule")
+        self.launch(job, force=False, reason="schedule")
 
-    def _launch(self, job: Job, *, force: bool, reason: str) -> None:
+    def launch(self, job: Job, *, force: bool, reason: str) -> None:
         assert self._tg is not None
         job.scope = anyio.CancelScope()
         job.done = anyio.Event()
@@ -305,7 +362,7 @@ class Worker:
                 async with self._slot(force):
                     job.started = True
                     await run.execute()
-                    self._schedule(job, self.clock.now() + job.mirror.interval)
+                    self.schedule(job, self.clock.now() + job.mirror.interval)
             if scope.cancelled_caught:
                 await run.close_killed(job.kill_reason)
         except anyio.get_cancelled_exc_class():
@@ -316,7 +373,7 @@ class Worker:
             job.started = False
             job.done.set()
 
-    async def _kill(self, job: Job, reason: str = KILLED) -> bool:
+    async def kill(self, job: Job, reason: str = KILLED) -> bool:
         """End the job's run (if any) and wait until it is closed; True if one was running."""
         if job.scope is None:
             return False
@@ -325,151 +382,6 @@ class Worker:
         job.scope.cancel()
         await done.wait()
         return True
-
-    # -- commands ------------------------------------------------------------------------
-    async def _consume_commands(self) -> None:
-        s = self.bus.subjects
-        name = s.worker_consumer(self.name)
-        delay = 0.5
-        while True:
-            try:
-                await self.bus.js.add_consumer(
-                    s.cmd_stream,
-                    ConsumerConfig(
-                        name=name,
-                        durable_name=name,
-                        filter_subject=s.worker_commands(self.name),
-                        ack_policy=AckPolicy.EXPLICIT,
-                        deliver_policy=DeliverPolicy.ALL,
-                        ack_wait=30,
-                        max_ack_pending=256,
-                    ),
-                )
-                sub = await self.bus.js.pull_subscribe_bind(
-                    consumer=name,
-                    stream=s.cmd_stream,
-                    inbox_prefix=(self.bus.settings.inbox_prefix or "_INBOX").encode() + b".",
-                )
-                break
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-                log.warning("command consumer not ready (%s); retrying in %.0fs", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 15)
-        assert self._tg is not None
-        while True:
-            try:
-                msgs = await sub.fetch(32, timeout=5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                continue
-            except nats.errors.Error as exc:
-                log.warning("fetching commands failed: %s", exc)
-                await anyio.sleep(1)
-                continue
-            for msg in msgs:
-                # At most once: a command is acknowledged before it acts, so a crash never
-                # replays a "start" or "restart" the user already saw answered.
-                await msg.ack()
-                self._tg.start_soon(self._handle, msg)
-
-    async def _handle(self, msg: Msg) -> None:
-        try:
-            cmd = decode_command(msg.data)
-        except CodecError as exc:
-            log.warning("dropping undecodable command on %s: %s", msg.subject, exc)
-            return
-        now = self.clock.now()
-        job = self.jobs.get(cmd.job)
-        expected = self.bus.subjects.job_command(self.name, cmd.job) if job else None
-        if cmd.worker != self.name or (expected is not None and msg.subject != expected):
-            self._answer_worker(
-                cmd, False, f"command for {cmd.worker}/{cmd.job} arrived on {msg.subject}; ignored"
-            )
-            return
-        if now > cmd.expires_at:
-            message = (
-                f"expired: given at {cmd.at:%Y-%m-%d %H:%M:%S}Z, valid until "
-                f"{cmd.expires_at:%H:%M:%S}Z; not executed"
-            )
-            if job is None:
-                self._answer_worker(cmd, False, message)
-            else:
-                self._answer(job, cmd, False, message)
-            return
-        if job is None:
-            self._answer_worker(cmd, False, f"unknown job {cmd.job!r} on worker {self.name}")
-            return
-        async with job.lock:
-            accepted, message = await self._execute(job, cmd)
-        self._answer(job, cmd, accepted, message)
-
-    def _answer(self, job: Job, cmd: Command, accepted: bool, message: str) -> None:
-        self.emit(
-            CommandAnswered(
-                **self._job_ids(job),
-                cmd_id=cmd.id,
-                verb=cmd.verb,
-                accepted=accepted,
-                message=message,
-                issuer=cmd.issuer,
-            )
-        )
-
-    def _answer_worker(self, cmd: Command, accepted: bool, message: str) -> None:
-        self.emit(
-            WorkerAnswered(
-                **self._ids(),
-                cmd_id=cmd.id,
-                verb=cmd.verb,
-                accepted=accepted,
-                message=message,
-                job=cmd.job,
-                issuer=cmd.issuer,
-            )
-        )
-
-    async def _execute(self, job: Job, cmd: Command) -> tuple[bool, str]:
-        status = job.state.status
-        match cmd.verb:
-            case "start":
-                if job.running and (job.started or not cmd.force):
-                    return True, "already running" if job.started else "already queued"
-                if job.running:  # queued for a slot: --force lets it run now
-                    await self._kill(job)
-                self.scheduler.unschedule(job.name)
-                queued = not cmd.force and self.limiter.available_tokens < 1
-                self._launch(job, force=cmd.force, reason="start")
-                if queued:
-                    return True, (
-                        f"queued: all {self.config.concurrent} slots are busy; it starts "
-                        "when one frees (start --force bypasses the limit)"
-                    )
-                return (
-                    True,
-                    "started (forced, outside the concurrency limit)" if cmd.force else "started",
-                )
-            case "stop":
-                if status == "disabled" and not job.running:
-                    return False, "job is disabled; use start or restart to enable it"
-                self.scheduler.unschedule(job.name)
-                killed = await self._kill(job)
-                self.emit(JobPaused(**self._job_ids(job), cmd_id=cmd.id))
-                return True, "stopped the running sync; paused" if killed else "paused"
-            case "disable":
-                self.scheduler.unschedule(job.name)
-                killed = await self._kill(job)
-                self.emit(JobDisabled(**self._job_ids(job), cmd_id=cmd.id))
-                return True, "stopped the running sync; disabled" if killed else "disabled"
-            case "restart":
-                self.scheduler.unschedule(job.name)
-                killed = await self._kill(job)
-                self._launch(job, force=cmd.force, reason="restart")
-                return True, "killed the running sync and started again" if killed else "started"
-            case "ping":
-                nxt = self.scheduler.next_time(job.name)
-                when = f"next run {nxt:%Y-%m-%d %H:%M:%S}Z" if nxt else "not scheduled"
-                run = "running" if job.running else status
-                return True, f"pong: {run}, {when}"
-        return False, f"unknown command {cmd.verb!r}"  # pragma: no cover - Verb is closed
 
     # -- for tests and the CLI ---------------------------------------------------------------
     def due_in(self, name: str) -> timedelta | None:

@@ -1,0 +1,211 @@
+"""A worker's commands: consumed from its durable consumer, each answered by an event.
+
+Semantics (TUNASYNC.md §2.10 "Command effects", with its fixes): ``start`` runs the job now
+(``--force`` outside the concurrency limit; a job queued for a slot is freed by it), ``stop``
+kills the running sync and pauses the job, ``disable`` kills and disables it, ``restart``
+kills and runs again, ``ping`` answers and changes nothing, ``reload`` re-reads the config.
+A command whose expiry passed is answered "expired" and not executed.  Commands are
+acknowledged before they act (at most once): a crash never replays a start the user saw
+answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mirrorbus.errors import CodecError
+from mirrorbus.events import (
+    Command,
+    CommandAnswered,
+    JobDisabled,
+    JobPaused,
+    WorkerAnswered,
+    decode_command,
+)
+
+if TYPE_CHECKING:
+    from mirrorbus.worker.service import Job, Worker
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def consume(self) -> None:
+        """Consume this worker's commands (its durable consumer), forever."""
+        w = self.worker
+        s = w.bus.subjects
+        name = s.worker_consumer(w.name)
+        delay = 0.5
+        while True:
+            try:
+                await w.bus.js.add_consumer(
+                    s.cmd_stream,
+                    ConsumerConfig(
+                        name=name,
+                        durable_name=name,
+                        filter_subject=s.worker_commands(w.name),
+                        ack_policy=AckPolicy.EXPLICIT,
+                        deliver_policy=DeliverPolicy.ALL,
+                        ack_wait=30,
+                        max_ack_pending=256,
+                    ),
+                )
+                sub = await w.bus.js.pull_subscribe_bind(
+                    consumer=name,
+                    stream=s.cmd_stream,
+                    inbox_prefix=(w.bus.settings.inbox_prefix or "_INBOX").encode() + b".",
+                )
+                break
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+                log.warning("command consumer not ready (%s); retrying in %.0fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 15)
+        async with anyio.create_task_group() as handlers:
+            while True:
+                try:
+                    msgs = await sub.fetch(32, timeout=5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("fetching commands failed: %s", exc)
+                    await anyio.sleep(1)
+                    continue
+                for msg in msgs:
+                    # At most once: acknowledged before it acts, so a crash never replays a
+                    # "start" or "restart" the user already saw answered.
+                    await msg.ack()
+                    handlers.start_soon(self.handle, msg)
+
+    async def handle(self, msg: Msg) -> None:
+        w = self.worker
+        try:
+            cmd = decode_command(msg.data)
+        except CodecError as exc:
+            log.warning("dropping undecodable command on %s: %s", msg.subject, exc)
+            return
+        now = w.clock.now()
+        if cmd.verb == "reload":
+            await self._reload(msg, cmd)
+            return
+        job = w.jobs.get(cmd.job)
+        expected = w.bus.subjects.job_command(w.name, cmd.job) if job else None
+        if cmd.worker != w.name or (expected is not None and msg.subject != expected):
+            self.answer_worker(
+                cmd, False, f"command for {cmd.worker}/{cmd.job} arrived on {msg.subject}; ignored"
+            )
+            return
+        if now > cmd.expires_at:
+            message = _expired(cmd)
+            if job is None:
+                self.answer_worker(cmd, False, message)
+            else:
+                self.answer(job, cmd, False, message)
+            return
+        if job is None:
+            self.answer_worker(cmd, False, f"unknown job {cmd.job!r} on worker {w.name}")
+            return
+        async with job.lock:
+            accepted, message = await self.execute(job, cmd)
+        self.answer(job, cmd, accepted, message)
+
+    async def _reload(self, msg: Msg, cmd: Command) -> None:
+        w = self.worker
+        if cmd.worker != w.name or msg.subject != w.bus.subjects.worker_command(w.name):
+            self.answer_worker(
+                cmd, False, f"reload for {cmd.worker} arrived on {msg.subject}; ignored"
+            )
+        elif w.clock.now() > cmd.expires_at:
+            self.answer_worker(cmd, False, _expired(cmd))
+        else:
+            accepted, message = await w.reload()
+            self.answer_worker(cmd, accepted, message)
+
+    def answer(self, job: Job, cmd: Command, accepted: bool, message: str) -> None:
+        w = self.worker
+        w.emit(
+            CommandAnswered(
+                **w.job_meta(job),
+                cmd_id=cmd.id,
+                verb=cmd.verb,
+                accepted=accepted,
+                message=message,
+                issuer=cmd.issuer,
+            )
+        )
+
+    def answer_worker(self, cmd: Command, accepted: bool, message: str) -> None:
+        w = self.worker
+        w.emit(
+            WorkerAnswered(
+                **w.meta(),
+                cmd_id=cmd.id,
+                verb=cmd.verb,
+                accepted=accepted,
+                message=message,
+                job=cmd.job,
+                issuer=cmd.issuer,
+            )
+        )
+
+    async def execute(self, job: Job, cmd: Command) -> tuple[bool, str]:
+        """Carry out a job command; return (accepted, message) for the answer."""
+        w = self.worker
+        status = job.state.status
+        match cmd.verb:
+            case "start":
+                if job.running and (job.started or not cmd.force):
+                    return True, "already running" if job.started else "already queued"
+                if job.running:  # queued for a slot: --force lets it run now
+                    await w.kill(job)
+                w.scheduler.unschedule(job.name)
+                queued = not cmd.force and w.limiter.available_tokens < 1
+                w.launch(job, force=cmd.force, reason="start")
+                if queued:
+                    return True, (
+                        f"queued: all {w.config.concurrent} slots are busy; it starts "
+                        "when one frees (start --force bypasses the limit)"
+                    )
+                return (
+                    True,
+                    "started (forced, outside the concurrency limit)" if cmd.force else "started",
+                )
+            case "stop":
+                if status == "disabled" and not job.running:
+                    return False, "job is disabled; use start or restart to enable it"
+                w.scheduler.unschedule(job.name)
+                killed = await w.kill(job)
+                w.emit(JobPaused(**w.job_meta(job), cmd_id=cmd.id))
+                return True, "stopped the running sync; paused" if killed else "paused"
+            case "disable":
+                w.scheduler.unschedule(job.name)
+                killed = await w.kill(job)
+                w.emit(JobDisabled(**w.job_meta(job), cmd_id=cmd.id))
+                return True, "stopped the running sync; disabled" if killed else "disabled"
+            case "restart":
+                w.scheduler.unschedule(job.name)
+                killed = await w.kill(job)
+                w.launch(job, force=cmd.force, reason="restart")
+                return True, "killed the running sync and started again" if killed else "started"
+            case "ping":
+                nxt = w.scheduler.next_time(job.name)
+                when = f"next run {nxt:%Y-%m-%d %H:%M:%S}Z" if nxt else "not scheduled"
+                run = "running" if job.running else status
+                return True, f"pong: {run}, {when}"
+        return False, f"unknown command {cmd.verb!r}"  # pragma: no cover - Verb is closed
+
+
+def _expired(cmd: Command) -> str:
+    return (
+        f"expired: given at {cmd.at:%Y-%m-%d %H:%M:%S}Z, valid until "
+        f"{cmd.expires_at:%H:%M:%S}Z; not executed"
+    )
