@@ -74,7 +74,10 @@ async def wait_for_stream(bus: Bus) -> None:
             return
         except nats.js.errors.NotFoundError:
             if not said:
-                log.warning("stream %s does not exist yet: waiting for the manager", "EVT")
+                log.warning(
+                    "stream %s does not exist yet: waiting for the manager",
+                    bus.subjects.evt_stream,
+                )
                 said = True
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             raise BusError(f"cannot read stream {bus.subjects.evt_stream}: {exc}") from None
