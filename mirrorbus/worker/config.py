@@ -34,6 +34,7 @@ import glob
 import tomllib
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import Subjects, check_name
@@ -83,7 +84,17 @@ __all__ = [
 ]
 
 _SECTIONS = frozenset(
-    {"global", "bus", "cgroup", "zfs", "btrfs_snapshot", "docker", "include", "mirrors"}
+    {
+        "global",
+        "bus",
+        "cgroup",
+        "zfs",
+        "btrfs_snapshot",
+        "docker",
+        "include",
+        "mirrors",
+        "upstream_limits",
+    }
 )
 _UNUSED = {"manager": "the bus replaces it", "server": "workers take commands from the bus"}
 
@@ -130,6 +141,8 @@ def load_worker_config(path: Path) -> WorkerConfig:
         success_exit_codes=g.integers("dangerous_global_success_exit_codes"),
         rsync_success_exit_codes=g.integers("dangerous_global_rsync_success_exit_codes"),
         snapshot_path=btrfs.snapshot_path,
+        jitter=g.number("jitter"),
+        retry_backoff=g.number("retry_backoff"),
     )
     bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path)
     cgroup = _cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings))
@@ -164,6 +177,8 @@ def load_worker_config(path: Path) -> WorkerConfig:
         btrfs_snapshot=btrfs,
         docker=docker,
         include=IncludeConfig(include.text("include_mirrors"), tuple(files)),
+        upstream_limit=g.integer("upstream_limit"),
+        upstream_limits=_upstream_limits(doc, path),
     )
 
 
@@ -252,6 +267,20 @@ def _bus(b: Checked, base: Path, path: Path) -> BusConfig:
         return resolve(base, b.text(key)) if b.text(key) else None
 
     return BusConfig(urls, file("ca_cert"), file("cert"), file("key"), prefix)
+
+
+def _upstream_limits(doc: dict[str, object], path: Path) -> MappingProxyType[str, int]:
+    """``[upstream_limits]``: host name = runs at once (mirrorbus only)."""
+    raw = doc.get("upstream_limits", {})
+    where = Where(path, "[upstream_limits]")
+    if not isinstance(raw, dict):
+        raise where.error(None, "expected a table of host = number of runs")
+    limits: dict[str, int] = {}
+    for host, value in raw.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise where.error(host, f"expected a positive integer, got {value!r}")
+        limits[host.lower()] = value
+    return MappingProxyType(limits)
 
 
 def _cgroup(c: Checked) -> CgroupConfig:

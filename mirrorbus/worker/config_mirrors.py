@@ -71,6 +71,8 @@ class Defaults:
     success_exit_codes: tuple[int, ...] = ()
     rsync_success_exit_codes: tuple[int, ...] = ()
     snapshot_path: Path | None = None
+    jitter: float = 0.0
+    retry_backoff: float = 0.0
 
 
 def flatten(
@@ -219,6 +221,11 @@ def build_mirror(leaf: Leaf, d: Defaults, warnings: list[str]) -> MirrorConfig:
         docker_volumes=c.texts("docker_volumes"),
         docker_options=c.texts("docker_options"),
         snapshot_path=_snapshot_path(c, d, name),
+        jitter=timedelta(minutes=c.number("jitter") if "jitter" in c.values else d.jitter),
+        retry_backoff=timedelta(
+            seconds=c.number("retry_backoff") if "retry_backoff" in c.values else d.retry_backoff
+        ),
+        upstream_host=upstream_host(upstream),
         origin=f"{where.file}: {where.job}",
     )
 
@@ -357,3 +364,14 @@ def render_log_dir(template: str, values: Mapping[str, object], where: Where) ->
 _ZERO: Mapping[Kind, object] = {
     Kind.STR: "", Kind.INT: 0, Kind.NUMBER: 0, Kind.BOOL: False, Kind.STRS: (), Kind.INTS: (),
 }  # fmt: skip
+
+
+_URL_HOST = re.compile(r"^[a-z][a-z0-9+.-]*://(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+)", re.IGNORECASE)
+_RSYNC_HOST = re.compile(r"^(?:[^@/:]*@)?([^:/]+)::?")
+
+
+def upstream_host(upstream: str) -> str:
+    """The host an upstream pulls from: ``rsync://h/m/``, ``https://h/``, ``h::m/`` (rsync
+    daemon) and ``user@h:path`` (ssh) all give ``h``; "" for a local path."""
+    match = _URL_HOST.match(upstream) or _RSYNC_HOST.match(upstream)
+    return match.group(1).strip("[]").lower() if match else ""

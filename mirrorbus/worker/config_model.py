@@ -142,6 +142,12 @@ class MirrorConfig:
     docker_volumes: tuple[str, ...] = ()
     docker_options: tuple[str, ...] = ()
     snapshot_path: Path | None = None
+    jitter: timedelta = timedelta(0)
+    """mirrorbus: a random delay of up to this much is added to every scheduled run."""
+    retry_backoff: timedelta = timedelta(0)
+    """mirrorbus: wait this long before the 2nd attempt of a run, doubling after each."""
+    upstream_host: str = ""
+    """The upstream's host name (for ``[upstream_limits]``); "" when it has none."""
     origin: str = field(default="", compare=False)
     """Where the job was defined, e.g. ``worker.toml: mirrors[1].mirrors[0] (ubuntu)``."""
 
@@ -176,6 +182,15 @@ class WorkerConfig:
     btrfs_snapshot: BtrfsSnapshotConfig = BtrfsSnapshotConfig()
     docker: DockerConfig = DockerConfig()
     include: IncludeConfig = IncludeConfig()
+    upstream_limit: int = 0
+    """mirrorbus: runs at once per upstream host (0: no limit) unless ``upstream_limits``
+    names the host."""
+    upstream_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """mirrorbus: ``[upstream_limits]``, host name -> runs at once from that host."""
+
+    def host_limit(self, host: str) -> int:
+        """How many runs may pull from ``host`` at once (0: no limit)."""
+        return self.upstream_limits.get(host, self.upstream_limit) if host else 0
 
     def mirror(self, name: str) -> MirrorConfig:
         """The job called ``name``; ``KeyError`` if there is none."""

@@ -49,9 +49,15 @@ GLOBAL_KEYS: Mapping[str, Kind] = {
     "exec_on_failure": Kind.STRS,
     "dangerous_global_success_exit_codes": Kind.INTS,
     "dangerous_global_rsync_success_exit_codes": Kind.INTS,
+    # mirrorbus only:
+    "jitter": Kind.NUMBER,
+    "retry_backoff": Kind.NUMBER,
+    "upstream_limit": _INT,
 }
 
 MIRROR_KEYS: Mapping[str, Kind] = {
+    "jitter": Kind.NUMBER,  # mirrorbus only
+    "retry_backoff": Kind.NUMBER,  # mirrorbus only
     "name": _STR,
     "provider": _STR,
     "upstream": _STR,
@@ -116,6 +122,9 @@ UNITS: Mapping[str, str] = {
     "rsync_timeout": "seconds",
     "retry": "attempts per run",
     "concurrent": "jobs",
+    "jitter": "minutes",
+    "retry_backoff": "seconds",
+    "upstream_limit": "connections per upstream host",
 }
 NON_NEGATIVE = frozenset(UNITS)
 

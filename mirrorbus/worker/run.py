@@ -40,6 +40,14 @@ KILLED_HOOK_TIME = 30.0
 """Seconds the post-exec/post-fail hooks of a killed run may take (they run shielded)."""
 
 
+MAX_BACKOFF = 3600.0
+
+
+def backoff(base: float, attempt: int) -> float:
+    """Seconds to wait before ``attempt`` (2, 3, ...): base, 2·base, 4·base, ... at most 1 h."""
+    return min(base * 2.0 ** (attempt - 2), MAX_BACKOFF)
+
+
 class JobRun:
     def __init__(
         self,
@@ -96,6 +104,8 @@ class JobRun:
         for attempt in range(1, retry + 1):
             self.attempt = attempt
             final = attempt == retry
+            if attempt > 1 and mirror.retry_backoff:
+                await anyio.sleep(backoff(mirror.retry_backoff.total_seconds(), attempt))
             try:
                 self.log = new_attempt_log(mirror.log_dir, mirror.name, self.clock.now())
             except OSError as exc:

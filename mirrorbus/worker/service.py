@@ -15,8 +15,10 @@ by a crash is closed as failed ("interrupted") and run again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -105,6 +107,7 @@ class Worker:
         *,
         snapshot_every: int = 200,
         flush_timeout: float = 10.0,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -112,6 +115,8 @@ class Worker:
         self.clock = clock or SystemClock()
         self.jobs: dict[str, Job] = {}
         self.limiter = anyio.CapacityLimiter(max(config.concurrent, 1))
+        self._host_limiters: dict[str, anyio.CapacityLimiter] = {}
+        self.random = rng or random.Random()
         self.scheduler = Scheduler(self.clock, self._on_due)
         self._snapshot_every = snapshot_every
         self._flush_timeout = flush_timeout
@@ -319,6 +324,12 @@ class Worker:
             return True, message
 
     # -- scheduling ----------------------------------------------------------------------
+    def next_run(self, job: Job) -> datetime:
+        """``interval`` after now, plus a random part of the job's ``jitter``."""
+        jitter = job.mirror.jitter.total_seconds()
+        extra = timedelta(seconds=self.random.uniform(0, jitter)) if jitter > 0 else timedelta(0)
+        return self.clock.now() + job.mirror.interval + extra
+
     def schedule(self, job: Job, at: datetime) -> None:
         self.scheduler.schedule(job.name, at)
         if job.state.next_schedule != at:
@@ -338,13 +349,30 @@ class Worker:
         job.started = False
         self._tg.start_soon(self._run_job, job, job.scope, force, reason)
 
+    def _host_limiter(self, host: str) -> anyio.CapacityLimiter | None:
+        """The limiter of an upstream host, made on first use and resized on reload."""
+        limit = self.config.host_limit(host)
+        if limit <= 0:
+            return None
+        limiter = self._host_limiters.get(host)
+        if limiter is None:
+            limiter = self._host_limiters[host] = anyio.CapacityLimiter(limit)
+        elif limiter.total_tokens != limit:
+            limiter.total_tokens = limit
+        return limiter
+
     @asynccontextmanager
-    async def _slot(self, force: bool) -> AsyncIterator[None]:
-        if force:
+    async def _slot(self, job: Job, force: bool) -> AsyncIterator[None]:
+        """The run's slots: its upstream host's first (so a run waiting for its host does
+        not hold one of the ``concurrent`` slots), then the worker's unless forced.  A forced
+        run still respects the host limit: the upstream would refuse the extra connection."""
+        async with contextlib.AsyncExitStack() as slots:
+            host = self._host_limiter(job.mirror.upstream_host)
+            if host is not None:
+                await slots.enter_async_context(host)
+            if not force:
+                await slots.enter_async_context(self.limiter)
             yield
-        else:
-            async with self.limiter:
-                yield
 
     async def _run_job(self, job: Job, scope: anyio.CancelScope, force: bool, reason: str) -> None:
         run = JobRun(
@@ -359,10 +387,10 @@ class Worker:
         )
         try:
             with scope:
-                async with self._slot(force):
+                async with self._slot(job, force):
                     job.started = True
                     await run.execute()
-                    self.schedule(job, self.clock.now() + job.mirror.interval)
+                    self.schedule(job, self.next_run(job))
             if scope.cancelled_caught:
                 await run.close_killed(job.kill_reason)
         except anyio.get_cancelled_exc_class():
