@@ -186,3 +186,37 @@ def test_unknown_worker_and_job_are_one_line_errors(site: Site) -> None:
     bad = site.ctl("start", "-w", "w1", "a.b")
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
     assert "job name 'a.b' is not allowed" in bad.stderr
+
+
+def test_env_fail_on_match_and_failed_logs(site: Site) -> None:
+    """A command job sees its [mirrors.env] on top of TUNASYNC_*; fail_on_match fails an
+    exit-0 run; a failed attempt's log is renamed .fail and `latest` follows it."""
+    jobs = """
+[[mirrors]]
+name = "envy"
+provider = "command"
+command = '''/bin/sh -c 'echo "greeting=$GREETING dir=$TUNASYNC_WORKING_DIR"' '''
+  [mirrors.env]
+  GREETING = "bonjour"
+  TUNASYNC_WORKING_DIR = "/overridden"
+
+[[mirrors]]
+name = "fussy"
+provider = "command"
+retry = 1
+fail_on_match = "fatal: "
+command = '''/bin/sh -c 'echo "fatal: remote end hung up"; echo "fatal: again"; exit 0' '''
+"""
+    site.start_manager()
+    site.start_worker(site.worker_config("w1", jobs))
+    site.wait_job("w1", "envy", lambda j: j.status == "success")
+    log = (site.root / "logs" / "w1" / "envy" / "latest").resolve()
+    assert log.read_text() == "greeting=bonjour dir=/overridden\n"  # env wins, as in tunasync
+
+    fussy = site.wait_job("w1", "fussy", lambda j: j.status == "failed")
+    assert fussy.error_msg == "Fail-on-match regexp found 2 matches"
+    assert fussy.exit_code == 0
+    log_dir = site.root / "logs" / "w1" / "fussy"
+    latest = (log_dir / "latest").resolve()
+    assert latest.name.endswith(".log.fail") and latest.parent == log_dir
+    assert "fatal: again" in latest.read_text()
