@@ -161,7 +161,12 @@ def _raise_stop(signum: int, _frame: FrameType | None) -> None:
 
 
 def up(
-    config_path: Path, cfg: WorkerConfig, state_dir: Path, port: int | None, nats_binary: str | None
+    config_path: Path,
+    cfg: WorkerConfig,
+    state_dir: Path,
+    port: int | None,
+    nats_binary: str | None,
+    http: str | None = None,
 ) -> None:
     """Run the embedded default until SIGINT or SIGTERM."""
     instance = Instance(state_dir)
@@ -179,7 +184,7 @@ def up(
     children = [
         Child(
             "manager",
-            [*python, "manager", "--state-dir", root],
+            [*python, "manager", "--state-dir", root, *(["--http", http] if http else [])],
             instance.logs_dir / "manager.log",
             stop_timeout=15,
         ),
@@ -198,7 +203,7 @@ def up(
             child.start()
         if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
             log.warning("the manager does not answer yet; see %s", children[0].log_file)
-        print(_banner(instance, info, cfg, config_path), flush=True)
+        print(_banner(instance, info, cfg, config_path, http), flush=True)
         while True:
             now = time.monotonic()
             if not server.running:
@@ -223,8 +228,11 @@ def up(
     print("stopped; state kept in", root, flush=True)
 
 
-def _banner(instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: Path) -> str:
+def _banner(
+    instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: Path, http: str | None
+) -> str:
     root = instance.root.resolve()
+    status = [f"  status     http://{http}/  (page; /jobs is tunasync's JSON; /metrics)"]
     return "\n".join(
         [
             f"mirrorbus is up: worker {cfg.name!r} with {len(cfg.mirrors)} job(s) from {config}",
@@ -232,6 +240,7 @@ def _banner(instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: P
             f"  nats       {info.url} (mutual TLS; certificates in {root / 'pki'})",
             f"  view       {instance.db_path.resolve()} (SQLite)",
             f"  logs       {root / 'logs'}",
+            *(status if http else []),
             "",
             "Control it from another terminal:",
             f"  export MIRRORBUS_STATE_DIR={root}",

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Up:
         self.config.write_text(CONFIG)
         self.state = tmp / "state"
         self.port = free_port()
+        self.http_port = free_port()
         self.out = tmp / "up.out"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
@@ -70,6 +72,8 @@ class Up:
                     str(self.state),
                     "--port",
                     str(self.port),
+                    "--http",
+                    f"127.0.0.1:{self.http_port}",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -150,6 +154,12 @@ def test_up_runs_everything_and_stops_cleanly(up: Up) -> None:
 
     items = wait_for(quick_done, 30, "quick to succeed, seen through ctl")
     assert all(list(i) == list(WEB_FIELDS) for i in items)
+    # --http: the same items from tunasync's GET /jobs, and the status page.
+    assert f"http://127.0.0.1:{up.http_port}/" in banner
+    with urllib.request.urlopen(f"http://127.0.0.1:{up.http_port}/jobs", timeout=10) as r:
+        assert json.loads(r.read()) == items
+    with urllib.request.urlopen(f"http://127.0.0.1:{up.http_port}/", timeout=10) as r:
+        assert r.headers.get_content_type() == "text/html"
     assert next(i for i in items if i["name"] == "quick")["size"] == "2.0K"
     slow_pid = wait_for(lambda: read_pid(up.tmp / "mirrors" / "slow" / "pid"), 30, "slow's pid")
 

@@ -19,6 +19,7 @@ from mirrorbus import __version__
 from mirrorbus.cli import certs, ctl, project, services
 from mirrorbus.cli.common import one_line_errors, setup_logging
 from mirrorbus.instance import default_state_dir
+from mirrorbus.manager.http import parse_listen
 from mirrorbus.worker.config import load_worker_config
 
 app = typer.Typer(
@@ -83,6 +84,15 @@ def up(
             show_default=False,
         ),
     ] = None,
+    http: Annotated[
+        str | None,
+        typer.Option(
+            "--http",
+            help="Serve the status page, tunasync's /jobs and /metrics on "
+            "this address (e.g. 127.0.0.1:14280).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run NATS, the manager and a worker on this machine, TLS on, SQLite view.
@@ -95,7 +105,9 @@ def up(
     cfg = load_worker_config(config)
     for warning in cfg.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    run_up(config, cfg, state_dir or default_state_dir(), port, nats_server)
+    if http is not None:
+        parse_listen(http, "--http")  # a bad address fails here, not in the manager
+    run_up(config, cfg, state_dir or default_state_dir(), port, nats_server, http)
 
 
 def main() -> None:
