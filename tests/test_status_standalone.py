@@ -122,3 +122,56 @@ def test_standalone_files_survive_restarts(site: Site, nats_server, tmp_path: Pa
 
     log = site.output("project")
     assert "ermission" not in log, log  # the reader certificate was enough for everything
+
+
+def test_standalone_http_over_tls(site: Site, nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`mirrorbus project http` with a reader certificate serves /jobs, /ping and /metrics,
+    here over HTTPS with a certificate of the site's CA."""
+    import http.client
+    import ssl
+    import urllib.request
+
+    from mirrorbus.server import free_port
+
+    port = free_port()
+    pki = nats_server.pki_dir
+    config = tmp_path / "project.toml"
+    config.write_text(
+        "[bus]\n"
+        f'url = "{nats_server.url}"\n'
+        f'ca_cert = "{pki / "ca.crt"}"\n'
+        f'cert = "{pki / "reader.crt"}"\n'
+        f'key = "{pki / "reader.key"}"\n'
+        "[database]\n"
+        f'url = "sqlite:///{tmp_path / "project.db"}"\n'
+        "[http]\n"
+        "enable = true\n"
+        f'listen = "127.0.0.1:{port}"\n'
+        f'tls_cert = "{pki / "server.crt"}"\n'
+        f'tls_key = "{pki / "server.key"}"\n'
+    )
+    site.start_manager()
+    site.start_worker(site.worker_config("w1", COUNTING_JOB.format(name="alpha", interval=60)))
+    site._spawn("project", [*PYTHON, "project", "http", "-c", str(config), "-v"])
+    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+
+    def get(path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(
+                f"https://127.0.0.1:{port}{path}", context=context, timeout=5
+            ) as response:
+                return bytes(response.read())
+        except OSError:
+            return None
+
+    body = wait_for(
+        lambda: (b := get("/jobs")) and b"success" in b and b, 30, "alpha's success over https"
+    )
+    items = json.loads(body)
+    assert [i["name"] for i in items] == ["alpha"] and list(items[0]) == list(WEB_FIELDS)
+    assert json.loads(get("/ping") or b"{}") == {"message": "pong"}
+    metrics = (get("/metrics") or b"").decode()
+    assert "mirrorbus_job_status{" in metrics and 'job="alpha"' in metrics
+    plain = urllib.request.Request(f"http://127.0.0.1:{port}/jobs")
+    with pytest.raises((OSError, http.client.HTTPException)):
+        urllib.request.urlopen(plain, timeout=5)  # HTTPS only
