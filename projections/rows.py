@@ -29,6 +29,7 @@ class WorkerRow(msgspec.Struct, frozen=True, kw_only=True):
     pid: int
     jobs: int
     concurrent: int
+    last_heartbeat: datetime | None = None
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True):

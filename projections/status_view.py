@@ -15,10 +15,10 @@ The view is synchronous (SQLAlchemy Core); the manager calls it from a worker th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +37,10 @@ __all__ = [
     "from_us",
     "to_us",
 ]
+
+
+HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+"""A worker whose heartbeat (every 5 s) was not heard for this long is shown offline."""
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -60,8 +64,15 @@ def _sqlite_setup(engine: Engine) -> None:
 class StatusView:
     """The status view in one SQL database (``sqlite:///path`` or ``postgresql+psycopg://``)."""
 
-    def __init__(self, url: str, subjects: Subjects | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        subjects: Subjects | None = None,
+        *,
+        heartbeat_timeout: timedelta = HEARTBEAT_TIMEOUT,
+    ) -> None:
         self.url = url
+        self.heartbeat_timeout = heartbeat_timeout
         self.subjects = subjects or Subjects()
         try:
             parsed = make_url(url)
@@ -128,24 +139,65 @@ class StatusView:
         with self.engine.connect() as conn:
             return [row_state(row) for row in conn.execute(query)]
 
-    def workers(self) -> list[WorkerRow]:
+    def workers(self, now: datetime | None = None) -> list[WorkerRow]:
+        """Workers with their liveness: ``online`` when the log says it runs and, if its
+        heartbeat was ever heard, the last beat is at most ``heartbeat_timeout`` old at
+        ``now`` (default: the current time).  A worker killed without a trace (no
+        ``WorkerStopped`` in the log) thus goes offline within that bound."""
+        now = now or datetime.now(UTC)
+        query = (
+            select(t.workers, t.heartbeats.c.last_beat)
+            .outerjoin(t.heartbeats, t.heartbeats.c.worker == t.workers.c.name)
+            .order_by(t.workers.c.name)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(select(t.workers).order_by(t.workers.c.name)).all()
-        return [
-            WorkerRow(
-                name=r.name,
-                online=r.online,
-                started_at=from_us(r.started_at),
-                stopped_at=from_us(r.stopped_at),
-                last_seen=from_us(r.last_seen),
-                version=r.version,
-                hostname=r.hostname,
-                pid=r.pid,
-                jobs=r.jobs,
-                concurrent=r.concurrent,
+            rows = conn.execute(query).all()
+        result = []
+        for r in rows:
+            beat = from_us(r.last_beat)
+            fresh = beat is None or now - beat <= self.heartbeat_timeout
+            last_seen = from_us(r.last_seen)
+            if beat is not None and (last_seen is None or beat > last_seen):
+                last_seen = beat
+            result.append(
+                WorkerRow(
+                    name=r.name,
+                    online=bool(r.online) and fresh,
+                    started_at=from_us(r.started_at),
+                    stopped_at=from_us(r.stopped_at),
+                    last_seen=last_seen,
+                    version=r.version,
+                    hostname=r.hostname,
+                    pid=r.pid,
+                    jobs=r.jobs,
+                    concurrent=r.concurrent,
+                    last_heartbeat=beat,
+                )
             )
-            for r in rows
-        ]
+        return result
+
+    def record_heartbeats(self, beats: dict[str, datetime]) -> None:
+        """Store when each worker's heartbeat was last heard (outside the log's fold)."""
+        if not beats:
+            return
+        with self.engine.begin() as conn:
+            known = set(
+                conn.execute(
+                    select(t.heartbeats.c.worker).where(t.heartbeats.c.worker.in_(list(beats)))
+                ).scalars()
+            )
+            fresh = [
+                {"worker": w, "last_beat": to_us(at)} for w, at in beats.items() if w not in known
+            ]
+            if fresh:
+                conn.execute(insert(t.heartbeats), fresh)
+            for worker, at in beats.items():
+                if worker in known:
+                    conn.execute(
+                        update(t.heartbeats)
+                        .where(t.heartbeats.c.worker == worker)
+                        .values(last_beat=to_us(at))
+                    )
 
     def history(self, worker: str, job: str, limit: int = 20) -> list[RunRow]:
         query = (
@@ -189,6 +241,8 @@ class StatusView:
         result: dict[str, list[tuple[Any, ...]]] = {}
         with self.engine.connect() as conn:
             for table in t.metadata.sorted_tables:
+                if table.name in t.NOT_FROM_THE_LOG:
+                    continue
                 pk = list(table.primary_key.columns)
                 columns = [
                     c for c in table.columns if not (table is t.dead_letters and c.name == "at")

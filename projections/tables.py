@@ -104,6 +104,17 @@ dead_letters = Table(
     Column("at", BigInteger, nullable=False),
 )
 
+heartbeats = Table(
+    # Not from the log: when the manager last heard each worker's heartbeat (core NATS).
+    "heartbeats",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("last_beat", BigInteger, nullable=False),
+)
+
+NOT_FROM_THE_LOG = ("heartbeats",)
+"""Tables a rebuild does not reproduce (and ``dump`` leaves out)."""
+
 meta = Table(
     "meta",
     metadata,

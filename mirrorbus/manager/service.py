@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, StreamSettings
+from mirrorbus.manager.liveness import Liveness
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.manager.queries import QueryService
@@ -39,12 +40,14 @@ class Manager:
         self.changes = Changes()
         self.projector = Projector(bus, view, batch=batch, on_applied=self.changes.applied)
         self.queries = QueryService(bus, view)
+        self.liveness = Liveness(bus, view)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.bus.ensure_streams(self.streams)
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
             await tg.start(self.queries.run)
+            await tg.start(self.liveness.run)
             if self.outputs.active:
                 await tg.start(
                     run_outputs, self.view, self.changes, self.outputs, self.bus.last_sequence

@@ -108,6 +108,7 @@ class Worker:
         snapshot_every: int = 200,
         flush_timeout: float = 10.0,
         rng: random.Random | None = None,
+        heartbeat_interval: float = 5.0,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -117,6 +118,7 @@ class Worker:
         self.limiter = anyio.CapacityLimiter(max(config.concurrent, 1))
         self._host_limiters: dict[str, anyio.CapacityLimiter] = {}
         self.random = rng or random.Random()
+        self.heartbeat_interval = heartbeat_interval
         self.scheduler = Scheduler(self.clock, self._on_due)
         self._snapshot_every = snapshot_every
         self._flush_timeout = flush_timeout
@@ -183,6 +185,7 @@ class Worker:
                     )
                     tg.start_soon(self.commands.consume)
                     tg.start_soon(self.scheduler.run)
+                    tg.start_soon(self._heartbeat)
                     task_status.started()
                     await self._stopping.wait()
                     tg.cancel_scope.cancel()
@@ -190,6 +193,16 @@ class Worker:
                 with anyio.CancelScope(shield=True):
                     await self._shutdown()
                 outer.cancel_scope.cancel()
+
+    async def _heartbeat(self) -> None:
+        """Tell the world this worker is alive (core NATS: a lost beat is no harm)."""
+        subject = self.bus.subjects.heartbeat(self.name)
+        while True:
+            running = sum(1 for job in self.jobs.values() if job.running)
+            payload = f'{{"worker":"{self.name}","running":{running}}}'.encode()
+            with contextlib.suppress(Exception):  # disconnected: nats-py buffers or refuses
+                await self.bus.nc.publish(subject, payload)
+            await anyio.sleep(self.heartbeat_interval)
 
     async def _restore(self) -> Restored:
         """Restore from the log, waiting (with back-off) while the streams do not exist yet:

@@ -1,0 +1,63 @@
+"""Worker liveness from heartbeats: who is alive, whatever the log says.
+
+Workers publish a heartbeat on core NATS every few seconds (``<prefix>.hb.<worker>``; it may
+be lost, it is never stored).  The manager notes when it last heard each one, by its own
+clock (no trust in worker clocks), and writes that to the view every few seconds.  The view
+then shows a worker offline once its beat is older than its timeout, and its jobs keep their
+last real status: liveness is kept apart from the fold of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import anyio
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+
+from mirrorbus.bus import Bus
+from mirrorbus.clock import Clock, SystemClock
+from mirrorbus.errors import InvalidName
+from mirrorbus.events import check_name
+from projections.status_view import StatusView
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0
+"""Seconds between a worker's heartbeats."""
+
+
+class Liveness:
+    def __init__(
+        self, bus: Bus, view: StatusView, clock: Clock | None = None, *, flush_every: float = 2.0
+    ) -> None:
+        self.bus = bus
+        self.view = view
+        self.clock = clock or SystemClock()
+        self.flush_every = flush_every
+        self._heard: dict[str, datetime] = {}
+
+    def _on_beat(self, subject: str) -> None:
+        worker = subject.rsplit(".", 1)[-1]
+        try:
+            check_name(worker, "worker name")
+        except InvalidName:
+            return
+        self._heard[worker] = self.clock.now()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async def on_msg(msg: Msg) -> None:
+            self._on_beat(msg.subject)
+
+        sub = await self.bus.nc.subscribe(self.bus.subjects.all_heartbeats, cb=on_msg)
+        task_status.started()
+        try:
+            while True:
+                await anyio.sleep(self.flush_every)
+                heard, self._heard = self._heard, {}
+                if heard:
+                    await anyio.to_thread.run_sync(self.view.record_heartbeats, heard)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
