@@ -1,10 +1,11 @@
 """The btrfs snapshot hook: publish a consistent copy after each success (TUNASYNC.md §6.4).
 
 ``[btrfs_snapshot] enable``.  The working dir is a Btrfs subvolume (created by ``pre_job`` when
-missing); after a successful run the previous snapshot is deleted and a new **writable**
-snapshot of the working dir is taken at the mirror's snapshot path (``snapshot_path`` or
-``[btrfs_snapshot] snapshot_path/<name>``).  Serving the snapshot instead of the working dir
-means readers never see a half-synced tree.  A failed run keeps the old snapshot.
+missing, after making its parent directories); after a successful run the previous snapshot
+is deleted and a new **writable** snapshot of the working dir is taken at the mirror's
+snapshot path (``snapshot_path`` or ``[btrfs_snapshot] snapshot_path/<name>``).  Serving the
+snapshot instead of the working dir means readers never see a half-synced tree.  A failed run
+keeps the old snapshot.
 
 Everything goes through the ``btrfs`` command (found on ``PATH``), so the commands are exactly::
 
@@ -62,6 +63,10 @@ class BtrfsSnapshotHook(Hook):
         workdir = ctx.mirror.working_dir
         if not workdir.exists():
             log.info("job [%s]: creating btrfs subvolume %s", ctx.mirror.name, workdir)
+            try:  # btrfs does not make parents (tunasync then fails every run)
+                workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            except OSError as exc:
+                raise HookError(f"Error making dir {workdir.parent}: {exc.strerror}") from exc
             await _must("subvolume", "create", str(workdir))
         elif not await is_subvolume(workdir):
             raise HookError(f"path {workdir} exists but isn't a Btrfs subvolume")
