@@ -19,6 +19,7 @@ import typer
 
 from mirrorbus.bus import Bus, connect
 from mirrorbus.cli.common import one_line_errors, run_async
+from mirrorbus.cli.gotemplate import MIRROR_FIELDS, WEB_FIELDS, GoTemplate
 from mirrorbus.control import Control
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import STATUSES, JobState, Verb
@@ -147,12 +148,23 @@ def list_jobs(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="tunasync's JSON shapes.")] = False,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Go template per job, e.g. '{{.Name}}\\t{{.Status}}'.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List jobs: of every worker (--all) or of the given workers.
 
     Example: mirrorbus ctl list --all --json
     """
     names = [*(workers or []), *(worker or [])]
+    web = all_ or not names
+    fmt = None if template is None else GoTemplate(template, WEB_FIELDS if web else MIRROR_FIELDS)
     wanted = None
     if status:
         wanted = {s.strip() for s in status.split(",") if s.strip()}
@@ -174,8 +186,11 @@ def list_jobs(
     jobs = _with_control(ctx, fetch)
     if wanted is not None:
         jobs = [j for j in jobs if j.status in wanted]
+    shape = web_mirror_status if web else mirror_status
+    if fmt is not None:
+        typer.echo("".join(fmt.render(shape(j)) + "\n" for j in jobs), nl=False)
+        return
     if as_json:
-        shape = web_mirror_status if (all_ or not names) else mirror_status
         typer.echo(json.dumps([shape(j) for j in jobs], indent=2))
         return
     headers = ["WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"]
@@ -348,3 +363,6 @@ def history(
             ],
         )
     )
+
+
+from mirrorbus.cli import ctl_live as _ctl_live  # noqa: E402,F401  (registers watch, events)

@@ -1,0 +1,348 @@
+"""Reading the event log as it grows: what ``ctl watch`` and ``ctl events`` are made of.
+
+:func:`follow_events` reads the event stream through an ephemeral pull consumer of its own
+(named ``ctl_<random>``, no acks, in memory, deleted at the end and expiring by itself if the
+client dies), from a stream sequence, a time or "now", optionally only for some workers.  It
+yields every message, decodable or not: an undecodable one comes with its reason instead of an
+event, so a tool shows it and goes on.  A reader certificate is enough: it may create consumers
+on the event stream and pull from them, nothing else.
+
+:class:`LiveTable` folds job events into rows with the one ``evolve``; :func:`describe` says in
+a few words what an event did (``syncing attempt 1``), for line-per-event output.
+
+    >>> async for entry in follow_events(bus, start=1, until=await bus.last_sequence()):
+    ...     print(entry.seq, entry.subject, entry.event or entry.error)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mirrorbus.bus import Bus
+from mirrorbus.errors import BusError, CodecError, ConfigError
+from mirrorbus.events import (
+    AttemptFailed,
+    AttemptStarted,
+    CommandAnswered,
+    Event,
+    JobConfigured,
+    JobDisabled,
+    JobEvent,
+    JobPaused,
+    JobRemoved,
+    JobScheduled,
+    JobState,
+    RunStarted,
+    RunSucceeded,
+    WorkerAnswered,
+    WorkerStarted,
+    WorkerStopped,
+    check_name,
+    decode_event,
+    evolve,
+)
+
+__all__ = [
+    "LiveTable",
+    "LogEntry",
+    "describe",
+    "event_fields",
+    "follow_events",
+    "parse_since",
+    "utc_text",
+]
+
+_PLAIN = frozenset({"id", "at", "v", "worker", "job"})
+_RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: datetime) -> int | datetime:
+    """A stream sequence (``1234``), an ISO 8601 time or a time ``10m``/``2h``/``1d`` ago.
+
+    A time without an offset is local time.  Raises ConfigError (key ``--since``)::
+
+        >>> parse_since("2h", datetime(2026, 1, 1, 12, tzinfo=UTC))
+        datetime.datetime(2026, 1, 1, 10, 0, tzinfo=datetime.timezone.utc)
+    """
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    relative = _RELATIVE.fullmatch(value)
+    if relative:
+        seconds = float(relative.group(1)) * _UNITS[relative.group(2)]
+        return now - timedelta(seconds=seconds)
+    try:
+        when = datetime.fromisoformat(
+            value.replace("Z", "+00:00") if value.endswith("Z") else value
+        )
+    except ValueError:
+        raise ConfigError(
+            f"cannot read {text!r}: give a sequence (1234), a time (2026-11-28T15:04:05Z) "
+            "or an age (30s, 10m, 2h, 1d, 1w)",
+            key="--since",
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.astimezone(UTC)
+
+
+def utc_text(when: datetime) -> str:
+    """``2026-11-28T15:04:05Z``: whole seconds, UTC, as a script wants it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One message of the event stream; ``event`` None when it could not be decoded."""
+
+    seq: int
+    subject: str
+    time: datetime  # when the stream stored it
+    event: Event | None
+    error: str = ""
+    data: bytes = b""
+
+    @property
+    def worker(self) -> str:
+        """The worker the event is about (from its subject: ``<prefix>.evt.<worker>...``)."""
+        worker = getattr(self.event, "worker", None)
+        if isinstance(worker, str) and worker:
+            return worker
+        parts = self.subject.split(".")
+        return parts[2] if len(parts) > 2 else "-"
+
+    @property
+    def job(self) -> str:
+        """The job the event is about, ``-`` for an event about a worker (or the site)."""
+        if isinstance(self.event, JobEvent):
+            return self.event.job
+        parts = self.subject.split(".")
+        return parts[3] if self.event is None and len(parts) > 3 else "-"
+
+
+def _entry(msg: Any) -> LogEntry:
+    meta = msg.metadata
+    stamp = meta.timestamp
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    data = bytes(msg.data)
+    try:
+        event: Event | None = decode_event(data)
+        error = ""
+    except CodecError as exc:
+        event, error = None, str(exc)
+    return LogEntry(
+        seq=int(meta.sequence.stream),
+        subject=msg.subject,
+        time=stamp,
+        event=event,
+        error=error,
+        data=data if event is None else b"",
+    )
+
+
+async def follow_events(
+    bus: Bus,
+    *,
+    start: int | datetime | None = None,
+    workers: Sequence[str] = (),
+    until: int | None = None,
+    batch: int = 256,
+    poll: float = 1.0,
+) -> AsyncIterator[LogEntry]:
+    """Yield the events of the log in order, from ``start`` on.
+
+    ``start``: a stream sequence (1 = the beginning), a time (the first event stored at or
+    after it), or None for only the events appended from now on.  ``workers``: only their
+    events (filtered by the server).  ``until``: stop after that sequence (e.g. the last
+    sequence when the caller started); None follows the log until the caller stops iterating.
+    """
+    s = bus.subjects
+    if until is not None and until < 1:
+        return
+    if isinstance(start, int) and until is not None and start > until:
+        return
+    filters = [
+        subject for w in workers for subject in (s.worker_events(w), s.worker_job_events(w))
+    ] or [s.all_events]
+    name = f"ctl_{secrets.token_hex(6)}"
+    config = ConsumerConfig(
+        name=name,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    if len(filters) == 1:
+        config.filter_subject = filters[0]
+    else:
+        config.filter_subjects = filters
+    if isinstance(start, datetime):
+        config.deliver_policy = DeliverPolicy.BY_START_TIME
+        config.opt_start_time = start.astimezone(UTC)
+    elif start is None:
+        config.deliver_policy = DeliverPolicy.NEW
+    elif start <= 1:
+        config.deliver_policy = DeliverPolicy.ALL
+    else:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start
+    started = time.monotonic()
+    try:
+        info = await bus.js.add_consumer(s.evt_stream, config)
+    except nats.js.errors.NotFoundError:
+        raise BusError(f"no stream {s.evt_stream}: has a manager ever run here?") from None
+    except nats.js.errors.APIError as exc:
+        raise BusError(f"cannot read {s.evt_stream}: {exc.description}") from None
+    except (nats.errors.TimeoutError, TimeoutError):
+        bus.raise_if_denied(f"$JS.API.CONSUMER.CREATE.{s.evt_stream}", started)
+        raise BusError(f"cannot read {s.evt_stream}: the server did not answer") from None
+    except nats.errors.NoRespondersError:
+        raise BusError("JetStream does not answer: is the server running it?") from None
+    try:
+        if until is not None and not int(info.num_pending or 0):
+            return
+        sub = await bus.js.pull_subscribe_bind(consumer=name, stream=s.evt_stream)
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch, timeout=poll)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    if until is not None:
+                        return  # nothing more was there when we asked: the log ends here
+                    continue
+                for msg in msgs:
+                    entry = _entry(msg)
+                    if until is not None and entry.seq > until:
+                        return
+                    yield entry
+                    if until is not None and (
+                        entry.seq >= until or int(msg.metadata.num_pending) == 0
+                    ):
+                        return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+    finally:
+        # Best effort: the consumer also goes away by itself after inactive_threshold.
+        with contextlib.suppress(Exception), anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            await bus.js.delete_consumer(s.evt_stream, name)
+
+
+# -- describing events ---------------------------------------------------------------------
+
+
+def _short(when: datetime | None) -> str:
+    return "never" if when is None else utc_text(when)
+
+
+def describe(event: Event) -> str:
+    """What an event did, in a few words: ``syncing attempt 1``, ``failed: timeout after 7s``."""
+    match event:
+        case RunStarted():
+            why = "forced" if event.force else event.reason
+            return f"pre-syncing ({why})"
+        case AttemptStarted():
+            return f"syncing attempt {event.attempt}"
+        case RunSucceeded():
+            size = f" size {event.size}" if event.size else ""
+            return f"success attempt {event.attempt}{size}"
+        case AttemptFailed():
+            code = "" if event.exit_code is None else f" (exit {event.exit_code})"
+            more = "" if event.final else ", will retry"
+            return f"failed attempt {event.attempt}{more}: {event.error}{code}"
+        case JobScheduled():
+            return "unscheduled" if event.next_at is None else f"next run {_short(event.next_at)}"
+        case JobPaused():
+            return "paused"
+        case JobDisabled():
+            return "disabled"
+        case JobConfigured():
+            return f"configured ({event.provider}, every {event.interval}s) {event.upstream}"
+        case JobRemoved():
+            return "removed from the configuration"
+        case CommandAnswered() | WorkerAnswered():
+            verdict = "accepted" if event.accepted else "rejected"
+            text = f": {event.message}" if event.message else ""
+            return f"{event.verb} {verdict}{text}"
+        case WorkerStarted():
+            return f"worker started ({len(event.jobs)} jobs, {event.hostname} pid {event.pid})"
+        case WorkerStopped():
+            return f"worker stopped: {event.reason}" if event.reason else "worker stopped"
+    # A type this reader has no words for: its tag and fields, so nothing is hidden.
+    fields = event_fields(event)
+    kind = fields.pop("type", type(event).__name__)
+    extra = " ".join(
+        f"{k}={v}" for k, v in fields.items() if k not in _PLAIN and v not in ("", None)
+    )
+    return f"{kind} {extra}".rstrip()
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """An event's fields as plain data, with its ``type``; for one-line and JSON output."""
+    data: dict[str, Any] = msgspec.to_builtins(event)
+    return data
+
+
+# -- the live table ------------------------------------------------------------------------
+
+
+@dataclass
+class LiveTable:
+    """Rows of job states, kept current by folding events with ``evolve``.
+
+    Start it from the manager's view (``Control.jobs()``), then :meth:`apply` every event
+    after the view's position.  Applying an event the view already contained is harmless:
+    every field ``evolve`` sets is set from the latest event that sets it, so replaying an
+    overlap of events ends in the same state.
+    """
+
+    workers: frozenset[str] = frozenset()
+    rows: dict[tuple[str, str], JobState] = field(default_factory=dict)
+    last_seq: int = 0
+    last_time: datetime | None = None
+    events: int = 0
+
+    def load(self, jobs: Iterable[JobState]) -> None:
+        for job in jobs:
+            if self._wanted(job.worker) and not job.removed:
+                self.rows[(job.worker, job.name)] = job
+
+    def _wanted(self, worker: str) -> bool:
+        return not self.workers or worker in self.workers
+
+    def apply(self, entry: LogEntry) -> bool:
+        """Fold one entry; True if a row changed (appeared, changed or went away)."""
+        self.last_seq = max(self.last_seq, entry.seq)
+        self.last_time = entry.time
+        self.events += 1
+        event = entry.event
+        if not isinstance(event, JobEvent) or not self._wanted(event.worker):
+            return False
+        key = (event.worker, event.job)
+        before = self.rows.get(key)
+        if isinstance(event, JobRemoved):
+            return self.rows.pop(key, None) is not None
+        after = evolve(before, event)
+        self.rows[key] = after
+        return after != before
+
+    def jobs(self) -> list[JobState]:
+        return [self.rows[k] for k in sorted(self.rows)]
+
+
+def checked_workers(workers: Iterable[str]) -> list[str]:
+    return [check_name(w, "worker name") for w in workers]
