@@ -134,11 +134,28 @@ class LogEntry:
         return parts[3] if self.event is None and len(parts) > 3 else "-"
 
 
+def _stored_at(reply: str) -> datetime | None:
+    """The stream's time of a message, rounded down to the microsecond.
+
+    nats-py divides the nanoseconds of the ack subject as a float, which can round *up* a
+    microsecond; a time printed from that and given back as ``--since`` would then miss the
+    very message it was read from.
+    """
+    tokens = reply.split(".")
+    index = 7 if len(tokens) == 9 else 9  # $JS.ACK.<stream>... or $JS.ACK.<domain>.<hash>...
+    try:
+        nanos = int(tokens[index])
+    except (IndexError, ValueError):
+        return None
+    return _EPOCH + timedelta(microseconds=nanos // 1000)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _entry(msg: Any) -> LogEntry:
     meta = msg.metadata
-    stamp = meta.timestamp
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
+    stamp = _stored_at(msg.reply) or meta.timestamp.replace(tzinfo=UTC)
     data = bytes(msg.data)
     try:
         event: Event | None = decode_event(data)
