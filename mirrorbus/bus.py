@@ -12,11 +12,12 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -85,44 +86,83 @@ class Bus:
     subjects: Subjects
     settings: BusSettings
     violations: list[tuple[float, str]] = field(default_factory=list)
+    _guards: dict[str, list[anyio.CancelScope]] = field(default_factory=dict)
 
     # -- appends -----------------------------------------------------------------------
     async def append(self, subject: str, data: bytes, msg_id: str, timeout: float = 5.0) -> int:
         """Publish to JetStream and wait for the PubAck; return the stream sequence.
 
         ``msg_id`` becomes ``Nats-Msg-Id``: appending the same id again within the stream's
-        duplicate window returns the first sequence and stores nothing.
+        duplicate window returns the first sequence and stores nothing.  A refusal by the
+        server raises :class:`PermissionDenied` as soon as the server says so.
         """
         started = time.monotonic()
-        try:
-            ack = await self.js.publish(
-                subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
-            )
-        except (nats.errors.TimeoutError, TimeoutError):
-            self.raise_if_denied(subject, started)
-            raise BusError(f"no acknowledgement for {subject} within {timeout:g}s") from None
-        except nats.errors.NoRespondersError:
-            raise BusError(
-                f"no stream stores {subject}: is the manager running (it creates the streams)?"
-            ) from None
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"append to {subject} refused: {exc.description}") from None
-        except nats.errors.Error as exc:
-            raise BusError(f"append to {subject} failed: {exc}") from None
-        return int(ack.seq)
+        with self._guard(subject) as scope:
+            try:
+                ack = await self.js.publish(
+                    subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id}
+                )
+            except (nats.errors.TimeoutError, TimeoutError):
+                self.raise_if_denied(subject, started)
+                raise BusError(f"no acknowledgement for {subject} within {timeout:g}s") from None
+            except nats.errors.NoRespondersError:
+                raise BusError(
+                    f"no stream stores {subject}: is the manager running (it creates the streams)?"
+                ) from None
+            except nats.js.errors.APIError as exc:
+                raise BusError(f"append to {subject} refused: {exc.description}") from None
+            except nats.errors.Error as exc:
+                raise BusError(f"append to {subject} failed: {exc}") from None
+            return int(ack.seq)
+        assert scope.cancelled_caught
+        raise self._denied(subject)
 
     async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
         started = time.monotonic()
+        with self._guard(subject) as scope:
+            try:
+                msg = await self.nc.request(subject, data, timeout=timeout)
+            except nats.errors.NoRespondersError:
+                raise BusError(f"nobody answers on {subject}: is the manager running?") from None
+            except (nats.errors.TimeoutError, TimeoutError):
+                self.raise_if_denied(subject, started)
+                raise BusError(f"no answer on {subject} within {timeout:g}s") from None
+            except nats.errors.Error as exc:
+                raise BusError(f"request on {subject} failed: {exc}") from None
+            return bytes(msg.data)
+        assert scope.cancelled_caught
+        raise self._denied(subject)
+
+    @contextlib.contextmanager
+    def _guard(self, subject: str) -> Iterator[anyio.CancelScope]:
+        """A cancel scope that a "permissions violation" naming ``subject`` cancels, so that
+        a refused publish fails at once instead of after its timeout."""
+        scope = anyio.CancelScope()
+        key = subject.lower()
+        self._guards.setdefault(key, []).append(scope)
         try:
-            msg = await self.nc.request(subject, data, timeout=timeout)
-        except nats.errors.NoRespondersError:
-            raise BusError(f"nobody answers on {subject}: is the manager running?") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            self.raise_if_denied(subject, started)
-            raise BusError(f"no answer on {subject} within {timeout:g}s") from None
-        except nats.errors.Error as exc:
-            raise BusError(f"request on {subject} failed: {exc}") from None
-        return bytes(msg.data)
+            with scope:
+                yield scope
+        finally:
+            waiting = self._guards.get(key, [])
+            if scope in waiting:
+                waiting.remove(scope)
+            if not waiting:
+                self._guards.pop(key, None)
+
+    def on_violation(self, text: str) -> None:
+        """Called by the connection's error callback for every permissions violation."""
+        lowered = text.lower()
+        for key, scopes in list(self._guards.items()):
+            if key in lowered:
+                for scope in scopes:
+                    scope.cancel()
+
+    def _denied(self, subject: str) -> PermissionDenied:
+        return PermissionDenied(
+            f"permission denied: the server refused {subject} to {self.settings.cert.name} "
+            "(its certificate's role may not do this)"
+        )
 
     def raise_if_denied(self, subject: str, since: float) -> None:
         """Raise PermissionDenied if the server refused something since ``since``
@@ -130,12 +170,10 @@ class Bus:
         for at, text in self.violations:
             # nats-py lower-cases the server's error text
             if at >= since - 0.5 and subject.lower() in text.lower():
-                raise PermissionDenied(
-                    f"the server refused {subject} for this certificate ({text})"
-                )
+                raise self._denied(subject)
         if any(at >= since - 0.5 for at, _ in self.violations):
             raise PermissionDenied(
-                f"the server refused a subject while sending to {subject}: {self.violations[-1][1]}"
+                f"permission denied while sending to {subject}: {self.violations[-1][1]}"
             )
 
     # -- streams -------------------------------------------------------------------------
@@ -217,6 +255,7 @@ async def connect(
     """Connect with mutual TLS; raise :class:`BusError` with the reason if refused."""
     violations: list[tuple[float, str]] = []
     errors: list[str] = []
+    made: list[Bus] = []
 
     async def on_error(exc: Exception) -> None:
         text = str(exc)
@@ -224,6 +263,8 @@ async def connect(
             violations.append((time.monotonic(), text))
             del violations[:-50]
             log.warning("NATS refused: %s", text)
+            for bus in made:
+                bus.on_violation(text)
         else:
             errors.append(text)
             log.debug("NATS error: %s", text)
@@ -250,13 +291,15 @@ async def connect(
         raise BusError(
             f"cannot connect to {', '.join(settings.servers)} as {settings.cert.name}: {detail}"
         ) from None
-    return Bus(
+    bus = Bus(
         nc=nc,
         js=nc.jetstream(timeout=5),
         subjects=Subjects(settings.prefix),
         settings=settings,
         violations=violations,
     )
+    made.append(bus)
+    return bus
 
 
 def settings_from_paths(

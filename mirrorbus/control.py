@@ -21,11 +21,14 @@ from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import BusError, CodecError, CommandRejected, NoAnswer, UnknownTarget
 from mirrorbus.events import (
+    AdminEvent,
     Command,
     CommandAnswered,
+    DisabledFlushed,
     JobState,
     Verb,
     WorkerAnswered,
+    WorkerForgotten,
     check_name,
     decode_event,
     encode,
@@ -75,8 +78,11 @@ class Control:
             raise BusError(f"the manager refused {name}: {reply.error}")
         return reply.data
 
-    async def jobs(self, worker: str | None = None, *, timeout: float = 5.0) -> list[JobState]:
-        return await self._query("jobs", JobsQuery(worker=worker), list[JobState], timeout)
+    async def jobs(
+        self, worker: str | None = None, *, include_removed: bool = False, timeout: float = 5.0
+    ) -> list[JobState]:
+        query = JobsQuery(worker=worker, include_removed=include_removed)
+        return await self._query("jobs", query, list[JobState], timeout)
 
     async def workers(self, *, timeout: float = 5.0) -> list[WorkerRow]:
         return await self._query("workers", {}, list[WorkerRow], timeout)
@@ -90,12 +96,35 @@ class Control:
     async def ping(self, *, timeout: float = 5.0) -> PingInfo:
         return await self._query("ping", {}, PingInfo, timeout)
 
+    # -- view maintenance (tunasync's rm-worker and flush) ------------------------------------
+    async def forget_worker(self, worker: str) -> None:
+        """Remove a worker's record from the view (its jobs stay, as in tunasync)."""
+        check_name(worker, "worker name")
+        known = [w.name for w in await self.workers()]
+        if worker not in known:
+            raise UnknownTarget(
+                f"unknown worker {worker!r} (known workers: {', '.join(known) or 'none'})"
+            )
+        await _admin(
+            self, WorkerForgotten(id=new_id(), at=self.clock.now(), by=self.issuer, worker=worker)
+        )
+
+    async def flush_disabled(self) -> None:
+        """Remove every disabled job from the view (until it runs again)."""
+        await _admin(self, DisabledFlushed(id=new_id(), at=self.clock.now(), by=self.issuer))
+
     # -- commands ------------------------------------------------------------------------
     async def _check_target(self, worker: str, job: str | None) -> WorkerRow | None:
         """Refuse unknown workers and jobs when the manager can tell; None if it cannot."""
         try:
             workers = await self.workers(timeout=3.0)
-            jobs = await self.jobs(worker, timeout=3.0) if job is not None else []
+            # Flushed jobs are hidden from the view, not gone from the worker: a start
+            # brings them back.  A job the worker does not have is refused by the worker.
+            jobs = (
+                await self.jobs(worker, include_removed=True, timeout=3.0)
+                if job is not None
+                else []
+            )
         except BusError:
             return None  # no manager: the worker itself will answer (or nobody will)
         row = next((w for w in workers if w.name == worker), None)
@@ -113,6 +142,7 @@ class Control:
         job: str | None,
         *,
         force: bool = False,
+        size: str = "",
         timeout: float = 15.0,
         ttl: float = 60.0,
     ) -> Answer:
@@ -133,6 +163,7 @@ class Control:
             worker=worker,
             job=job or "",
             force=force,
+            size=size,
             expires_at=now + timedelta(seconds=ttl),
             issuer=self.issuer,
         )
@@ -177,6 +208,11 @@ class Control:
             f"no answer from worker {worker} within {timeout:g}s ({seen}); the command stays "
             f"queued until {cmd.expires_at.astimezone():%H:%M:%S} and is dropped after that"
         )
+
+
+async def _admin(control: Control, event: AdminEvent) -> int:
+    bus = control.bus
+    return await bus.append(bus.subjects.admin_events, encode(event), event.id)
 
 
 def _last_seen(row: WorkerRow | None) -> str:

@@ -89,6 +89,8 @@ class BusError(MirrorbusError):
 class PermissionDenied(BusError):
     """The server refused a publish or subscribe for this certificate's identity."""
 
+    exit_code = 3
+
 
 class CodecError(MirrorbusError):
     """A message could not be decoded; ``reason`` says why (for the dead-letter table)."""

@@ -100,8 +100,17 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
     if role == "admin":
         return Permissions(
             comment="admin: sends commands and queries, manages streams; never forges events",
-            publish_allow=(f"{p}.cmd.>", f"{p}.api.>", "$JS.API.>", "$JS.ACK.>"),
-            publish_deny=(f"{p}.evt.>", f"{p}.snap.>", f"{p}.hb.>"),
+            # Of the event subjects only the operators' own (rm-worker, flush): anything not
+            # allowed is refused, so no job or worker event can be forged.
+            publish_allow=(
+                f"{p}.cmd.>",
+                f"{p}.api.>",
+                s.admin_events,
+                f"{p}.logs.>",
+                "$JS.API.>",
+                "$JS.ACK.>",
+            ),
+            publish_deny=(f"{p}.snap.>", f"{p}.hb.>"),
             subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
         )
     if role == "reader":

@@ -6,13 +6,16 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+import msgspec
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 
 from mirrorbus.errors import CodecError
 from mirrorbus.events import (
+    AdminEvent,
     AttemptFailed,
     AttemptStarted,
     CommandAnswered,
+    DisabledFlushed,
     JobEvent,
     JobState,
     RunStarted,
@@ -20,6 +23,7 @@ from mirrorbus.events import (
     Subjects,
     WorkerAnswered,
     WorkerEvent,
+    WorkerForgotten,
     WorkerStarted,
     WorkerStopped,
     decode_event,
@@ -43,6 +47,7 @@ class Batch:
         self.known_runs: set[tuple[str, str, str]] = set()
         self.workers: dict[str, dict[str, Any]] = {}
         self.known_workers: set[str] = set()
+        self.purged_workers: set[str] = set()
         self.commands: list[dict[str, Any]] = []
         self.dead: list[dict[str, Any]] = []
 
@@ -77,12 +82,21 @@ class Batch:
             applied += 1
             if isinstance(ev, JobEvent):
                 self._job_event(seq, ev)
+            elif isinstance(ev, AdminEvent):
+                self._admin_event(seq, ev)
             else:
                 self._worker_event(seq, ev)
         self._flush(position)
         return ApplyResult(applied=applied, skipped=skipped, dead=len(self.dead), position=position)
 
-    def _check_subject(self, subject: str, ev: JobEvent | WorkerEvent) -> None:
+    def _check_subject(self, subject: str, ev: JobEvent | WorkerEvent | AdminEvent) -> None:
+        if isinstance(ev, AdminEvent):
+            if subject != self.subjects.admin_events:
+                raise CodecError(
+                    f"{type(ev).__name__} arrived on foreign subject {subject} "
+                    f"(expected {self.subjects.admin_events})"
+                )
+            return
         try:
             expected = (
                 self.subjects.job_events(ev.worker, ev.job)
@@ -207,7 +221,9 @@ class Batch:
     # -- worker events -----------------------------------------------------------------------
     def _worker(self, name: str, seq: int) -> dict[str, Any]:
         if name not in self.workers:
-            row = self.conn.execute(select(t.workers).where(t.workers.c.name == name)).first()
+            row = None
+            if name not in self.purged_workers:
+                row = self.conn.execute(select(t.workers).where(t.workers.c.name == name)).first()
             if row is not None:
                 self.workers[name] = dict(row._mapping)
                 self.known_workers.add(name)
@@ -254,8 +270,30 @@ class Batch:
                 self._command(seq, ev)
 
     # -- writing -----------------------------------------------------------------------------
+    # -- admin events -------------------------------------------------------------------------
+    def _admin_event(self, seq: int, ev: AdminEvent) -> None:
+        match ev:
+            case WorkerForgotten():
+                self.workers.pop(ev.worker, None)
+                self.known_workers.discard(ev.worker)
+                self.purged_workers.add(ev.worker)
+            case DisabledFlushed():
+                stored = self.conn.execute(
+                    select(t.jobs.c.worker, t.jobs.c.name).where(
+                        t.jobs.c.status == "disabled", t.jobs.c.removed.is_(False)
+                    )
+                ).all()
+                for worker, name in stored:
+                    self._state((worker, name))
+                for key, state in list(self.states.items()):
+                    if state.status == "disabled" and not state.removed:
+                        self.states[key] = msgspec.structs.replace(state, removed=True)
+                        self.state_seq[key] = seq
+
     def _flush(self, position: int) -> None:
         conn = self.conn
+        if self.purged_workers:
+            conn.execute(delete(t.workers).where(t.workers.c.name.in_(self.purged_workers)))
         _upsert(
             conn,
             t.jobs,

@@ -19,6 +19,7 @@ from mirrorbus.events import (
     AttemptStarted,
     Command,
     CommandAnswered,
+    DisabledFlushed,
     Event,
     JobConfigured,
     JobDisabled,
@@ -29,8 +30,10 @@ from mirrorbus.events import (
     JobState,
     RunStarted,
     RunSucceeded,
+    SizeSet,
     Subjects,
     WorkerAnswered,
+    WorkerForgotten,
     WorkerSnapshot,
     WorkerStarted,
     WorkerStopped,
@@ -89,6 +92,9 @@ def every_event() -> list[Event]:
         WorkerAnswered(
             id="e13", at=at(13), worker=W, cmd_id="c4", verb="ping", accepted=False, job="nope"
         ),
+        SizeSet(**ids(14), size="1.2T", cmd_id="c5"),
+        WorkerForgotten(id="e15", at=at(15), worker=W, by="CN=mirrorbus-admin"),
+        DisabledFlushed(id="e16", at=at(16), by="CN=mirrorbus-admin"),
     ]
 
 
@@ -250,6 +256,11 @@ def test_fold_of_a_realistic_sequence() -> None:
     more = fold([JobPaused(**ids(12))], states)
     assert more[J].status == "paused"
     assert states[J].status == "success"
+
+
+def test_size_set_replaces_the_size() -> None:
+    state = evolve(JobState(worker=W, name=J, size="1.33T"), SizeSet(**ids(1), size="2T"))
+    assert state.size == "2T"
 
 
 def test_evolve_is_pure() -> None:

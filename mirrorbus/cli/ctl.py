@@ -9,6 +9,7 @@ configuration problem; errors are one line on stderr.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,6 +62,8 @@ def ctl(
         ),
     ] = None,
 ) -> None:
+    # The ctl's one-line errors say what went wrong; library chatter stays out of the way.
+    logging.getLogger("mirrorbus").setLevel(logging.ERROR)
     ctx.obj = _Options(config=config, state_dir=state_dir)
 
 
@@ -302,6 +305,44 @@ def restart(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
 def ping(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
     """Ask the worker about a job; changes nothing (tunasync's ping unscheduled it)."""
     _command(ctx, "ping", worker, job)
+
+
+@app.command("set-size")
+@one_line_errors("mirrorbus ctl set-size")
+def set_size(
+    ctx: typer.Context,
+    job: JobArg,
+    size: Annotated[str, typer.Argument(help="The size to show, e.g. 1.2T.", show_default=False)],
+    worker: WorkerOpt,
+) -> None:
+    """Set the size shown for a job (e.g. from a cron job's du); the next sync's own size wins.
+
+    Example: mirrorbus ctl set-size -w worker1 debian 1.2T
+    """
+    answer = _with_control(ctx, lambda c: c.command("set-size", worker, job, size=size))
+    typer.echo(f"set-size {worker}/{job}: accepted: {answer.message}")
+
+
+@app.command("rm-worker")
+@one_line_errors("mirrorbus ctl rm-worker")
+def rm_worker(ctx: typer.Context, worker: WorkerOpt) -> None:
+    """Remove a worker's record from the status view (its jobs stay, as in tunasync).
+
+    Example: mirrorbus ctl rm-worker -w old-worker
+    """
+    _with_control(ctx, lambda c: c.forget_worker(worker))
+    typer.echo(f"Successfully removed the worker {worker}")
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl flush")
+def flush(ctx: typer.Context) -> None:
+    """Remove every disabled job from the status view (tunasync's flush).
+
+    Example: mirrorbus ctl disable -w worker1 old-mirror && mirrorbus ctl flush
+    """
+    _with_control(ctx, lambda c: c.flush_disabled())
+    typer.echo("Successfully flushed disabled jobs")
 
 
 @app.command()

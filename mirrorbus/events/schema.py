@@ -34,9 +34,9 @@ STATUSES: tuple[Status, ...] = (
     "disabled",
 )
 
-Verb = Literal["start", "stop", "disable", "restart", "ping", "reload"]
-VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping", "reload")
-JOB_VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping")
+Verb = Literal["start", "stop", "disable", "restart", "ping", "set-size", "reload"]
+VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping", "set-size", "reload")
+JOB_VERBS: tuple[Verb, ...] = ("start", "stop", "disable", "restart", "ping", "set-size")
 """Verbs about one job; ``reload`` is about the worker (its ``job`` is "")."""
 
 
@@ -121,6 +121,13 @@ class JobDisabled(JobEvent, frozen=True, kw_only=True, tag="job.disabled"):
     cmd_id: str = ""
 
 
+class SizeSet(JobEvent, frozen=True, kw_only=True, tag="job.size-set"):
+    """An operator set the job's size (``ctl set-size``), e.g. from a cron job's ``du``."""
+
+    size: str
+    cmd_id: str = ""
+
+
 class JobRemoved(JobEvent, frozen=True, kw_only=True, tag="job.removed"):
     """The job left the worker's configuration; it leaves the status view."""
 
@@ -166,6 +173,31 @@ class WorkerAnswered(WorkerEvent, frozen=True, kw_only=True, tag="worker.answere
     issuer: str = ""
 
 
+# -- admin events -----------------------------------------------------------------------------
+
+
+class AdminEvent(Message, frozen=True, kw_only=True):
+    """An operator's change to the status view (not to any job), on ``<prefix>.evt.-admin``.
+
+    Jobs' states are only ever told by their workers; these only hide records from the view,
+    as tunasync's ``rm-worker`` and ``flush`` delete them from its database.  ``by`` is the
+    operator's certificate subject.
+    """
+
+    by: str = ""
+
+
+class WorkerForgotten(AdminEvent, frozen=True, kw_only=True, tag="admin.worker-removed"):
+    """``ctl rm-worker``: the worker's record leaves the view (its jobs stay, as in tunasync);
+    it comes back with the worker's next event."""
+
+    worker: str
+
+
+class DisabledFlushed(AdminEvent, frozen=True, kw_only=True, tag="admin.disabled-flushed"):
+    """``ctl flush``: every job disabled at this point leaves the view (until it runs again)."""
+
+
 Event = (
     JobConfigured
     | JobScheduled
@@ -176,10 +208,13 @@ Event = (
     | JobPaused
     | JobDisabled
     | JobRemoved
+    | SizeSet
     | CommandAnswered
     | WorkerStarted
     | WorkerStopped
     | WorkerAnswered
+    | WorkerForgotten
+    | DisabledFlushed
 )
 JOB_EVENT_TYPES: tuple[type[JobEvent], ...] = (
     JobConfigured,
@@ -191,6 +226,7 @@ JOB_EVENT_TYPES: tuple[type[JobEvent], ...] = (
     JobPaused,
     JobDisabled,
     JobRemoved,
+    SizeSet,
     CommandAnswered,
 )
 
@@ -210,6 +246,7 @@ class Command(Message, frozen=True, kw_only=True, tag="command"):
     worker: str
     job: str
     force: bool = False
+    size: str = ""  # set-size only
     expires_at: UTCTime
     issuer: str = ""
 

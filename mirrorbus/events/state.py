@@ -33,6 +33,7 @@ from mirrorbus.events.schema import (
     JobState,
     RunStarted,
     RunSucceeded,
+    SizeSet,
 )
 
 _replace = msgspec.structs.replace
@@ -95,6 +96,8 @@ def evolve(state: JobState | None, event: JobEvent) -> JobState:
                 provider=event.provider,
                 removed=False,
             )
+        case SizeSet():
+            return _replace(state, size=event.size)
         case JobRemoved():
             return _replace(state, removed=True, next_schedule=None)
         case CommandAnswered():

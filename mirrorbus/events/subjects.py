@@ -23,6 +23,8 @@ _PREFIX = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 DEFAULT_PREFIX = "mirrorbus"
 WORKER_TOKEN = "-worker"
+ADMIN_TOKEN = "-admin"
+"""Subject token of operators' events in place of a worker name (workers cannot be named so)."""
 """Subject token of worker-level commands, in place of a job name (see ``worker_command``)."""
 
 
@@ -86,6 +88,12 @@ class Subjects:
     @property
     def all_snapshots(self) -> str:
         return f"{self.prefix}.snap.>"
+
+    @property
+    def admin_events(self) -> str:
+        """Operators' view changes (``rm-worker``, ``flush``); on the event stream, so a
+        rebuild replays them too."""
+        return f"{self.prefix}.evt.{ADMIN_TOKEN}"
 
     def worker_events(self, worker: str) -> str:
         """Events about the worker itself (started, stopped, answers to worker commands)."""

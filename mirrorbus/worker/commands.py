@@ -26,6 +26,7 @@ from mirrorbus.events import (
     CommandAnswered,
     JobDisabled,
     JobPaused,
+    SizeSet,
     WorkerAnswered,
     decode_command,
 )
@@ -196,6 +197,11 @@ class CommandHandler:
                 killed = await w.kill(job)
                 w.launch(job, force=cmd.force, reason="restart")
                 return True, "killed the running sync and started again" if killed else "started"
+            case "set-size":
+                if not cmd.size.strip():
+                    return False, "no size given"
+                w.emit(SizeSet(**w.job_meta(job), size=cmd.size.strip(), cmd_id=cmd.id))
+                return True, f"size set to {cmd.size.strip()}"
             case "ping":
                 nxt = w.scheduler.next_time(job.name)
                 when = f"next run {nxt:%Y-%m-%d %H:%M:%S}Z" if nxt else "not scheduled"
