@@ -559,3 +559,48 @@ def test_hooks_are_idle_when_not_enabled(tmp_path: Path) -> None:
     config.write_text(f'[global]\nname = "w"\nmirror_dir = "{tmp_path}"\n')
     worker = load_worker_config(config)
     assert build_hooks(mirror, worker) == []
+
+
+# -- layout detection (the layouts this machine does not have) ------------------------------
+V1 = [
+    "30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory",
+    "31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct",
+    "32 25 0:28 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids",
+]
+UNIFIED = "29 25 0:25 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate"
+SELF_V1 = "4:memory:/system.slice/mb.service\n3:pids:/system.slice/mb.service\n0::/mb.service\n"
+
+
+@pytest.mark.parametrize(
+    ("mounts", "mode", "track", "memory"),
+    [
+        (V1, "v1", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/memory"),
+        ([UNIFIED, *V1], "hybrid", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory"),
+        (V1[1:], "v1", "/sys/fs/cgroup/pids", None),
+        ([UNIFIED], None, None, None),  # cgroup2 at unified but no v1 controllers: unusable
+        (["20 1 8:1 / / rw - ext4 /dev/sda1 rw"], None, None, None),
+    ],
+)
+def test_layout_detection(
+    mounts: list[str], mode: str | None, track: str | None, memory: str | None
+) -> None:
+    layout = detect_layout("\n".join(mounts), SELF_V1)
+    if mode is None:
+        assert layout is None
+        return
+    assert layout is not None
+    assert (layout.mode, str(layout.track.mount)) == (mode, track)
+    assert (str(layout.memory.mount) if layout.memory else None) == memory
+    if layout.memory is not None:
+        assert layout.memory.own == "/system.slice/mb.service"
+    if mode == "hybrid":
+        assert layout.track.own == "/mb.service"
+
+
+def test_pure_v2_layout_uses_memory_max(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory pids\n")
+    mountinfo = f"25 1 0:25 / {tmp_path} rw - cgroup2 cgroup2 rw"
+    layout = detect_layout(mountinfo, "0::/system.slice/mb.service\n", root=tmp_path)
+    assert layout is not None and layout.mode == "v2"
+    assert layout.memory == layout.track and layout.track.own == "/system.slice/mb.service"
+    assert layout.memory_file == "memory.max"
