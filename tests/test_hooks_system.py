@@ -604,3 +604,25 @@ def test_pure_v2_layout_uses_memory_max(tmp_path: Path) -> None:
     assert layout is not None and layout.mode == "v2"
     assert layout.memory == layout.track and layout.track.own == "/system.slice/mb.service"
     assert layout.memory_file == "memory.max"
+
+
+def test_docker_passes_only_the_jobs_own_variables_to_rsync(tmp_path: Path) -> None:
+    """An rsync job in docker gets its mirror ``env`` and credentials as ``-e``, never the
+    worker's environment (which the ``docker`` CLI itself keeps)."""
+    from mirrorbus.worker.docker import docker_run_argv
+    from mirrorbus.worker.rsync import rsync_environment
+
+    config = tmp_path / "w.toml"
+    config.write_text(
+        f'[global]\nname = "w"\nmirror_dir = "{tmp_path}/work"\nlog_dir = "{tmp_path}/log"\n'
+        '[docker]\nenable = true\n[[mirrors]]\nname = "r"\nprovider = "rsync"\n'
+        'upstream = "rsync://example.org/r/"\nusername = "u"\npassword = "p"\n'
+        'docker_image = "img"\n[mirrors.env]\nRSYNC_PROXY = "proxy:3128"\n'
+    )
+    worker = load_worker_config(config)
+    mirror = worker.mirror("r")
+    env = rsync_environment(mirror, {"PATH": "/usr/bin", "HOME": "/root", "USER": "root"})
+    argv = docker_run_argv("docker", mirror, worker, ["rsync", "-aH"], env, [])
+    pairs = [argv[i + 1] for i, a in enumerate(argv) if a == "-e"]
+    assert pairs == ["RSYNC_PROXY=proxy:3128", "USER=u", "RSYNC_PASSWORD=p"]
+    assert argv[-3:] == ["img", "rsync", "-aH"]

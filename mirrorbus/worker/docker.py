@@ -46,19 +46,17 @@ def container_name(mirror: MirrorConfig) -> str:
 
 
 def job_environment(mirror: MirrorConfig, env: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The variables of ``env`` that belong to the job (not the worker), in ``env``'s order:
-    the mirror ``env``, plus ``TUNASYNC_*`` (command) or the credentials (rsync)."""
-
-    def own(key: str) -> bool:
-        if key in mirror.env:
-            return True
-        if mirror.provider == "command":
-            return key.startswith("TUNASYNC_")
-        return (key == "USER" and bool(mirror.username)) or (
-            key == "RSYNC_PASSWORD" and bool(mirror.password)
-        )
-
-    return [(k, v) for k, v in env.items() if own(k)]
+    """The job's own variables, with their values in ``env``: ``TUNASYNC_*`` then the mirror
+    ``env`` (command), or the mirror ``env`` then ``USER``/``RSYNC_PASSWORD`` when the mirror
+    sets ``username``/``password`` (rsync).  tunasync's order was a Go map's (random)."""
+    if mirror.provider == "command":
+        keys = [k for k in env if k.startswith("TUNASYNC_") and k not in mirror.env]
+        keys += [k for k in mirror.env if k in env]
+    else:
+        keys = [k for k in mirror.env if k in env and k not in ("USER", "RSYNC_PASSWORD")]
+        keys += ["USER"] * bool(mirror.username) + ["RSYNC_PASSWORD"] * bool(mirror.password)
+        keys += [k for k in ("USER", "RSYNC_PASSWORD") if k in mirror.env and k not in keys]
+    return [(k, env[k]) for k in keys if k in env]
 
 
 def docker_run_argv(
