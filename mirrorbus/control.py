@@ -34,6 +34,7 @@ from mirrorbus.events import (
     encode,
 )
 from mirrorbus.manager.api import HistoryQuery, JobsQuery, PingInfo, Reply
+from mirrorbus.worker.logserve import LogChunk, LogRequest
 from projections.status_view import RunRow, WorkerRow
 
 T = TypeVar("T")
@@ -95,6 +96,38 @@ class Control:
 
     async def ping(self, *, timeout: float = 5.0) -> PingInfo:
         return await self._query("ping", {}, PingInfo, timeout)
+
+    # -- logs ------------------------------------------------------------------------------
+    async def log_chunk(
+        self,
+        worker: str,
+        job: str,
+        *,
+        offset: int = -16384,
+        max_bytes: int = 65536,
+        file: str = "",
+        timeout: float = 10.0,
+    ) -> LogChunk:
+        """A piece of a job's latest log, read by its worker (see ``worker.logserve``)."""
+        check_name(worker, "worker name")
+        check_name(job, "job name")
+        request = LogRequest(job=job, offset=offset, max_bytes=max_bytes, file=file)
+        try:
+            data = await self.bus.request(
+                self.bus.subjects.logs(worker), _encoder.encode(request), timeout=timeout
+            )
+        except BusError as exc:
+            if "nobody answers" in str(exc) or "no answer" in str(exc):
+                raise NoAnswer(f"no answer from worker {worker}: is it running?") from None
+            raise
+        chunk = msgspec.json.decode(data, type=LogChunk)
+        if not chunk.ok:
+            raise (
+                UnknownTarget(chunk.error)
+                if chunk.error.startswith("unknown job")
+                else CommandRejected(chunk.error)
+            )
+        return chunk
 
     # -- view maintenance (tunasync's rm-worker and flush) ------------------------------------
     async def forget_worker(self, worker: str) -> None:

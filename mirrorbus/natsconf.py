@@ -85,7 +85,9 @@ def _worker_permissions(s: Subjects, w: str) -> Permissions:
             f"$JS.API.DIRECT.GET.{snap}.{s.snapshot(w)}",
             f"$JS.API.STREAM.INFO.{evt}",
         ),
-        subscribe_allow=(f"{s.worker_inbox(w)}.>",),
+        # Its log requests, answered on the requester's inbox (allow_responses).
+        subscribe_allow=(f"{s.worker_inbox(w)}.>", s.logs(w)),
+        allow_responses=True,
     )
 
 
@@ -119,6 +121,7 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             comment="reader: queries and reads events; publishes nothing of its own",
             publish_allow=(
                 f"{p}.api.>",
+                f"{p}.logs.>",
                 "$JS.API.INFO",
                 f"$JS.API.STREAM.INFO.{evt}",
                 f"$JS.API.CONSUMER.CREATE.{evt}.>",

@@ -8,6 +8,7 @@ configuration problem; errors are one line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import anyio
 import typer
 
 from mirrorbus.bus import Bus, connect
@@ -305,6 +307,45 @@ def restart(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
 def ping(ctx: typer.Context, job: JobArg, worker: WorkerOpt) -> None:
     """Ask the worker about a job; changes nothing (tunasync's ping unscheduled it)."""
     _command(ctx, "ping", worker, job)
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl logs")
+def logs(
+    ctx: typer.Context,
+    job: JobArg,
+    worker: WorkerOpt,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing while the job runs (Ctrl-C to stop)."),
+    ] = False,
+    tail: Annotated[
+        int, typer.Option("--tail", "-n", help="Bytes from the end to start with.")
+    ] = 16384,
+) -> None:
+    """Print the latest log of a job, fetched from its worker over the bus.
+
+    Example: mirrorbus ctl logs -w worker1 debian -f
+    """
+
+    async def show(control: Control) -> None:
+        chunk = await control.log_chunk(worker, job, offset=-abs(tail))
+        typer.echo(f"==> {worker}/{job}: {chunk.file} <==", err=True)
+        typer.echo(chunk.data, nl=False)
+        while follow:
+            if chunk.data == "" and not chunk.running and chunk.latest == chunk.file:
+                break  # the run is over and everything was printed
+            if chunk.data == "":
+                await anyio.sleep(1.0)
+            if chunk.latest != chunk.file and chunk.offset >= chunk.size:
+                chunk = await control.log_chunk(worker, job, offset=0, file=chunk.latest)
+                typer.echo(f"\n==> {worker}/{job}: {chunk.file} <==", err=True)
+            else:
+                chunk = await control.log_chunk(worker, job, offset=chunk.offset, file=chunk.file)
+            typer.echo(chunk.data, nl=False)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_control(ctx, show)
 
 
 @app.command("set-size")

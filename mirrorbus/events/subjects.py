@@ -124,6 +124,10 @@ class Subjects:
         """Wildcard over every command of one worker (its command consumer's filter)."""
         return f"{self.prefix}.cmd.{check_name(worker, 'worker name')}.>"
 
+    def logs(self, worker: str) -> str:
+        """Requests for job logs, answered by the worker itself (request/reply)."""
+        return f"{self.prefix}.logs.{check_name(worker, 'worker name')}"
+
     def snapshot(self, worker: str) -> str:
         return f"{self.prefix}.snap.{check_name(worker, 'worker name')}"
 

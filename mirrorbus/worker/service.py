@@ -52,6 +52,7 @@ from mirrorbus.events import (
 from mirrorbus.worker.commands import CommandHandler
 from mirrorbus.worker.config import MirrorConfig, WorkerConfig, load_worker_config
 from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
+from mirrorbus.worker.logserve import LogServer
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.provider import Provider, make_provider
 from mirrorbus.worker.reload import diff
@@ -186,6 +187,7 @@ class Worker:
                     tg.start_soon(self.commands.consume)
                     tg.start_soon(self.scheduler.run)
                     tg.start_soon(self._heartbeat)
+                    await tg.start(LogServer(self).run)
                     task_status.started()
                     await self._stopping.wait()
                     tg.cancel_scope.cancel()
