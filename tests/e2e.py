@@ -15,14 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from mirrorbus.bus import connect
-from mirrorbus.control import Control
 from mirrorbus.events import JobState
 from mirrorbus.instance import Instance, InstanceInfo
 from projections.status_view import RunRow, StatusView
@@ -206,14 +203,6 @@ class Site:
             text = self.output(key).splitlines()[-lines:]
             parts.append(f"--- {key}\n" + "\n".join(text))
         return "\n".join(parts)
-
-    @asynccontextmanager
-    async def control(self) -> Iterator[Control]:  # type: ignore[misc]
-        bus = await connect(self.instance.bus_settings("admin"), reconnect=False)
-        try:
-            yield Control(bus)
-        finally:
-            await bus.close()
 
 
 def count_lines(path: Path) -> int:

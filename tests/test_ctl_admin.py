@@ -24,8 +24,10 @@ def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-unty
 
 def test_set_size_rm_worker_and_flush(site: Site, tmp_path: Path) -> None:
     config = site.worker_config(
-        "w1", COUNTING_JOB.format(name="kept", interval=60)
-        + COUNTING_JOB.format(name="old", interval=60))
+        "w1",
+        COUNTING_JOB.format(name="kept", interval=60)
+        + COUNTING_JOB.format(name="old", interval=60),
+    )
     site.start_manager()
     site.start_worker(config, key="worker")
     site.wait_job("w1", "kept", lambda j: j.status == "success" and j.size == "1.5K")
@@ -55,13 +57,15 @@ def test_set_size_rm_worker_and_flush(site: Site, tmp_path: Path) -> None:
     assert {j.name for j in site.view.jobs("w1")} == {"kept", "old"}
     unknown = site.ctl("rm-worker", "-w", "w1")
     assert unknown.returncode == 1
-    assert unknown.stderr == ("mirrorbus ctl rm-worker: error: unknown worker 'w1' "
-                              "(known workers: none)\n")
+    assert unknown.stderr == (
+        "mirrorbus ctl rm-worker: error: unknown worker 'w1' (known workers: none)\n"
+    )
 
     # The operators' changes are events: a rebuild gives the same view.
     rebuilt = tmp_path / "rebuilt.db"
-    out = site.cli("manager", "rebuild", "--state-dir", str(site.root),
-                   "--into", f"sqlite:///{rebuilt}")
+    out = site.cli(
+        "manager", "rebuild", "--state-dir", str(site.root), "--into", f"sqlite:///{rebuilt}"
+    )
     assert out.returncode == 0, out.stderr
     other = StatusView(f"sqlite:///{rebuilt}")
     try:
@@ -79,7 +83,8 @@ def test_a_reader_may_look_but_not_command(site: Site, tmp_path: Path) -> None:
     reader = tmp_path / "reader.toml"
     reader.write_text(
         f'[bus]\nurl = "tls://127.0.0.1:{site.port}"\nca_cert = "{pki / "ca.crt"}"\n'
-        f'cert = "{pki / "reader.crt"}"\nkey = "{pki / "reader.key"}"\n')
+        f'cert = "{pki / "reader.crt"}"\nkey = "{pki / "reader.key"}"\n'
+    )
 
     def ctl(*args: str):  # type: ignore[no-untyped-def]
         return site.cli("ctl", "-c", str(reader), *args)
@@ -87,8 +92,13 @@ def test_a_reader_may_look_but_not_command(site: Site, tmp_path: Path) -> None:
     listed = ctl("list", "--all", "--json")
     assert listed.returncode == 0 and '"name": "job"' in listed.stdout
     assert ctl("workers").returncode == 0
-    for verb in (["start", "-w", "w1", "job"], ["flush"], ["rm-worker", "-w", "w1"],
-                 ["set-size", "-w", "w1", "job", "1K"], ["reload", "-w", "w1"]):
+    for verb in (
+        ["start", "-w", "w1", "job"],
+        ["flush"],
+        ["rm-worker", "-w", "w1"],
+        ["set-size", "-w", "w1", "job", "1K"],
+        ["reload", "-w", "w1"],
+    ):
         denied = ctl(*verb)
         assert denied.returncode == 3, (verb, denied.stderr)
         assert "permission denied" in denied.stderr.lower(), denied.stderr

@@ -26,7 +26,7 @@ from mirrorbus.cli.gotemplate import MIRROR_FIELDS, WEB_FIELDS, GoTemplate
 from mirrorbus.control import Control
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import STATUSES, JobState, Verb
-from mirrorbus.settings import ctl_settings
+from mirrorbus.settings import BusFlags, ctl_settings
 from projections.tunasync import mirror_status, web_mirror_status
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ app = typer.Typer(
 @dataclass(frozen=True, slots=True)
 class _Options:
     config: Path | None
-    state_dir: Path | None
+    flags: BusFlags
 
 
 @app.callback()
@@ -52,26 +52,66 @@ def ctl(
     ctx: typer.Context,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="ctl config with a [bus] section.", show_default=False),
+        typer.Option(
+            "--config",
+            "-c",
+            help="ctl config with a [bus] section (over "
+            "/etc/mirrorbus/ctl.toml and ~/.config/mirrorbus/ctl.toml).",
+            show_default=False,
+        ),
     ] = None,
     state_dir: Annotated[
         Path | None,
         typer.Option(
             "--state-dir",
-            envvar="MIRRORBUS_STATE_DIR",
-            help="State directory of an embedded instance.",
+            help="State directory of an embedded instance [env: MIRRORBUS_STATE_DIR].",
             show_default=False,
         ),
     ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="NATS URL(s), comma-separated [env: MIRRORBUS_URL].", show_default=False
+        ),
+    ] = None,
+    ca_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-cert", help="CA certificate [env: MIRRORBUS_CA_CERT].", show_default=False
+        ),
+    ] = None,
+    cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--cert", help="Client certificate [env: MIRRORBUS_CERT].", show_default=False
+        ),
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="Client key [env: MIRRORBUS_KEY].", show_default=False),
+    ] = None,
+    prefix: Annotated[
+        str | None,
+        typer.Option(
+            "--prefix", help="Subject prefix [env: MIRRORBUS_PREFIX].", show_default=False
+        ),
+    ] = None,
 ) -> None:
+    """Settings come from, later winning: /etc/mirrorbus/ctl.toml, ~/.config/mirrorbus/ctl.toml,
+    -c FILE, environment variables, flags."""
     # The ctl's one-line errors say what went wrong; library chatter stays out of the way.
     logging.getLogger("mirrorbus").setLevel(logging.ERROR)
-    ctx.obj = _Options(config=config, state_dir=state_dir)
+    ctx.obj = _Options(
+        config=config,
+        flags=BusFlags(
+            state_dir=state_dir, url=url, ca_cert=ca_cert, cert=cert, key=key, prefix=prefix
+        ),
+    )
 
 
 def _with_control(ctx: typer.Context, fn: Callable[[Control], Awaitable[T]]) -> T:
     opts: _Options = ctx.obj
-    settings = ctl_settings(opts.config, opts.state_dir)
+    settings = ctl_settings(opts.config, flags=opts.flags)
 
     async def main() -> T:
         bus: Bus = await connect(settings, reconnect=False)

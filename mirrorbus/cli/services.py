@@ -21,6 +21,7 @@ from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
 from mirrorbus.manager import Manager, catch_up
 from mirrorbus.settings import manager_config, with_http, worker_settings
 from mirrorbus.worker import Worker, load_worker_config
+from mirrorbus.worker.cgroup import worker_cgroups
 from mirrorbus.worker.config import check_report
 from projections.status_view import StatusView
 
@@ -83,6 +84,8 @@ def worker(
     if check:
         typer.echo(check_report(cfg))
         return
+    if cfg.cgroup.enable:
+        worker_cgroups(cfg)  # unusable cgroups: a clear error now, before connecting anywhere
     settings = worker_settings(cfg.bus, config, cfg.name, state_dir)
 
     async def main() -> None:
