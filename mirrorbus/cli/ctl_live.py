@@ -133,7 +133,7 @@ def render_table(live: LiveTable, last: str) -> RenderableType:
     now = datetime.now(UTC)
     table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
     for name in ("WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"):
-        table.add_column(name, no_wrap=name != "ERROR", overflow="ellipsis")
+        table.add_column(name, no_wrap=True, overflow="ellipsis")  # one line per job
     for j in live.jobs():
         table.add_row(
             j.worker,
@@ -150,7 +150,7 @@ def render_table(live: LiveTable, last: str) -> RenderableType:
         ("mirrorbus watch", "bold"),
         f"  {len(live.rows)} jobs  ·  seq {live.last_seq}  ·  last event {when}  ·  Ctrl-C quits",
     )
-    footer = Text(last, style="dim") if last else Text("")
+    footer = Text(last, style="dim", no_wrap=True, overflow="ellipsis")
     return Group(header, table, footer)
 
 
