@@ -87,7 +87,7 @@ def test_missing_settings_and_files_are_clear_errors(
     monkeypatch.setattr(settings, "CTL_CONFIG_PATHS", ())
     with pytest.raises(ConfigError, match="no servers, ca_cert, cert, key: pass --state-dir"):
         ctl_settings(environ={})
-    with pytest.raises(ConfigError, match="key 'bus.cert': file .*nope.crt does not exist"):
+    with pytest.raises(ConfigError, match=r"key 'bus\.cert': file .*nope\.crt does not exist"):
         ctl_settings(
             flags=BusFlags(
                 url="tls://x:1",
