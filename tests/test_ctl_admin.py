@@ -3,11 +3,12 @@ a reader certificate may not do."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e import Site, wait_for
+from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from projections.status_view import StatusView
@@ -104,3 +105,31 @@ def test_a_reader_may_look_but_not_command(site: Site, tmp_path: Path) -> None:
         assert "permission denied" in denied.stderr.lower(), denied.stderr
         assert len(denied.stderr.splitlines()) == 1
     assert site.job("w1", "job").status == "success"  # type: ignore[union-attr]
+
+
+def test_a_command_to_an_offline_worker_says_so_and_expires(site: Site) -> None:
+    config = site.worker_config("w1", COUNTING_JOB.format(name="job", interval=60))
+    site.start_manager()
+    site.start_worker(config, key="worker")
+    site.wait_job("w1", "job", lambda j: j.status == "success")
+    assert site.stop("worker") == 0
+    wait_for(lambda: not site.view.workers()[0].online, what="the worker offline")
+
+    late = site.ctl("--timeout", "1", "--ttl", "2", "start", "-w", "w1", "job")
+    assert late.returncode == 1
+    assert late.stderr.startswith(
+        "mirrorbus ctl start: error: no answer from worker w1 within 1s (offline, last seen "
+    )
+    assert "the command stays queued until" in late.stderr
+    time.sleep(2.5)  # past its expiry
+
+    site.start_worker(config, key="worker")
+    answered = wait_for(
+        lambda: [c for c in site.view.dump()["commands"] if c[3] == "start"],
+        20,
+        "the worker's answer to the queued start",
+    )
+    assert answered[0][4] is False  # not accepted ...
+    assert answered[0][5].startswith("expired: given at")  # ... because it expired
+    time.sleep(1)
+    assert count_lines(site.workdir("w1", "job") / "runs") == 1  # and it did not run

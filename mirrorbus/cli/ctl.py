@@ -45,6 +45,8 @@ app = typer.Typer(
 class _Options:
     config: Path | None
     flags: BusFlags
+    timeout: float = 15.0
+    ttl: float = 60.0
 
 
 @app.callback()
@@ -96,6 +98,17 @@ def ctl(
             "--prefix", help="Subject prefix [env: MIRRORBUS_PREFIX].", show_default=False
         ),
     ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for a worker's answer.")
+    ] = 15.0,
+    ttl: Annotated[
+        float,
+        typer.Option(
+            "--ttl",
+            help="Seconds a command stays valid; a worker that gets it "
+            "later answers 'expired' and does not act.",
+        ),
+    ] = 60.0,
 ) -> None:
     """Settings come from, later winning: /etc/mirrorbus/ctl.toml, ~/.config/mirrorbus/ctl.toml,
     -c FILE, environment variables, flags."""
@@ -103,6 +116,8 @@ def ctl(
     logging.getLogger("mirrorbus").setLevel(logging.ERROR)
     ctx.obj = _Options(
         config=config,
+        timeout=timeout,
+        ttl=ttl,
         flags=BusFlags(
             state_dir=state_dir, url=url, ca_cert=ca_cert, cert=cert, key=key, prefix=prefix
         ),
@@ -293,7 +308,10 @@ def list_workers(
 def _command(
     ctx: typer.Context, verb: Verb, worker: str, job: str | None, force: bool = False
 ) -> None:
-    answer = _with_control(ctx, lambda c: c.command(verb, worker, job, force=force))
+    opts: _Options = ctx.obj
+    answer = _with_control(
+        ctx, lambda c: c.command(verb, worker, job, force=force, timeout=opts.timeout, ttl=opts.ttl)
+    )
     target = worker if job is None else f"{worker}/{job}"
     typer.echo(f"{verb} {target}: accepted: {answer.message}")
 
@@ -400,7 +418,11 @@ def set_size(
 
     Example: mirrorbus ctl set-size -w worker1 debian 1.2T
     """
-    answer = _with_control(ctx, lambda c: c.command("set-size", worker, job, size=size))
+    opts: _Options = ctx.obj
+    answer = _with_control(
+        ctx,
+        lambda c: c.command("set-size", worker, job, size=size, timeout=opts.timeout, ttl=opts.ttl),
+    )
     typer.echo(f"set-size {worker}/{job}: accepted: {answer.message}")
 
 
