@@ -1,0 +1,128 @@
+"""Scenario 3: control latency, command sent to answer visible in the view.
+
+In-process (one event loop, three connections with their own certificates): a real
+:class:`~mirrorbus.manager.service.Manager` on SQLite, a real
+:class:`~mirrorbus.worker.service.Worker` and :class:`~mirrorbus.control.Control` as admin.
+Each sample: ``Control.command("ping", ...)`` (which checks the target with the manager,
+appends the command, waits for the worker's answer event), then wait until the answer's row
+is in the view's ``commands`` table (woken by the manager's change notifications).
+Baseline: a raw NATS request/reply round trip (admin to an echo responder) over the same TLS.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+from nats.aio.msg import Msg
+from sqlalchemy import select
+
+from benchmarks.harness import Row, Stack, judged, percentile, wait_until, write_worker_config
+from mirrorbus.control import Control
+from mirrorbus.manager.service import Manager
+from mirrorbus.worker.config import load_worker_config
+from mirrorbus.worker.service import Worker
+from projections import tables as t
+from projections.status_view import StatusView
+
+WORKER = "ctl"
+JOBS = 4
+WARMUP = 20
+
+
+def _has_command(view: StatusView, cmd_id: str) -> bool:
+    with view.engine.connect() as conn:
+        query = select(t.commands.c.cmd_id).where(t.commands.c.cmd_id == cmd_id)
+        return conn.execute(query).first() is not None
+
+
+async def visible(manager: Manager, cmd_id: str, timeout: float = 10.0) -> None:
+    """Return once the answer to ``cmd_id`` is a row of the view."""
+    with anyio.fail_after(timeout):
+        version = manager.changes.version
+        while not await anyio.to_thread.run_sync(_has_command, manager.view, cmd_id):
+            version = await manager.changes.wait(version)
+
+
+async def raw_round_trips(st: Stack, count: int) -> list[float]:
+    responder = await st.bus("manager")
+    client = await st.bus("admin")
+    try:
+
+        async def echo(msg: Msg) -> None:
+            await msg.respond(msg.data)
+
+        subject = st.subjects.api("bench-echo")
+        sub = await responder.nc.subscribe(subject, cb=echo)
+        await responder.nc.flush()
+        samples = []
+        for _ in range(count + WARMUP):
+            started = time.perf_counter()
+            await client.nc.request(subject, b"ping", timeout=5)
+            samples.append(time.perf_counter() - started)
+        await sub.unsubscribe()
+        return samples[WARMUP:]
+    finally:
+        await client.close()
+        await responder.close()
+
+
+async def command_round_trips(st: Stack, count: int) -> list[float]:
+    config = write_worker_config(st.root, WORKER, JOBS, concurrent=4)
+    cfg = await anyio.to_thread.run_sync(load_worker_config, config)
+    mbus = await st.bus("manager")
+    wbus = await st.bus("worker", WORKER)
+    abus = await st.bus("admin")
+    view = await anyio.to_thread.run_sync(StatusView, f"sqlite:///{st.root / 'view.db'}")
+    samples: list[float] = []
+    try:
+        manager = Manager(mbus, view)
+        worker = Worker(cfg, wbus)
+        control = Control(abus)
+        async with anyio.create_task_group() as tg:
+            await tg.start(manager.run)
+            async with anyio.create_task_group() as workers:
+                await workers.start(worker.run)
+                await wait_until(
+                    lambda: len(view.jobs(WORKER)) == JOBS, 30, "the jobs in the view", 0.05
+                )
+                for n in range(count + WARMUP):
+                    job = f"job{n % JOBS:05d}"
+                    started = time.perf_counter()
+                    answer = await control.command("ping", WORKER, job, timeout=10)
+                    await visible(manager, answer.cmd_id)
+                    samples.append(time.perf_counter() - started)
+                worker.stop("benchmark done")
+            tg.cancel_scope.cancel()
+    finally:
+        view.close()
+        for bus in (abus, wbus, mbus):
+            await bus.close()
+    return samples[WARMUP:]
+
+
+async def latency(st: Stack, count: int, full: int) -> list[Row]:
+    await st.ensure_streams()
+    raw = await raw_round_trips(st, count)
+    cmd = await command_round_trips(st, count)
+    note = "in-process manager+worker+ctl, SQLite; baseline: raw NATS request/reply"
+    if count < full:
+        note += f"; quick: {count} of {full} commands"
+    rows = []
+    for p, limit in ((50, 10.0), (99, 20.0)):
+        rows.append(
+            judged(
+                Row(
+                    "3 control",
+                    f"ping ctl→worker→view, p{p} of {count}",
+                    percentile(cmd, p) * 1000,
+                    percentile(raw, p) * 1000,
+                    "ms",
+                    target=f"≤ {limit:g}×",
+                    note=note,
+                    higher_is_better=False,
+                ),
+                at_most=limit,
+            )
+        )
+    return rows
