@@ -7,8 +7,6 @@ is down all reach the view once it is back, none twice; a rebuild gives an ident
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,11 +46,12 @@ def test_worker_restart_restores_every_job(site: Site) -> None:
     cut_pid = wait_for(lambda: read_pid(site.workdir("w1", "cut") / "pid"), what="cut's pid")
     done_before = site.job("w1", "done")
 
-    # The worker dies without a chance to clean up, in the middle of `cut`'s sync.
+    # The worker dies without a chance to clean up, in the middle of `cut`'s sync: its job
+    # process lives on, until the restarted worker ends what is left of the cut-off run.
     site.kill("worker")
-    # (Its orphaned job process is the subject of the resilience issue; end it here.)
-    os.killpg(cut_pid, signal.SIGKILL)
+    assert alive(cut_pid)
     site.start_worker(config, key="worker")
+    wait_for(lambda: not alive(cut_pid), 15, "the orphan of the interrupted run to be ended")
 
     site.wait_job(
         "w1",

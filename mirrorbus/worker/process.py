@@ -9,6 +9,7 @@ normal exit, so a background child left behind by the script does not outlive it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,13 @@ class Launcher(Protocol):
 
 current_launcher: ContextVar[Launcher | None] = ContextVar("current_launcher", default=None)
 """The launcher of the attempt being run in this task, if a hook set one."""
+
+RUN_ENV = "MIRRORBUS_RUN"
+"""Environment variable carrying the run id into every process of a job's run, so that a
+restarted worker can find what a crashed one left running (see :func:`end_leftovers`)."""
+
+current_run: ContextVar[str] = ContextVar("current_run", default="")
+"""The id of the run being executed in this task ("" outside runs)."""
 
 
 class _Default:
@@ -100,8 +108,11 @@ async def run_process(
     :data:`current_launcher`; None: plainly on the host) may wrap the command.
     """
     chosen = current_launcher.get() if isinstance(launcher, _Default) else launcher
+    env = dict(env)
+    if run := current_run.get():
+        env[RUN_ENV] = run
     command, environment = (
-        chosen.command(argv, env, cwd) if chosen is not None else (list(argv), dict(env))
+        chosen.command(argv, env, cwd) if chosen is not None else (list(argv), env)
     )
     try:
         process = await anyio.open_process(
@@ -147,3 +158,46 @@ def _human(seconds: float | None) -> str:
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{seconds:g}s"
+
+
+def _has_run(pid: str, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return marker in fh.read().split(b"\0")
+    except OSError:  # gone, or not ours to read
+        return False
+
+
+def leftovers(run_id: str) -> list[int]:
+    """Processes still carrying ``MIRRORBUS_RUN=<run_id>``: what a crashed worker left behind
+    of that run, daemonised grandchildren included (unless they wiped their environment)."""
+    if not run_id:
+        return []
+    marker = f"{RUN_ENV}={run_id}".encode()
+    own = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != own]
+    except OSError:
+        return []
+    return [int(p) for p in pids if _has_run(p, marker)]
+
+
+async def end_leftovers(run_id: str, grace: float = KILL_GRACE) -> int:
+    """SIGTERM, then SIGKILL, every leftover process of ``run_id``; return how many there were.
+
+    Used when a worker restores a run that was cut off by a crash: the run is closed as
+    "interrupted" and nothing of it may keep writing into the mirror.
+    """
+    found = leftovers(run_id)
+    total = len(found)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = anyio.current_time() + grace
+    while found and anyio.current_time() < deadline:
+        await anyio.sleep(0.05)
+        found = leftovers(run_id)
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return total

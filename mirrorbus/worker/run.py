@@ -22,7 +22,7 @@ from mirrorbus.clock import Clock, new_id
 from mirrorbus.events import AttemptFailed, AttemptStarted, Event, RunStarted, RunSucceeded
 from mirrorbus.worker.hooks import AttemptContext, Hook, run_phase
 from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
-from mirrorbus.worker.process import current_launcher
+from mirrorbus.worker.process import current_launcher, current_run
 
 if TYPE_CHECKING:
     from mirrorbus.worker.service import Job
@@ -122,9 +122,11 @@ class JobRun:
                 return
             self.emit(AttemptStarted(**self._meta(), attempt=attempt, log_file=str(self.log.path)))
             token = current_launcher.set(self.ctx.launcher)
+            run_token = current_run.set(self.run_id)
             try:
                 outcome = await self.job.provider.run_attempt(self.log)
             finally:
+                current_run.reset(run_token)
                 current_launcher.reset(token)
             error = await run_phase(self.hooks, "post-exec", self.ctx)
             self.executing = False

@@ -54,6 +54,7 @@ from mirrorbus.worker.config import MirrorConfig, WorkerConfig, load_worker_conf
 from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
 from mirrorbus.worker.logserve import LogServer
 from mirrorbus.worker.outbox import Outbox
+from mirrorbus.worker.process import end_leftovers
 from mirrorbus.worker.provider import Provider, make_provider
 from mirrorbus.worker.reload import diff
 from mirrorbus.worker.replay import Restored, restore
@@ -173,7 +174,11 @@ class Worker:
             try:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
-                    self._restore_jobs(states)
+                    for run_id in self._restore_jobs(states):
+                        if ended := await end_leftovers(run_id):
+                            log.warning(
+                                "ended %d leftover process(es) of interrupted run %s", ended, run_id
+                            )
                     self.emit(
                         WorkerStarted(
                             **self.meta(),
@@ -232,12 +237,16 @@ class Worker:
                 self._outbox.pending,
             )
 
-    def _restore_jobs(self, states: dict[str, JobState]) -> None:
+    def _restore_jobs(self, states: dict[str, JobState]) -> list[str]:
+        """Make the jobs from their restored states; return the ids of the runs a crash cut
+        off (closed here as "interrupted"; their leftover processes still need ending)."""
+        interrupted: list[str] = []
         now = self.clock.now()
         for mirror in self.config.mirrors:
             job = self._add_job(mirror, states.get(mirror.name))
             state = job.state
             if state.running:
+                interrupted.append(state.run_id)
                 self.emit(
                     AttemptFailed(
                         **self.job_meta(job),
@@ -254,6 +263,7 @@ class Worker:
         for name, state in states.items():
             if name not in self.jobs and not state.removed:
                 self.emit(JobRemoved(id=new_id(), at=now, worker=self.name, job=name))
+        return interrupted
 
     def _add_job(self, mirror: MirrorConfig, state: JobState | None) -> Job:
         """Make the job of ``mirror`` (with its restored state, if any) and say so if the
