@@ -147,26 +147,29 @@ class Control:
         await _admin(self, DisabledFlushed(id=new_id(), at=self.clock.now(), by=self.issuer))
 
     # -- commands ------------------------------------------------------------------------
-    async def _check_target(self, worker: str, job: str | None) -> WorkerRow | None:
-        """Refuse unknown workers and jobs when the manager can tell; None if it cannot."""
+    async def _check_target(self, worker: str, job: str | None) -> None:
+        """Refuse unknown workers and jobs when the manager can tell (one query in the usual
+        case); say nothing if it cannot: the worker itself answers then (or nobody does)."""
         try:
-            workers = await self.workers(timeout=3.0)
             # Flushed jobs are hidden from the view, not gone from the worker: a start
             # brings them back.  A job the worker does not have is refused by the worker.
-            jobs = (
-                await self.jobs(worker, include_removed=True, timeout=3.0)
-                if job is not None
-                else []
-            )
+            jobs = await self.jobs(worker, include_removed=True, timeout=3.0)
+            if jobs and (job is None or any(j.name == job for j in jobs)):
+                return
+            workers = await self.workers(timeout=3.0)
         except BusError:
-            return None  # no manager: the worker itself will answer (or nobody will)
-        row = next((w for w in workers if w.name == worker), None)
-        if row is None:
+            return
+        if not any(w.name == worker for w in workers):
             known = ", ".join(w.name for w in workers) or "none"
             raise UnknownTarget(f"unknown worker {worker!r} (known workers: {known})")
-        if job is not None and not any(j.name == job for j in jobs):
+        if job is not None:
             raise UnknownTarget(f"unknown job {job!r} on worker {worker}")
-        return row
+
+    async def _worker_row(self, worker: str) -> WorkerRow | None:
+        try:
+            return next((w for w in await self.workers(timeout=3.0) if w.name == worker), None)
+        except BusError:
+            return None
 
     async def command(
         self,
@@ -187,7 +190,7 @@ class Control:
         check_name(worker, "worker name")
         if job is not None:
             check_name(job, "job name")
-        row = await self._check_target(worker, job)
+        await self._check_target(worker, job)
         now = self.clock.now()
         cmd = Command(
             id=new_id(),
@@ -236,7 +239,7 @@ class Control:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
-        seen = _last_seen(row)
+        seen = _last_seen(await self._worker_row(worker))
         raise NoAnswer(
             f"no answer from worker {worker} within {timeout:g}s ({seen}); the command stays "
             f"queued until {cmd.expires_at.astimezone():%H:%M:%S} and is dropped after that"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,16 +55,23 @@ def _own_logs(log_dir: Path, job: str) -> list[Path]:
     return [p for p in entries if pattern.fullmatch(p.name) and p.is_file()]
 
 
+def _names(job: str, local: datetime) -> Iterator[str]:
+    """Candidate file stems, tunasync's first; made one at a time, as they are needed."""
+    minute = f"{job}_{local:%Y-%m-%d_%H_%M}"
+    second = f"{minute}_{local:%S}"
+    yield minute
+    yield second
+    for n in range(2, 1000):
+        yield f"{second}-{n}"
+
+
 def new_attempt_log(log_dir: Path, job: str, now: datetime, keep: int = DEFAULT_KEEP) -> AttemptLog:
     """Create the log file of a new attempt (empty), prune old ones, point ``latest`` at it."""
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     old = sorted(_own_logs(log_dir, job), key=lambda p: p.stat().st_mtime, reverse=True)
     for stale in old[max(keep - 1, 0) :]:
         stale.unlink(missing_ok=True)
-    local = now.astimezone()
-    candidates = [f"{job}_{local:%Y-%m-%d_%H_%M}", f"{job}_{local:%Y-%m-%d_%H_%M_%S}"]
-    candidates += [f"{candidates[1]}-{n}" for n in range(2, 1000)]
-    for stem in candidates:
+    for stem in _names(job, now.astimezone()):
         path = log_dir / f"{stem}.log"
         if path.exists() or path.with_name(path.name + ".fail").exists():
             continue
