@@ -246,7 +246,10 @@ class Bus:
             return
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=2)
-        await self.nc.close()
+        # nats-py can fail while closing a connection whose server is gone; closing must
+        # not turn a clean shutdown into a crash.
+        with contextlib.suppress(Exception):
+            await self.nc.close()
 
 
 async def connect(

@@ -47,6 +47,18 @@ def from_bus_config(
     return settings
 
 
+def outbox_path(bus: BusConfig, worker: str, state_dir: Path | None) -> Path:
+    """The worker's durable outbox: ``[bus] outbox``; else in the state directory of an
+    embedded instance; else ``$XDG_STATE_HOME/mirrorbus`` (``~/.local/state/mirrorbus``)."""
+    if bus.outbox is not None:
+        return bus.outbox
+    root = state_dir or (None if bus.urls else env_state_dir())
+    if root is not None:
+        return root / "outbox" / f"{worker}.db"
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "mirrorbus" / f"outbox-{worker}.db"
+
+
 def env_state_dir() -> Path | None:
     value = os.environ.get(STATE_DIR_ENV)
     return Path(value) if value else None

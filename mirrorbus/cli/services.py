@@ -16,13 +16,15 @@ from typing import Annotated
 import anyio
 import typer
 
-from mirrorbus.bus import connect
+from mirrorbus.bus import Bus, BusSettings, connect
 from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
+from mirrorbus.errors import BusError
 from mirrorbus.manager import Manager, catch_up
-from mirrorbus.settings import manager_config, with_http, worker_settings
+from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
 from mirrorbus.worker import Worker, load_worker_config
 from mirrorbus.worker.cgroup import worker_cgroups
 from mirrorbus.worker.config import check_report
+from mirrorbus.worker.journal import Journal
 from projections.status_view import StatusView
 
 log = logging.getLogger("mirrorbus")
@@ -59,6 +61,21 @@ async def _until_signal(
             return
 
 
+async def _connect_patiently(settings: BusSettings) -> Bus:
+    """Connect, waiting (with back-off) while NATS is unreachable: a worker started during an
+    outage waits for the bus instead of exiting.  A refused certificate still fails at once."""
+    delay = 1.0
+    while True:
+        try:
+            return await connect(settings)
+        except BusError as exc:
+            if "certificate" in str(exc).lower() or "authoriz" in str(exc).lower():
+                raise
+            log.warning("%s; retrying in %.0fs", exc, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
 @one_line_errors("mirrorbus worker")
 def worker(
     config: Annotated[
@@ -88,10 +105,12 @@ def worker(
         worker_cgroups(cfg)  # unusable cgroups: a clear error now, before connecting anywhere
     settings = worker_settings(cfg.bus, config, cfg.name, state_dir)
 
+    journal = Journal(outbox_path(cfg.bus, cfg.name, state_dir))
+
     async def main() -> None:
-        bus = await connect(settings)
+        bus = await _connect_patiently(settings)
         try:
-            service = Worker(cfg, bus)
+            service = Worker(cfg, bus, journal=journal)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     _until_signal,

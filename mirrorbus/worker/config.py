@@ -266,7 +266,7 @@ def _bus(b: Checked, base: Path, path: Path) -> BusConfig:
     def file(key: str) -> Path | None:
         return resolve(base, b.text(key)) if b.text(key) else None
 
-    return BusConfig(urls, file("ca_cert"), file("cert"), file("key"), prefix)
+    return BusConfig(urls, file("ca_cert"), file("cert"), file("key"), prefix, file("outbox"))
 
 
 def _upstream_limits(doc: dict[str, object], path: Path) -> MappingProxyType[str, int]:

@@ -50,6 +50,8 @@ class BusConfig:
     cert: Path | None = None
     key: Path | None = None
     prefix: str = DEFAULT_PREFIX
+    outbox: Path | None = None
+    """Where the worker keeps events the bus has not acknowledged yet (a SQLite file)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,7 @@ BUS_KEYS: Mapping[str, Kind] = {
     "cert": _STR,
     "key": _STR,
     "prefix": _STR,
+    "outbox": _STR,
 }
 CGROUP_KEYS: Mapping[str, Kind] = {
     "enable": _BOOL,

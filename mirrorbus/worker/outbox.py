@@ -30,6 +30,7 @@ from mirrorbus.events import (
     encode_snapshot,
     evolve,
 )
+from mirrorbus.worker.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,13 @@ class Outbox:
         acked_seq: int,
         snapshot_every: int = 200,
         on_acked: Callable[[Event, int], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._bus = bus
+        self._journal = journal or Journal(None)
         self._worker = worker
         self._clock = clock
-        self._queue: deque[tuple[str, Event]] = deque()
+        self._queue: deque[tuple[int, str, Event, bytes]] = deque()
         self._wakeup = anyio.Event()
         self._drained = anyio.Event()
         self._drained.set()
@@ -62,7 +65,9 @@ class Outbox:
         self.published = 0
 
     def put(self, subject: str, event: Event) -> None:
-        self._queue.append((subject, event))
+        data = encode(event)
+        kept = self._journal.append(subject, event.id, data)  # on disk before anything else
+        self._queue.append((kept, subject, event, data))
         self._drained = anyio.Event() if self._drained.is_set() else self._drained
         self._wakeup.set()
 
@@ -81,9 +86,9 @@ class Outbox:
                     await self._try_snapshot()
                 await self._wakeup.wait()
                 continue
-            subject, event = self._queue[0]
+            kept, subject, event, data = self._queue[0]
             try:
-                seq = await self._bus.append(subject, encode(event), event.id)
+                seq = await self._bus.append(subject, data, event.id)
             except BusError as exc:
                 log.warning(
                     "event %s not yet stored (%s); retrying in %.1fs",
@@ -96,6 +101,7 @@ class Outbox:
                 continue
             delay = 0.2
             self._queue.popleft()
+            self._journal.remove(kept)
             self.published += 1
             self._acked(event, seq)
 

@@ -52,6 +52,7 @@ from mirrorbus.events import (
 from mirrorbus.worker.commands import CommandHandler
 from mirrorbus.worker.config import MirrorConfig, WorkerConfig, load_worker_config
 from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
+from mirrorbus.worker.journal import Journal, replay
 from mirrorbus.worker.logserve import LogServer
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.process import end_leftovers
@@ -111,6 +112,7 @@ class Worker:
         flush_timeout: float = 10.0,
         rng: random.Random | None = None,
         heartbeat_interval: float = 5.0,
+        journal: Journal | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -121,6 +123,7 @@ class Worker:
         self._host_limiters: dict[str, anyio.CapacityLimiter] = {}
         self.random = rng or random.Random()
         self.heartbeat_interval = heartbeat_interval
+        self.journal = journal or Journal(None)
         self.scheduler = Scheduler(self.clock, self._on_due)
         self._snapshot_every = snapshot_every
         self._flush_timeout = flush_timeout
@@ -159,6 +162,8 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if kept := await replay(self.journal, self.bus):
+            log.info("appended %d events kept from before the last stop", kept)
         restored = await self._restore()
         states = restored.states
         self._outbox = Outbox(
@@ -168,6 +173,7 @@ class Worker:
             acked_states=states,
             acked_seq=restored.seq,
             snapshot_every=self._snapshot_every,
+            journal=self.journal,
         )
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._outbox.run)
@@ -232,9 +238,11 @@ class Worker:
             except BusError as exc:
                 log.warning("no snapshot at shutdown: %s", exc)
         else:
+            where = self.journal.path or "memory only: they are lost"
             log.error(
-                "%d events not stored at shutdown (bus unreachable); they are lost",
+                "%d events not yet stored at shutdown (bus unreachable); kept in %s",
                 self._outbox.pending,
+                where,
             )
 
     def _restore_jobs(self, states: dict[str, JobState]) -> list[str]:
