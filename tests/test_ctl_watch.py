@@ -236,7 +236,8 @@ def test_live_table_in_a_real_terminal(site: Site) -> None:
         wait_for(lambda: "paused" in row("long"), 20, "long shown paused")
         assert "killed by" in row("long")  # the error column (cut to the terminal's width)
         assert "syncing" not in row("long")
-        assert "last: " in screen() and " w1 long stop accepted" in screen()
+        # The worker's answer follows the status events: the footer shows the last event.
+        wait_for(lambda: "last: " in (s := screen()) and " w1 long stop accepted" in s, 10)
 
         _tmux(socket, "send-keys", "-t", "watch", "C-c")
         wait_for(lambda: "EXITED=0" in screen(), 15, "watch to exit 0 on Ctrl-C")
