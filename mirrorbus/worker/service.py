@@ -113,6 +113,7 @@ class Worker:
         rng: random.Random | None = None,
         heartbeat_interval: float = 5.0,
         journal: Journal | None = None,
+        snapshot_interval: float = 3600.0,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -124,6 +125,7 @@ class Worker:
         self.random = rng or random.Random()
         self.heartbeat_interval = heartbeat_interval
         self.journal = journal or Journal(None)
+        self.snapshot_interval = snapshot_interval
         self.scheduler = Scheduler(self.clock, self._on_due)
         self._snapshot_every = snapshot_every
         self._flush_timeout = flush_timeout
@@ -198,6 +200,7 @@ class Worker:
                     tg.start_soon(self.commands.consume)
                     tg.start_soon(self.scheduler.run)
                     tg.start_soon(self._heartbeat)
+                    tg.start_soon(self._snapshot_timer)
                     await tg.start(LogServer(self).run)
                     task_status.started()
                     await self._stopping.wait()
@@ -206,6 +209,18 @@ class Worker:
                 with anyio.CancelScope(shield=True):
                     await self._shutdown()
                 outer.cancel_scope.cancel()
+
+    async def _snapshot_timer(self) -> None:
+        """Write a snapshot at least every ``snapshot_interval`` if anything changed, so a quiet
+        worker's restore never depends on events older than that (the log may have a maximum
+        age: ``[streams] max_age_days``)."""
+        assert self._outbox is not None
+        while True:
+            await anyio.sleep(self.snapshot_interval)
+            try:
+                await self._outbox.snapshot()
+            except BusError as exc:
+                log.warning("periodic snapshot not written: %s", exc)
 
     async def _heartbeat(self) -> None:
         """Tell the world this worker is alive (core NATS: a lost beat is no harm)."""
