@@ -49,6 +49,8 @@ def test_a_vanished_worker_goes_offline_and_its_jobs_keep_their_status(site: Sit
     shown = site.ctl("workers")
     assert shown.returncode == 0
     assert "offline" in shown.stdout.splitlines()[1]
+    listed = site.ctl("list", "--all")
+    assert "syncing (worker offline)" in listed.stdout.splitlines()[1]
 
     # Back: online again with its first heartbeat, the interrupted run closed.
     site.start_worker(config, key="worker")

@@ -57,7 +57,7 @@ def ctl(
         typer.Option(
             "--config",
             "-c",
-            help="ctl config with a [bus] section (over "
+            help="ctl config with a \\[bus] section (over "
             "/etc/mirrorbus/ctl.toml and ~/.config/mirrorbus/ctl.toml).",
             show_default=False,
         ),
@@ -169,13 +169,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def _job_rows(jobs: Sequence[JobState]) -> list[list[str]]:
+def _job_rows(jobs: Sequence[JobState], offline: set[str] | None = None) -> list[list[str]]:
+    """Table rows; a job of an ``offline`` worker keeps its last status, marked as such."""
     now = datetime.now(UTC)
+    offline = offline or set()
     return [
         [
             j.worker,
             j.name,
-            j.status,
+            f"{j.status} (worker offline)" if j.worker in offline else j.status,
             _ago(j.last_update, now),
             _ago(j.last_ended, now),
             _ago(j.next_schedule, now) if j.next_schedule else "-",
@@ -235,7 +237,11 @@ def list_jobs(
                 key="--status",
             )
 
+    offline: set[str] = set()
+
     async def fetch(control: Control) -> list[JobState]:
+        if not (as_json or fmt is not None):  # people see which workers are gone
+            offline.update(w.name for w in await control.workers() if not w.online)
         if all_ or not names:
             return await control.jobs()
         found: list[JobState] = []
@@ -254,7 +260,7 @@ def list_jobs(
         typer.echo(json.dumps([shape(j) for j in jobs], indent=2))
         return
     headers = ["WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"]
-    typer.echo(table(headers, _job_rows(jobs)))
+    typer.echo(table(headers, _job_rows(jobs, offline)))
 
 
 @app.command("workers")
