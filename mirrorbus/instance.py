@@ -1,10 +1,11 @@
 """The state directory of an embedded instance (``mirrorbus up``) and how to reach it.
 
     STATE/
-      instance.json        host, port and subject prefix of the embedded nats-server
-      pki/                 CA, server and client certificates (keys 0600)
+      instance.json        host, port(s) and subject prefix of the embedded nats-server(s)
+      pki/                 CA, server, route and client certificates (keys 0600)
       nats/nats.conf       rendered server config (TLS verify_and_map, roles, JetStream)
       nats/jetstream/      the event log
+      nats/node-N/         with ``up --cluster``: node N's nats.conf and jetstream/ (N = 1..3)
       manager.db           the SQLite status view
       logs/                output of nats-server, the manager and the worker
 
@@ -33,14 +34,44 @@ def default_state_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class InstanceInfo:
+    """Where the embedded server listens.
+
+    ``ports`` lists the client port of every node of an ``up --cluster`` instance (the first
+    is ``port``); it is empty for a single server, whose instance.json has no ``ports`` key,
+    so files written before clusters existed still read the same.
+    """
+
     host: str
     port: int
     prefix: str = DEFAULT_PREFIX
+    ports: tuple[int, ...] = ()
+
+    @property
+    def clustered(self) -> bool:
+        return len(self.ports) > 1
+
+    @property
+    def node_ports(self) -> tuple[int, ...]:
+        """The client port of every node (just ``port`` for a single server)."""
+        return self.ports or (self.port,)
+
+    @property
+    def replicas(self) -> int:
+        """Replicas of the streams: one on each node (1, or 3 for a cluster)."""
+        return len(self.node_ports)
 
     @property
     def url(self) -> str:
+        return self.node_url(self.port)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every node's URL: clients get all of them and move to another when one dies."""
+        return tuple(self.node_url(p) for p in self.node_ports)
+
+    def node_url(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"tls://{host}:{self.port}"
+        return f"tls://{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +98,10 @@ class Instance:
     def store_dir(self) -> Path:
         return self.nats_dir / "jetstream"
 
+    def node_dir(self, node: int) -> Path:
+        """Config and JetStream store of cluster node ``node`` (1-based)."""
+        return self.nats_dir / f"node-{node}"
+
     @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
@@ -86,6 +121,7 @@ class Instance:
                 host=str(raw["host"]),
                 port=int(raw["port"]),
                 prefix=str(raw.get("prefix", DEFAULT_PREFIX)),
+                ports=tuple(int(p) for p in raw.get("ports", ())),
             )
         except FileNotFoundError:
             raise ConfigError(
@@ -100,10 +136,10 @@ class Instance:
         """Write instance.json atomically (temp file + rename)."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.info_file.with_suffix(".json.tmp")
-        tmp.write_text(
-            json.dumps({"host": info.host, "port": info.port, "prefix": info.prefix}, indent=2)
-            + "\n"
-        )
+        raw: dict[str, object] = {"host": info.host, "port": info.port, "prefix": info.prefix}
+        if info.ports:
+            raw["ports"] = list(info.ports)
+        tmp.write_text(json.dumps(raw, indent=2) + "\n")
         tmp.replace(self.info_file)
 
     def bus_settings(self, role: str, name: str | None = None) -> BusSettings:
@@ -113,11 +149,11 @@ class Instance:
             if name is None:
                 raise ConfigError("a worker needs its name", file=self.root)
             return settings_from_paths(
-                [info.url],
+                info.urls,
                 self.pki_dir,
                 f"worker-{name}",
                 prefix=info.prefix,
                 inbox_prefix=Subjects.worker_inbox(name),
                 name=f"worker {name}",
             )
-        return settings_from_paths([info.url], self.pki_dir, role, prefix=info.prefix, name=role)
+        return settings_from_paths(info.urls, self.pki_dir, role, prefix=info.prefix, name=role)

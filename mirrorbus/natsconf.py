@@ -34,11 +34,12 @@ from pathlib import Path
 
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import Subjects, check_name
-from mirrorbus.pki import identity
+from mirrorbus.pki import ROUTE_IDENTITY, identity
 from mirrorbus.server import DEFAULT_PORT
 
 __all__ = [
     "REFERENCE_WORKER",
+    "ClusterBlock",
     "Permissions",
     "render_authorization",
     "render_reference_config",
@@ -213,6 +214,45 @@ def _listen(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterBlock:
+    """This node's place in a cluster: its route listener and the routes to its peers.
+
+    Routes use mutual TLS with ``route.crt`` (see :func:`mirrorbus.pki.ensure_route_cert`)
+    mapped to the single route user :data:`~mirrorbus.pki.ROUTE_IDENTITY`: a client
+    certificate of the same CA that reaches the route port is refused, so the users'
+    permissions cannot be bypassed through it.
+    """
+
+    name: str
+    host: str
+    port: int
+    routes: tuple[tuple[str, int], ...]
+
+
+def _render_cluster(cluster: ClusterBlock, pki: Path) -> str:
+    routes = [f"tls://{_listen(h, p)}" for h, p in cluster.routes]
+    return (
+        "# Routes to the other nodes: mutual TLS, and only route.crt may be a route.\n"
+        "cluster {\n"
+        f"  name: {_q(cluster.name)}\n"
+        f"  listen: {_q(_listen(cluster.host, cluster.port))}\n"
+        f"  routes: {_list(routes, '  ')}\n"
+        "  authorization {\n"
+        f"    user: {_q(ROUTE_IDENTITY)}\n"
+        "  }\n"
+        "  tls {\n"
+        f"    cert_file: {_q(str(pki / 'route.crt'))}\n"
+        f"    key_file: {_q(str(pki / 'route.key'))}\n"
+        f"    ca_file: {_q(str(pki / 'ca.crt'))}\n"
+        "    verify_and_map: true\n"
+        f"    timeout: {TLS_HANDSHAKE_TIMEOUT}\n"
+        "  }\n"
+        "}\n"
+        "\n"
+    )
+
+
 def render_server_config(
     *,
     pki_dir: Path,
@@ -222,11 +262,14 @@ def render_server_config(
     subjects: Subjects,
     workers: Iterable[str],
     server_name: str = "mirrorbus",
+    cluster: ClusterBlock | None = None,
 ) -> str:
     """A complete nats-server config: listener, JetStream, mutual TLS and the users.
 
     The certificate files are the ones :mod:`mirrorbus.pki` writes in ``pki_dir``.  There is
     no monitoring port: add one by hand if you want it (it is not covered by the TLS mapping).
+    With ``cluster`` the node also routes to its peers (JetStream then replicates streams
+    across them; every node needs its own ``server_name`` and ``store_dir``).
     """
     pki = Path(pki_dir)
     return (
@@ -246,7 +289,9 @@ def render_server_config(
         "  verify_and_map: true\n"
         f"  timeout: {TLS_HANDSHAKE_TIMEOUT}\n"
         "}\n"
-        "\n" + render_authorization(subjects, workers)
+        "\n"
+        + (_render_cluster(cluster, pki) if cluster is not None else "")
+        + render_authorization(subjects, workers)
     )
 
 

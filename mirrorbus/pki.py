@@ -45,8 +45,10 @@ from mirrorbus.events.subjects import check_name
 __all__ = [
     "DEFAULT_HOSTS",
     "ROLES",
+    "ROUTE_IDENTITY",
     "IssuedCert",
     "ensure_pki",
+    "ensure_route_cert",
     "identity",
     "init_ca",
     "issue",
@@ -57,6 +59,8 @@ __all__ = [
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 #: Roles a client certificate can be issued for; only ``worker`` takes a name.
 ROLES: tuple[str, ...] = ("manager", "worker", "admin", "reader")
+#: The identity of ``route.crt``, the certificate cluster nodes present to each other.
+ROUTE_IDENTITY = "CN=mirrorbus-route"
 
 _CA_DAYS = 3650
 # Leaf certificates outlive a typical mirror host's install; re-issue with `certs issue`.
@@ -221,7 +225,7 @@ def _sign_leaf(
     ca_cert: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
     subject: x509.Name,
-    eku: x509.ObjectIdentifier,
+    ekus: Sequence[x509.ObjectIdentifier],
     sans: Sequence[x509.GeneralName] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
@@ -230,7 +234,7 @@ def _sign_leaf(
         _builder(subject, ca_cert.subject, key.public_key(), _LEAF_DAYS)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_leaf_usage(), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(ekus)), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
@@ -259,7 +263,7 @@ def _issue_server(directory: Path, hosts: Sequence[str]) -> None:
         ]
     )
     sans = list(dict.fromkeys(_san(h) for h in hosts))
-    cert, key = _sign_leaf(ca_cert, ca_key, subject, ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    cert, key = _sign_leaf(ca_cert, ca_key, subject, [ExtendedKeyUsageOID.SERVER_AUTH], sans)
     _write_pair(directory, "server", cert, key)
 
 
@@ -321,7 +325,7 @@ def issue(directory: Path, role: str, name: str | None = None) -> IssuedCert:
     cn = _common_name(role, name)  # validates role and name before touching the disk
     ca_cert, ca_key = _load_ca(directory)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert, key = _sign_leaf(ca_cert, ca_key, subject, ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert, key = _sign_leaf(ca_cert, ca_key, subject, [ExtendedKeyUsageOID.CLIENT_AUTH])
     stem = _stem(role, name)
     _write_pair(directory, stem, cert, key)
     return IssuedCert(
@@ -346,14 +350,38 @@ def issued_cert(directory: Path, role: str, name: str | None = None) -> IssuedCe
     )
 
 
-def _server_covers(directory: Path, hosts: Sequence[str]) -> bool:
-    """Whether ``server.crt`` exists and names every one of ``hosts``."""
+def _server_covers(directory: Path, hosts: Sequence[str], stem: str = "server") -> bool:
+    """Whether ``<stem>.crt`` exists and names every one of ``hosts``."""
     try:
-        cert = x509.load_pem_x509_certificate((directory / "server.crt").read_bytes())
+        cert = x509.load_pem_x509_certificate((directory / f"{stem}.crt").read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound):
         return False
-    return all(_san(h) in sans for h in hosts) and (directory / "server.key").is_file()
+    return all(_san(h) in sans for h in hosts) and (directory / f"{stem}.key").is_file()
+
+
+def ensure_route_cert(directory: Path, hosts: Sequence[str] = DEFAULT_HOSTS) -> Path:
+    """Issue ``route.crt``/``route.key`` (unless one covering ``hosts`` exists); return the crt.
+
+    Cluster nodes authenticate each other with it: a node dials its peers as a TLS *client*
+    and accepts them as a *server*, so the certificate carries both extended key usages,
+    which ``server.crt`` (server only) and the role certificates (client only) do not.  Its
+    subject :data:`ROUTE_IDENTITY` is the only route user, so no role certificate from the
+    same CA (a worker's, say) can join the cluster and bypass the users' permissions.
+    """
+    directory = Path(directory)
+    if not _server_covers(directory, hosts, "route"):
+        ca_cert, ca_key = _load_ca(directory)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROUTE_IDENTITY[3:])])
+        cert, key = _sign_leaf(
+            ca_cert,
+            ca_key,
+            subject,
+            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+            list(dict.fromkeys(_san(h) for h in hosts)),
+        )
+        _write_pair(directory, "route", cert, key)
+    return directory / "route.crt"
 
 
 def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) -> None:

@@ -315,7 +315,9 @@ def manager_config(
     return ManagerConfig(
         bus=instance.bus_settings("manager"),
         database_url=database_url or instance.db_url,
-        streams=streams,
+        # An `up --cluster` instance keeps its streams at three replicas (the manager
+        # updates the streams to these settings at start).
+        streams=StreamSettings(replicas=instance.read().replicas),
     )
 
 

@@ -7,6 +7,11 @@ restarted with a growing delay while the others carry on.  SIGINT/SIGTERM stops 
 order (worker first, so it records its killed runs while the bus is still up; nats-server
 last), job processes included.
 
+With ``--cluster`` the one nats-server becomes a three-node cluster on loopback (see
+:mod:`mirrorbus.cluster`) with streams of three replicas, and the manager and the worker get
+every node's URL: a node that dies is restarted like any other child, and meanwhile the
+clients carry on through the other two.
+
 Children run in their own sessions so that a Ctrl-C on the terminal reaches only this
 process, which then stops them in that order.
 """
@@ -18,15 +23,17 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 import anyio
+import nats.errors
 
-from mirrorbus import pki
+from mirrorbus import cluster, pki
 from mirrorbus.bus import StreamSettings, connect
-from mirrorbus.errors import BusError, ServerError
+from mirrorbus.errors import BusError, ConfigError, ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.natsconf import render_server_config
@@ -102,18 +109,38 @@ class Child:
             proc.wait()
 
 
-def prepare(instance: Instance, cfg: WorkerConfig, port: int | None) -> InstanceInfo:
-    """Create or reuse the state directory, certificates and server config."""
+def prepare(
+    instance: Instance, cfg: WorkerConfig, port: int | None, clustered: bool = False
+) -> InstanceInfo:
+    """Create or reuse the state directory, certificates and server config(s).
+
+    An instance started with ``--cluster`` stays a cluster on later starts.  A single
+    server's log cannot become a cluster's (the nodes have stores of their own), so
+    ``--cluster`` on a state directory that holds one is an error.
+    """
     previous = instance.read() if instance.info_file.exists() else None
+    if previous is not None and previous.clustered:
+        clustered = True
+    elif clustered and instance.store_dir.exists():
+        raise ConfigError(
+            f"holds the log of a single nats-server ({instance.store_dir}); a cluster cannot "
+            "take it over: use another --state-dir for `up --cluster`",
+            file=instance.root,
+        )
+    base = port or (previous.port if previous else DEFAULT_PORT)
     info = InstanceInfo(
         host="127.0.0.1",
-        port=port or (previous.port if previous else DEFAULT_PORT),
+        port=base,
         prefix=cfg.bus.prefix,
+        ports=cluster.cluster_ports(base) if clustered else (),
     )
     instance.root.mkdir(parents=True, exist_ok=True, mode=0o700)
     instance.write(info)
     pki.ensure_pki(instance.pki_dir, HOSTS, [cfg.name])
     instance.nats_dir.mkdir(parents=True, exist_ok=True)
+    if clustered:
+        cluster.write_configs(instance, info, pki.issued_workers(instance.pki_dir))
+        return info
     text = render_server_config(
         pki_dir=instance.pki_dir.resolve(),
         store_dir=instance.store_dir.resolve(),
@@ -128,10 +155,21 @@ def prepare(instance: Instance, cfg: WorkerConfig, port: int | None) -> Instance
     return info
 
 
-async def _create_streams(instance: Instance) -> None:
+async def _create_streams(instance: Instance, replicas: int, timeout: float = 30.0) -> None:
+    """Create (or update) the streams; a new cluster first has to elect its meta leader,
+    and until it has, JetStream answers "temporarily unavailable" or not at all."""
     bus = await connect(instance.bus_settings("admin"), reconnect=False)
     try:
-        await bus.ensure_streams(StreamSettings())
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await bus.ensure_streams(StreamSettings(replicas=replicas))
+                return
+            except (BusError, nats.errors.Error) as exc:
+                if time.monotonic() > deadline:
+                    raise BusError(f"no streams after {timeout:g}s: {exc}") from None
+                log.debug("streams not created yet (%s); retrying", exc)
+                await anyio.sleep(0.5)
     finally:
         await bus.close()
 
@@ -167,18 +205,24 @@ def up(
     port: int | None,
     nats_binary: str | None,
     http: str | None = None,
+    clustered: bool = False,
 ) -> None:
-    """Run the embedded default until SIGINT or SIGTERM."""
+    """Run the embedded default until SIGINT or SIGTERM (``clustered``: on three nodes)."""
     instance = Instance(state_dir)
-    info = prepare(instance, cfg, port)
+    info = prepare(instance, cfg, port, clustered)
     binary = find_nats_server(nats_binary)
-    server = NatsServer(
-        binary,
-        instance.nats_conf,
-        host=info.host,
-        port=info.port,
-        log_file=instance.logs_dir / "nats-server.log",
-    )
+    if info.clustered:
+        servers = cluster.servers(instance, info, binary)
+    else:
+        servers = [
+            NatsServer(
+                binary,
+                instance.nats_conf,
+                host=info.host,
+                port=info.port,
+                log_file=instance.logs_dir / "nats-server.log",
+            )
+        ]
     root = str(state_dir.resolve())
     python = [sys.executable, "-m", "mirrorbus"]
     children = [
@@ -197,8 +241,9 @@ def up(
     ]
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.start()
-        anyio.run(_create_streams, instance, backend="asyncio")
+        for server in servers:
+            server.start()
+        anyio.run(_create_streams, instance, info.replicas, backend="asyncio")
         for child in children:
             child.start()
         if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
@@ -206,12 +251,17 @@ def up(
         print(_banner(instance, info, cfg, config_path, http), flush=True)
         while True:
             now = time.monotonic()
-            if not server.running:
-                log.warning("nats-server exited; restarting it (log %s)", server.log_file)
-                try:
-                    server.start()
-                except ServerError as exc:
-                    log.error("%s", exc)
+            for server in servers:
+                if not server.running:
+                    log.warning(
+                        "nats-server on port %d exited; restarting it (log %s)",
+                        server.port,
+                        server.log_file,
+                    )
+                    try:
+                        server.start()
+                    except ServerError as exc:
+                        log.error("%s", exc)
             for child in children:
                 child.check(now)
             time.sleep(0.5)
@@ -222,22 +272,35 @@ def up(
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(children):  # worker first, while the bus still runs
             child.stop()
-        server.stop()
+        _stop_all(servers)
         for s, handler in old.items():
             signal.signal(s, handler)
     print("stopped; state kept in", root, flush=True)
+
+
+def _stop_all(servers: list[NatsServer]) -> None:
+    """Stop the nodes together: one after the other, the last two would each wait for a
+    cluster that is going away."""
+    if len(servers) == 1:
+        servers[0].stop()
+        return
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for done in [pool.submit(s.stop) for s in servers]:
+            done.result()
 
 
 def _banner(
     instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: Path, http: str | None
 ) -> str:
     root = instance.root.resolve()
+    nodes = f"{len(info.urls)}-node cluster, streams R{info.replicas}; " if info.clustered else ""
     status = [f"  status     http://{http}/  (page; /jobs is tunasync's JSON; /metrics)"]
     return "\n".join(
         [
             f"mirrorbus is up: worker {cfg.name!r} with {len(cfg.mirrors)} job(s) from {config}",
             f"  state      {root}",
-            f"  nats       {info.url} (mutual TLS; certificates in {root / 'pki'})",
+            f"  nats       {', '.join(info.urls)} "
+            f"({nodes}mutual TLS; certificates in {root / 'pki'})",
             f"  view       {instance.db_path.resolve()} (SQLite)",
             f"  logs       {root / 'logs'}",
             *(status if http else []),

@@ -71,10 +71,19 @@ def up(
         int | None,
         typer.Option(
             "--port",
-            help="Port of the embedded nats-server [default: 14222, or the one used before].",
+            help="Port of the embedded nats-server [default: 14222, or the one used before]; "
+            "with --cluster the first of six (clients PORT..PORT+2, routes PORT+3..PORT+5).",
             show_default=False,
         ),
     ] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run a three-node nats-server cluster on loopback, streams with three "
+            "replicas (kept on later starts of this state directory).",
+        ),
+    ] = False,
     nats_server: Annotated[
         str | None,
         typer.Option(
@@ -97,7 +106,7 @@ def up(
 ) -> None:
     """Run NATS, the manager and a worker on this machine, TLS on, SQLite view.
 
-    Example: mirrorbus up -c examples/worker.toml
+    Example: mirrorbus up -c examples/worker.toml   (or: ... --cluster)
     """
     from mirrorbus.supervisor import up as run_up
 
@@ -107,7 +116,9 @@ def up(
         typer.echo(f"warning: {warning}", err=True)
     if http is not None:
         parse_listen(http, "--http")  # a bad address fails here, not in the manager
-    run_up(config, cfg, state_dir or default_state_dir(), port, nats_server, http)
+    run_up(
+        config, cfg, state_dir or default_state_dir(), port, nats_server, http, clustered=cluster
+    )
 
 
 def main() -> None:
