@@ -156,20 +156,26 @@ def prepare(
 
 
 async def _create_streams(instance: Instance, replicas: int, timeout: float = 30.0) -> None:
-    """Create (or update) the streams; a new cluster first has to elect its meta leader,
-    and until it has, JetStream answers "temporarily unavailable" or not at all."""
+    """Create (or update) the streams once JetStream answers.
+
+    A new cluster first elects its meta leader; until then a JetStream request gets "503
+    temporarily unavailable" or no answer at all, so JetStream is asked with a short timeout
+    first (a stream request would wait out its full timeout instead).
+    """
     bus = await connect(instance.bus_settings("admin"), reconnect=False)
     try:
         deadline = time.monotonic() + timeout
+        probe = bus.nc.jetstream(timeout=0.5)
         while True:
             try:
+                await probe.account_info()
                 await bus.ensure_streams(StreamSettings(replicas=replicas))
                 return
             except (BusError, nats.errors.Error) as exc:
                 if time.monotonic() > deadline:
                     raise BusError(f"no streams after {timeout:g}s: {exc}") from None
-                log.debug("streams not created yet (%s); retrying", exc)
-                await anyio.sleep(0.5)
+                log.debug("JetStream not ready (%s); asking again", exc)
+                await anyio.sleep(0.2)
     finally:
         await bus.close()
 
