@@ -26,9 +26,13 @@ from e2e import alive, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.bus import connect
-from mirrorbus.cluster import NODES
-from mirrorbus.instance import Instance
+from mirrorbus.cluster import NODES, cluster_ports, nodes
+from mirrorbus.errors import ConfigError
+from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.server import find_nats_server, free_port
+from mirrorbus.settings import manager_config
+from mirrorbus.supervisor import prepare
+from mirrorbus.worker.config import load_worker_config
 from projections.status_view import StatusView
 
 WORKER = "solo"
@@ -300,3 +304,45 @@ def test_a_client_certificate_cannot_join_the_cluster(up: ClusterUp) -> None:
 def stream_cluster_names(state: Path) -> set[str]:
     c = wait_for(lambda: stream_cluster(state), 20, "the stream's cluster info")
     return {c.leader, *c.peers}
+
+
+def test_instance_json_records_every_node_and_old_files_still_read(tmp_path: Path) -> None:
+    old = Instance(tmp_path / "old")
+    old.root.mkdir()
+    old.info_file.write_text('{"host": "127.0.0.1", "port": 14222, "prefix": "mirrorbus"}\n')
+    single = old.read()
+    assert single == InstanceInfo(host="127.0.0.1", port=14222)
+    assert (single.urls, single.replicas, single.clustered) == (
+        ("tls://127.0.0.1:14222",),
+        1,
+        False,
+    )
+    old.write(single)
+    assert "ports" not in json.loads(old.info_file.read_text())  # unchanged for one server
+
+    many = Instance(tmp_path / "many")
+    many.write(InstanceInfo(host="127.0.0.1", port=14222, ports=cluster_ports(14222)))
+    info = many.read()
+    assert info.ports == (14222, 14223, 14224) and info.replicas == 3
+    (many.root / "pki").mkdir()
+    assert many.bus_settings("worker", "w1").servers == (
+        "tls://127.0.0.1:14222",
+        "tls://127.0.0.1:14223",
+        "tls://127.0.0.1:14224",
+    )
+    # The manager of an `up --cluster` instance keeps the streams at three replicas.
+    assert manager_config(None, many.root, None).streams.replicas == 3
+    assert [(n.name, n.port, n.route_port) for n in nodes(info)] == [
+        ("mirrorbus-1", 14222, 14225),
+        ("mirrorbus-2", 14223, 14226),
+        ("mirrorbus-3", 14224, 14227),
+    ]
+
+
+def test_a_single_servers_log_is_not_taken_over_by_a_cluster(tmp_path: Path) -> None:
+    config = ClusterUp(tmp_path).config
+    instance = Instance(tmp_path / "state")
+    instance.write(InstanceInfo(host="127.0.0.1", port=14222))
+    instance.store_dir.mkdir(parents=True)
+    with pytest.raises(ConfigError, match="use another --state-dir"):
+        prepare(instance, load_worker_config(config), None, clustered=True)
