@@ -16,6 +16,7 @@ from mirrorbus.events import (
     AttemptStarted,
     CommandAnswered,
     DisabledFlushed,
+    Event,
     JobEvent,
     JobState,
     RunStarted,
@@ -30,7 +31,52 @@ from mirrorbus.events import (
     evolve,
 )
 from projections import tables as t
-from projections.rows import ApplyResult, Entry, row_state, state_row, to_us
+from projections.rows import ApplyResult, Entry, from_us, row_state, state_row, to_us
+
+_INTEGER = (-(2**31), 2**31 - 1)
+"""Range of the view's ``Integer`` columns on every backend (PostgreSQL's int4)."""
+
+_TEXT_COLUMNS: dict[str, Any] = {
+    "run_id": t.runs.c.run_id,
+    "size": t.runs.c.size,
+    "reason": t.runs.c.reason,
+    "verb": t.commands.c.verb,
+    "cmd_id": t.commands.c.cmd_id,
+    "version": t.workers.c.version,
+    "provider": t.jobs.c.provider,
+}
+_TEXT_LIMITS: dict[str, int] = {name: c.type.length for name, c in _TEXT_COLUMNS.items()}
+"""Event fields stored in a column of limited length (``String(n)``), by field name."""
+
+
+def _check_storable(ev: Event) -> None:
+    """Raise CodecError if a value of ``ev`` does not fit the view's columns.
+
+    The schema lets through values that a table cannot hold (an exit code of 2**64, a run id
+    of 100 characters, a NUL in a text, a time whose UTC year is 0); storing one would fail
+    its whole batch, again at every retry, and stop the projector at that event for good.
+    The limits are PostgreSQL's and apply on SQLite too, so that both backends set aside the
+    same events and give the same view.
+    """
+    for name in ev.__struct_fields__:
+        value = getattr(ev, name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) and not _INTEGER[0] <= value <= _INTEGER[1]:
+            raise CodecError(f"{type(ev).__name__}: {name} {value} is out of range")
+        if isinstance(value, str):
+            limit = _TEXT_LIMITS.get(name)
+            if limit is not None and len(value) > limit:
+                raise CodecError(
+                    f"{type(ev).__name__}: {name} of {len(value)} characters (at most {limit})"
+                )
+            if "\x00" in value:
+                raise CodecError(f"{type(ev).__name__}: NUL character in {name}")
+        if isinstance(value, datetime):
+            try:
+                from_us(to_us(value))  # it must read back too, or its job row is unreadable
+            except (OverflowError, ValueError, OSError):
+                raise CodecError(f"{type(ev).__name__}: {name} is out of range") from None
 
 
 class Batch:
@@ -68,6 +114,7 @@ class Batch:
             try:
                 ev = decode_event(data)
                 self._check_subject(subject, ev)
+                _check_storable(ev)
             except CodecError as exc:
                 self.dead.append(
                     {
