@@ -126,6 +126,10 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
                 "$JS.API.INFO",
                 f"$JS.API.STREAM.INFO.{evt}",
                 f"$JS.API.CONSUMER.CREATE.{evt}.>",
+                # The workers' snapshots: a view that starts after the log's oldest events
+                # (its maximum age) is seeded from them.
+                f"$JS.API.STREAM.INFO.{s.snap_stream}",
+                f"$JS.API.STREAM.MSG.GET.{s.snap_stream}",
                 f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
                 f"$JS.API.CONSUMER.DELETE.{evt}.>",
                 f"$JS.API.CONSUMER.INFO.{evt}.>",

@@ -105,6 +105,7 @@ class Batch:
 
     def apply(self, entries: Sequence[Entry]) -> ApplyResult:
         position = self._position()
+        floors = dict(self.conn.execute(select(t.seed_floors.c.worker, t.seed_floors.c.seq)).all())
         applied = skipped = 0
         for seq, subject, data in entries:
             if seq <= position:
@@ -115,6 +116,9 @@ class Batch:
                 ev = decode_event(data)
                 self._check_subject(subject, ev)
                 _check_storable(ev)
+                if isinstance(ev, JobEvent) and seq <= floors.get(ev.worker, 0):
+                    skipped += 1  # already in the snapshot the view was seeded from
+                    continue
             except CodecError as exc:
                 self.dead.append(
                     {

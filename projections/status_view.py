@@ -23,10 +23,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus.errors import ProjectionError
-from mirrorbus.events import JobState, Subjects
+from mirrorbus.events import JobState, Subjects, WorkerSnapshot
 from projections import tables as t
 from projections.batch import Batch
-from projections.rows import ApplyResult, Entry, RunRow, WorkerRow, from_us, row_state, to_us
+from projections.rows import (
+    ApplyResult,
+    Entry,
+    RunRow,
+    WorkerRow,
+    from_us,
+    row_state,
+    state_row,
+    to_us,
+)
 
 __all__ = [
     "ApplyResult",
@@ -128,6 +137,57 @@ class StatusView:
                 return Batch(conn, self.subjects, self._sqlite).apply(entries)
         except SQLAlchemyError as exc:
             raise ProjectionError(f"cannot write the status view: {exc}") from None
+
+    def seed(self, snapshots: Sequence[WorkerSnapshot], position: int) -> None:
+        """Start from the workers' snapshots when the log's first events are gone.
+
+        A log with a maximum age drops its oldest events; a view that had not applied them
+        (a new or rebuilt view, or a manager down for longer) takes each worker's jobs from
+        its last snapshot instead, and skips that worker's job events the snapshot already
+        holds.  Runs and commands older than the log are not recovered.
+        """
+        with self.engine.begin() as conn:
+            floors = dict(conn.execute(select(t.seed_floors.c.worker, t.seed_floors.c.seq)).all())
+            for snap in snapshots:
+                if snap.seq <= floors.get(snap.worker, 0):
+                    continue
+                for state in snap.jobs:
+                    key = (t.jobs.c.worker == state.worker, t.jobs.c.name == state.name)
+                    stored = conn.execute(select(t.jobs.c.seq).where(*key)).scalar()
+                    if stored is None:
+                        conn.execute(insert(t.jobs).values(**state_row(state, snap.seq)))
+                    elif stored < snap.seq:
+                        conn.execute(
+                            update(t.jobs).where(*key).values(**state_row(state, snap.seq))
+                        )
+                known = conn.execute(
+                    select(t.workers.c.name).where(t.workers.c.name == snap.worker)
+                ).scalar()
+                if known is None:
+                    conn.execute(
+                        insert(t.workers).values(
+                            name=snap.worker,
+                            online=False,
+                            started_at=None,
+                            stopped_at=None,
+                            last_seen=to_us(snap.at),
+                            version="",
+                            hostname="",
+                            pid=0,
+                            jobs=len(snap.jobs),
+                            concurrent=0,
+                            seq=snap.seq,
+                        )
+                    )
+                conn.execute(delete(t.seed_floors).where(t.seed_floors.c.worker == snap.worker))
+                conn.execute(insert(t.seed_floors).values(worker=snap.worker, seq=snap.seq))
+            current = int(
+                conn.execute(select(t.meta.c.value).where(t.meta.c.key == "position")).scalar() or 0
+            )
+            if position > current:
+                conn.execute(
+                    update(t.meta).where(t.meta.c.key == "position").values(value=position)
+                )
 
     # -- reading -------------------------------------------------------------------------
     def jobs(self, worker: str | None = None, *, include_removed: bool = False) -> list[JobState]:

@@ -112,7 +112,16 @@ heartbeats = Table(
     Column("last_beat", BigInteger, nullable=False),
 )
 
-NOT_FROM_THE_LOG = ("heartbeats",)
+seed_floors = Table(
+    # When old events were gone from the log (a maximum age), the view was seeded from each
+    # worker's snapshot: its job events at or below ``seq`` are already in the rows.
+    "seed_floors",
+    metadata,
+    Column("worker", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+
+NOT_FROM_THE_LOG = ("heartbeats", "seed_floors")
 """Tables a rebuild does not reproduce (and ``dump`` leaves out)."""
 
 meta = Table(

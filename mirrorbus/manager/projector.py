@@ -22,7 +22,8 @@ from anyio.abc import TaskStatus
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError
+from mirrorbus.errors import BusError, CodecError
+from mirrorbus.events import decode_snapshot
 from projections.status_view import ApplyResult, Entry, StatusView
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Projector:
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
         s = self.bus.subjects
+        await seed_if_truncated(self.bus, self.view)
         self.position = await anyio.to_thread.run_sync(self.view.position)
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.bus.js.delete_consumer(s.evt_stream, self.consumer)
@@ -99,6 +101,44 @@ class Projector:
                 self.on_applied(result)
 
 
+async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
+    """If events the view has not applied are gone from the log (its maximum age), seed the
+    view from the workers' snapshots (see ``StatusView.seed``); True if it did."""
+    s = bus.subjects
+    try:
+        info = await bus.js.stream_info(s.evt_stream)
+    except nats.js.errors.NotFoundError:
+        return False
+    first = int(info.state.first_seq or 0)
+    position = await anyio.to_thread.run_sync(view.position)
+    if first <= position + 1:
+        return False
+    snapshots = []
+    try:
+        snaps_info = await bus.js.stream_info(s.snap_stream, subjects_filter=s.all_snapshots)
+        for subject in sorted((snaps_info.state.subjects or {}).keys()):
+            raw = await bus.js.get_last_msg(s.snap_stream, subject)
+            try:
+                snapshots.append(decode_snapshot(raw.data or b""))
+            except CodecError as exc:
+                log.warning("unreadable snapshot on %s: %s", subject, exc)
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+        log.error(
+            "the log starts at event %d but the snapshots cannot be read (%s): jobs "
+            "whose events are all older will be missing",
+            first,
+            exc,
+        )
+    await anyio.to_thread.run_sync(view.seed, snapshots, first - 1)
+    log.warning(
+        "the log starts at event %d (older ones are past its maximum age); the view "
+        "took %d workers' jobs from their snapshots",
+        first,
+        len(snapshots),
+    )
+    return True
+
+
 async def catch_up(
     bus: Bus, view: StatusView, *, batch: int = 2000, until: int | None = None
 ) -> int:
@@ -107,6 +147,7 @@ async def catch_up(
     Used by ``manager rebuild``: an ordered, ephemeral read of the log into ``view``.
     """
     s = bus.subjects
+    await seed_if_truncated(bus, view)
     last = until if until is not None else await bus.last_sequence()
     position = await anyio.to_thread.run_sync(view.position)
     if position >= last:
