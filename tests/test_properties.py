@@ -617,10 +617,12 @@ def _toml_table(header: str, table: dict[str, Any]) -> str:
     return header + "\n" + "".join(lines)
 
 
+# Numbers stay within what a timedelta holds: larger ones, inf and nan are a known bug
+# (test_a_huge_or_odd_number_is_a_config_error below).
 toml_scalars = st.one_of(
     st.text(max_size=12),
     st.integers(-5, 10**6),
-    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.floats(-5, 1e6),
     st.booleans(),
 )
 toml_any = st.one_of(
@@ -709,3 +711,33 @@ def test_a_name_outside_the_subject_alphabet_is_refused_at_load(name: str, as_jo
         path.write_text(text)
         with pytest.raises(ConfigError, match="key 'name'"):
             load_worker_config(path)
+
+
+_ODD_NUMBERS = [
+    "interval = 1e300",
+    "interval = nan",
+    "interval = inf",
+    "timeout = 9000000000000000000",
+    "jitter = 1e300",
+    "retry_backoff = 1e300",
+]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: mirrorbus/worker/config_mirrors.py:190,192,224,225 (and config.py:164,166) "
+    "make timedelta(minutes=...)/timedelta(seconds=...) of any non-negative number: a huge "
+    "one, inf or nan raises OverflowError/ValueError instead of ConfigError "
+    "(config_schema.read_table only refuses negatives)",
+)
+@pytest.mark.parametrize("line", _ODD_NUMBERS)
+def test_a_huge_or_odd_number_is_a_config_error(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(
+        _toml_table("[global]", {"name": "w1", "mirror_dir": "m", "log_dir": "l/{{.Name}}"})
+        + line
+        + "\n"
+        + _toml_table("[[mirrors]]", {"name": "j", "provider": "command", "command": "/bin/true"})
+    )
+    with pytest.raises(ConfigError):
+        load_worker_config(path)
