@@ -7,7 +7,7 @@ timezone-aware UTC ``datetime`` everywhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -55,16 +55,21 @@ class ApplyResult:
     position: int
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
 def to_us(value: datetime | None) -> int | None:
-    if value is None:
+    """Microseconds since the epoch, exactly (integer arithmetic: no float rounding)."""
+    if value is None or value.tzinfo is None:
         return None
-    return int(value.timestamp() * 1_000_000) if value.tzinfo else None
+    return (value - _EPOCH) // _US
 
 
 def from_us(value: int | None) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromtimestamp(value / 1_000_000, UTC)
+    return _EPOCH + value * _US
 
 
 def state_row(state: JobState, seq: int) -> dict[str, Any]:

@@ -128,6 +128,18 @@ UNITS: Mapping[str, str] = {
     "upstream_limit": "connections per upstream host",
 }
 NON_NEGATIVE = frozenset(UNITS)
+_TEN_YEARS_MIN = 10 * 365 * 24 * 60
+MAXIMUM: Mapping[str, float] = {
+    # Past these a value is a typo, and would overflow a timedelta or a database column.
+    "interval": _TEN_YEARS_MIN,
+    "jitter": _TEN_YEARS_MIN,
+    "timeout": _TEN_YEARS_MIN * 60,
+    "rsync_timeout": _TEN_YEARS_MIN * 60,
+    "retry_backoff": 24 * 3600,
+    "retry": 1000,
+    "concurrent": 100_000,
+    "upstream_limit": 100_000,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +212,8 @@ def read_table(
             raise where.error(key, f"expected {kind.value}{unit}, got {describe(value)}")
         if key in NON_NEGATIVE and cast(int, value) < 0:
             raise where.error(key, f"must not be negative, got {value}")
+        if key in MAXIMUM and not cast(float, value) <= MAXIMUM[key]:  # also refuses nan
+            raise where.error(key, f"must be at most {MAXIMUM[key]:g} ({UNITS[key]}), got {value}")
         if isinstance(value, list):
             value = tuple(value)
         elif isinstance(value, dict):
