@@ -15,6 +15,7 @@ from datetime import datetime
 import anyio
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
+from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock
@@ -57,7 +58,10 @@ class Liveness:
                 await anyio.sleep(self.flush_every)
                 heard, self._heard = self._heard, {}
                 if heard:
-                    await anyio.to_thread.run_sync(self.view.record_heartbeats, heard)
+                    try:
+                        await anyio.to_thread.run_sync(self.view.record_heartbeats, heard)
+                    except SQLAlchemyError as exc:  # the database is away; beats come again
+                        log.warning("heartbeats not recorded: %s", exc)
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()

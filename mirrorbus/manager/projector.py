@@ -22,7 +22,7 @@ from anyio.abc import TaskStatus
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError, CodecError
+from mirrorbus.errors import BusError, CodecError, ProjectionError
 from mirrorbus.events import decode_snapshot
 from projections.status_view import ApplyResult, Entry, StatusView
 
@@ -91,7 +91,7 @@ class Projector:
             entries: list[Entry] = [
                 (int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs
             ]
-            result = await anyio.to_thread.run_sync(self.view.apply, entries)
+            result = await self._apply(entries)
             self.position = result.position
             # Committed: now, and only now, the batch may be acknowledged (AckAll).
             await msgs[-1].ack()
@@ -99,6 +99,18 @@ class Projector:
                 log.warning("%d events set aside as dead letters", result.dead)
             if self.on_applied is not None:
                 self.on_applied(result)
+
+    async def _apply(self, entries: list[Entry]) -> ApplyResult:
+        """Apply a batch, retrying while the database is away (restarting, unreachable): the
+        batch is not acknowledged until it is committed, and the stream keeps it meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return await anyio.to_thread.run_sync(self.view.apply, entries)
+            except ProjectionError as exc:
+                log.error("the status view cannot be written (%s); retrying in %.0fs", exc, delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:

@@ -9,6 +9,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
+from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus import __version__
 from mirrorbus.bus import Bus
@@ -49,6 +50,8 @@ class QueryService:
             return Reply(ok=False, error=f"bad {query} request: {exc}")
         except MirrorbusError as exc:
             return Reply(ok=False, error=str(exc))
+        except SQLAlchemyError as exc:  # the database is away: say so, keep serving
+            return Reply(ok=False, error=f"the status view cannot be read: {exc}")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         send, receive = anyio.create_memory_object_stream[Msg](256)
