@@ -194,6 +194,19 @@ class Site:
                 f"{exc}; last state: {self.job(worker, name)}\n{self.tail_logs()}"
             ) from None
 
+    def rebuild(self, into: Path, *source: str) -> dict[str, list[tuple[object, ...]]]:
+        """``mirrorbus manager rebuild --into`` a fresh SQLite file (from this site's state
+        directory, or the given ``-c FILE`` arguments); return the rebuilt view's ``dump()``."""
+        args = source or ("--state-dir", str(self.root))
+        out = self.cli("manager", "rebuild", *args, "--into", f"sqlite:///{into}")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"rebuilt sqlite:///{into} up to event ")
+        other = StatusView(f"sqlite:///{into}")
+        try:
+            return other.dump()
+        finally:
+            other.close()
+
     def runs(self, worker: str, name: str) -> list[RunRow]:
         return self.view.history(worker, name, limit=1000)
 

@@ -14,8 +14,6 @@ import pytest
 from e2e import Site, alive, count_lines, read_pid, wait_for
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
-from projections.status_view import StatusView
-
 
 @pytest.fixture
 def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
@@ -114,15 +112,4 @@ def test_manager_catches_up_once_and_rebuild_is_identical(site: Site, tmp_path: 
     assert len({r.run_id for r in runs}) == total
     assert all(r.result == "success" for r in runs[1:])
 
-    rebuilt = tmp_path / "rebuilt.db"
-    out = site.cli(
-        "manager", "rebuild", "--state-dir", str(site.root), "--into", f"sqlite:///{rebuilt}"
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"rebuilt sqlite:///{rebuilt} up to event ")
-    other = StatusView(f"sqlite:///{rebuilt}")
-    try:
-        assert other.dump() == site.view.dump()
-        assert other.position() == site.view.position()
-    finally:
-        other.close()
+    assert site.rebuild(tmp_path / "rebuilt.db") == site.view.dump()
