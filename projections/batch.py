@@ -91,6 +91,8 @@ class Batch:
         self.known_jobs: set[tuple[str, str]] = set()
         self.runs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.known_runs: set[tuple[str, str, str]] = set()
+        self.fetched_jobs: set[tuple[str, str]] = set()  # looked up already by _prefetch
+        self.fetched_runs: set[str] = set()
         self.workers: dict[str, dict[str, Any]] = {}
         self.known_workers: set[str] = set()
         self.purged_workers: set[str] = set()
@@ -107,6 +109,7 @@ class Batch:
         position = self._position()
         floors = dict(self.conn.execute(select(t.seed_floors.c.worker, t.seed_floors.c.seq)).all())
         applied = skipped = 0
+        decoded: list[tuple[int, Event]] = []
         for seq, subject, data in entries:
             if seq <= position:
                 skipped += 1
@@ -130,6 +133,9 @@ class Batch:
                     }
                 )
                 continue
+            decoded.append((seq, ev))
+        self._prefetch([ev for _, ev in decoded if isinstance(ev, JobEvent)])
+        for seq, ev in decoded:
             applied += 1
             if isinstance(ev, JobEvent):
                 self._job_event(seq, ev)
@@ -139,6 +145,30 @@ class Batch:
                 self._worker_event(seq, ev)
         self._flush(position)
         return ApplyResult(applied=applied, skipped=skipped, dead=len(self.dead), position=position)
+
+    def _prefetch(self, events: Sequence[JobEvent]) -> None:
+        """Load the stored rows this batch will touch in a few queries, not one per event."""
+        jobs = {(ev.worker, ev.job) for ev in events}
+        run_ids = {
+            ev.run_id
+            for ev in events
+            if isinstance(ev, RunStarted | AttemptStarted | RunSucceeded | AttemptFailed)
+        }
+        for chunk in _chunks(sorted(jobs), 400):
+            names = {name for _, name in chunk}
+            for row in self.conn.execute(select(t.jobs).where(t.jobs.c.name.in_(names))):
+                key = (row.worker, row.name)
+                if key in jobs and key not in self.states:
+                    self.states[key] = row_state(row)
+                    self.known_jobs.add(key)
+        for chunk in _chunks(sorted(run_ids), 400):
+            for row in self.conn.execute(select(t.runs).where(t.runs.c.run_id.in_(chunk))):
+                run_key = (row.worker, row.job, row.run_id)
+                if run_key not in self.runs:
+                    self.runs[run_key] = dict(row._mapping)
+                    self.known_runs.add(run_key)
+        self.fetched_jobs = jobs
+        self.fetched_runs = run_ids
 
     def _check_subject(self, subject: str, ev: JobEvent | WorkerEvent | AdminEvent) -> None:
         if isinstance(ev, AdminEvent):
@@ -164,7 +194,7 @@ class Batch:
 
     # -- job events ------------------------------------------------------------------------
     def _state(self, key: tuple[str, str]) -> JobState | None:
-        if key not in self.states:
+        if key not in self.states and key not in self.fetched_jobs:
             row = self.conn.execute(
                 select(t.jobs).where(t.jobs.c.worker == key[0], t.jobs.c.name == key[1])
             ).first()
@@ -172,7 +202,7 @@ class Batch:
                 return None
             self.states[key] = row_state(row)
             self.known_jobs.add(key)
-        return self.states[key]
+        return self.states.get(key)
 
     def _job_event(self, seq: int, ev: JobEvent) -> None:
         key = (ev.worker, ev.job)
@@ -226,13 +256,17 @@ class Batch:
     def _run(self, worker: str, job: str, run_id: str, at: datetime, seq: int) -> dict[str, Any]:
         key = (worker, job, run_id)
         if key not in self.runs:
-            row = self.conn.execute(
-                select(t.runs).where(
-                    t.runs.c.worker == worker,
-                    t.runs.c.job == job,
-                    t.runs.c.run_id == run_id,
-                )
-            ).first()
+            row = (
+                None
+                if run_id in self.fetched_runs
+                else self.conn.execute(
+                    select(t.runs).where(
+                        t.runs.c.worker == worker,
+                        t.runs.c.job == job,
+                        t.runs.c.run_id == run_id,
+                    )
+                ).first()
+            )
             if row is not None:
                 self.runs[key] = dict(row._mapping)
                 self.known_runs.add(key)
@@ -400,3 +434,8 @@ def _upsert(
         values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in cols}
         params = [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in cols}} for r in old]
         conn.execute(update(table).where(*where).values(values), params)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

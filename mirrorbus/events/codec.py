@@ -59,6 +59,13 @@ def _current_versions() -> dict[str, int]:
 CURRENT_VERSIONS: dict[str, int] = _current_versions()
 """Schema version each message type is written with today, by type tag."""
 
+_CURRENT_BY_CLASS: dict[type, int] = {}
+for _cls in (*Event.__args__, Command):
+    _info = msgspec.inspect.type_info(_cls)
+    assert isinstance(_info, msgspec.inspect.StructType)
+    _CURRENT_BY_CLASS[_cls] = CURRENT_VERSIONS[cast(str, _info.tag)]
+# (type_info per decoded message cost more than the decoding itself.)
+
 
 def upcaster(type_tag: str, from_version: int) -> Callable[[F], F]:
     """Register a function that turns data of ``type_tag`` at ``from_version`` into the next."""
@@ -108,9 +115,7 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder[M], target: type[M] | Any
     except msgspec.DecodeError as exc:
         fast_error: str | None = str(exc)
     else:
-        tag = msgspec.inspect.type_info(type(message))
-        assert isinstance(tag, msgspec.inspect.StructType)
-        if message.v >= CURRENT_VERSIONS[cast(str, tag.tag)]:
+        if message.v >= _CURRENT_BY_CLASS[type(message)]:
             return message
         fast_error = None
     # Slow path: an old version (or a message the fast path refused): upcast, then convert.

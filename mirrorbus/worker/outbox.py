@@ -1,9 +1,17 @@
 """The worker's ordered, acknowledged append of its events.
 
 ``emit`` is synchronous: it folds the event into the worker's live state at once and queues it;
-a single publisher task appends queued events in order, waiting for each PubAck, and retries
-with the same ``Nats-Msg-Id`` until it is acknowledged, so a retried append is never stored
-twice.  Being synchronous, ``emit`` is safe in cleanup code that runs under cancellation.
+a single publisher task appends queued events in order and retries with the same
+``Nats-Msg-Id`` until each is acknowledged, so a retried append is never stored twice.  Being
+synchronous, ``emit`` is safe in cleanup code that runs under cancellation.
+
+Pipelining: while appends succeed, up to :data:`WINDOW` queued events are published without
+waiting in between (one connection, so the server stores them in publish order) and their
+PubAcks are taken in order.  Waiting for each ack before the next publish capped a worker at
+one event per round trip.  At the first failure or missing ack the publisher falls back to one
+acknowledged append at a time from the oldest unacknowledged event, with back-off; events of
+the window that were stored meanwhile come back as duplicates with their first sequence, so
+nothing is stored twice and the stream order is the publish order.
 
 The outbox also keeps the fold of the *acknowledged* events with the stream sequence of the last
 one: that pair is exactly what a snapshot may claim, and every ``snapshot_every`` job events it
@@ -12,11 +20,14 @@ is written to the snapshot stream so that restore cost stays bounded.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
 import anyio
+from nats.js.api import PubAck
 
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, new_id
@@ -33,6 +44,11 @@ from mirrorbus.events import (
 from mirrorbus.worker.journal import Journal
 
 log = logging.getLogger(__name__)
+
+WINDOW = 256
+"""Most events published before their acknowledgements are awaited."""
+ACK_TIMEOUT = 5.0
+"""Seconds a window's acknowledgements may take before the one-at-a-time path takes over."""
 
 
 class Outbox:
@@ -86,6 +102,8 @@ class Outbox:
                     await self._try_snapshot()
                 await self._wakeup.wait()
                 continue
+            if delay == 0.2 and len(self._queue) > 1 and await self._publish_window():
+                continue  # healthy and more than one event queued: pipelined
             kept, subject, event, data = self._queue[0]
             try:
                 seq = await self._bus.append(subject, data, event.id)
@@ -104,6 +122,40 @@ class Outbox:
             self._journal.remove(kept)
             self.published += 1
             self._acked(event, seq)
+
+    async def _publish_window(self) -> int:
+        """Publish up to :data:`WINDOW` queued events, then take their acks in order;
+        return how many (from the head of the queue) were acknowledged and dequeued."""
+        js = self._bus.js
+        futures: list[asyncio.Future[PubAck]] = []
+        try:
+            for _kept, subject, event, data in itertools.islice(self._queue, WINDOW):
+                futures.append(
+                    await js.publish_async(
+                        subject, data, wait_stall=ACK_TIMEOUT, headers={"Nats-Msg-Id": event.id}
+                    )
+                )
+        except Exception as exc:  # nats-py raises a wide mix; the slow path reports it
+            log.debug("pipelined publish stopped: %s", exc)
+        done = 0
+        try:
+            with anyio.move_on_after(ACK_TIMEOUT):
+                for future in futures:
+                    ack = await future
+                    kept, _subject, event, _data = self._queue.popleft()
+                    self._journal.remove(kept)
+                    self.published += 1
+                    self._acked(event, int(ack.seq))
+                    done += 1
+        except Exception as exc:  # an APIError or no-responders ack: the slow path says which
+            log.debug("pipelined append not acknowledged: %s", exc)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()  # frees nats-py's slot; the event is sent again
+                elif not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it
+        return done
 
     def _acked(self, event: Event, seq: int) -> None:
         self.acked_seq = max(self.acked_seq, seq)
