@@ -165,3 +165,33 @@ jitter = 0.5
     assert state.next_schedule is not None and state.last_ended is not None
     delay = state.next_schedule - state.last_ended
     assert timedelta(minutes=1) <= delay <= timedelta(minutes=1.5, seconds=1)
+
+
+def test_log_retention_is_configurable(site: Site, tmp_path: Path) -> None:
+    cfg = _load(
+        tmp_path,
+        "keep_logs = 3\n[[mirrors]]\nname = 'a'\nprovider = 'command'\n"
+        "command = 'x'\n[[mirrors]]\nname = 'b'\nprovider = 'command'\n"
+        "command = 'x'\nkeep_logs = 2\n",
+    )
+    assert [m.keep_logs for m in cfg.mirrors] == [3, 2]
+    assert (
+        _load(tmp_path, "[[mirrors]]\nname = 'c'\nprovider = 'command'\ncommand = 'x'\n")
+        .mirrors[0]
+        .keep_logs
+        == 10
+    )  # tunasync's default
+
+    jobs = """
+[[mirrors]]
+name = "flaky"
+provider = "command"
+retry = 5
+keep_logs = 2
+command = "/bin/false"
+"""
+    site.start_manager()
+    site.start_worker(site.worker_config("w1", jobs))
+    site.wait_job("w1", "flaky", lambda j: j.status == "failed" and j.attempt == 5)
+    logs = [p.name for p in (site.root / "logs" / "w1" / "flaky").iterdir() if p.name != "latest"]
+    assert len(logs) == 2 and all(name.endswith(".log.fail") for name in logs)

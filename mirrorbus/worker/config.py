@@ -42,6 +42,7 @@ from mirrorbus.worker.config_mirrors import Defaults, Leaf, build_mirror, flatte
 from mirrorbus.worker.config_mirrors import split_command as _split
 from mirrorbus.worker.config_model import (
     DEFAULT_CONCURRENT,
+    DEFAULT_KEEP_LOGS,
     DEFAULT_PREFIX,
     DEFAULT_RETRY,
     BtrfsSnapshotConfig,
@@ -143,6 +144,7 @@ def load_worker_config(path: Path) -> WorkerConfig:
         snapshot_path=btrfs.snapshot_path,
         jitter=g.number("jitter"),
         retry_backoff=g.number("retry_backoff"),
+        keep_logs=g.integer("keep_logs") if "keep_logs" in g.values else DEFAULT_KEEP_LOGS,
     )
     bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path)
     cgroup = _cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings))

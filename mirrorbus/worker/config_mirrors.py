@@ -29,6 +29,7 @@ from types import MappingProxyType
 from mirrorbus.errors import InvalidName
 from mirrorbus.events.subjects import check_name
 from mirrorbus.worker.config_model import (
+    DEFAULT_KEEP_LOGS,
     DEFAULT_RSYNC_TIMEOUT,
     PROVIDERS,
     STAGE1_PROFILES,
@@ -73,6 +74,7 @@ class Defaults:
     snapshot_path: Path | None = None
     jitter: float = 0.0
     retry_backoff: float = 0.0
+    keep_logs: int = DEFAULT_KEEP_LOGS
 
 
 def flatten(
@@ -226,6 +228,7 @@ def build_mirror(leaf: Leaf, d: Defaults, warnings: list[str]) -> MirrorConfig:
             seconds=c.number("retry_backoff") if "retry_backoff" in c.values else d.retry_backoff
         ),
         upstream_host=upstream_host(upstream),
+        keep_logs=(c.integer("keep_logs") if "keep_logs" in c.values else d.keep_logs) or 1,
         origin=f"{where.file}: {where.job}",
     )
 

@@ -30,6 +30,8 @@ DEFAULT_CONCURRENT = 10
 """Used when ``[global] concurrent`` is 0 or missing (tunasync would never start a job)."""
 DEFAULT_RETRY = 2
 """tunasync's ``defaultMaxRetry``: total attempts per run when no ``retry`` is set."""
+DEFAULT_KEEP_LOGS = 10
+"""tunasync's log retention: the newest 10 log files of a job."""
 DEFAULT_RSYNC_TIMEOUT = 120
 """rsync ``--timeout=`` seconds when ``rsync_timeout`` is 0 or missing."""
 DEFAULT_PREFIX = "mirrorbus"
@@ -147,6 +149,8 @@ class MirrorConfig:
     jitter: timedelta = timedelta(0)
     """mirrorbus: a random delay of up to this much is added to every scheduled run."""
     retry_backoff: timedelta = timedelta(0)
+    keep_logs: int = DEFAULT_KEEP_LOGS
+    """Log files kept per job (tunasync keeps 10; ``keep_logs``, mirrorbus only)."""
     """mirrorbus: wait this long before the 2nd attempt of a run, doubling after each."""
     upstream_host: str = ""
     """The upstream's host name (for ``[upstream_limits]``); "" when it has none."""

@@ -52,12 +52,14 @@ GLOBAL_KEYS: Mapping[str, Kind] = {
     # mirrorbus only:
     "jitter": Kind.NUMBER,
     "retry_backoff": Kind.NUMBER,
+    "keep_logs": _INT,
     "upstream_limit": _INT,
 }
 
 MIRROR_KEYS: Mapping[str, Kind] = {
     "jitter": Kind.NUMBER,  # mirrorbus only
     "retry_backoff": Kind.NUMBER,  # mirrorbus only
+    "keep_logs": _INT,  # mirrorbus only
     "name": _STR,
     "provider": _STR,
     "upstream": _STR,
@@ -126,6 +128,7 @@ UNITS: Mapping[str, str] = {
     "jitter": "minutes",
     "retry_backoff": "seconds",
     "upstream_limit": "connections per upstream host",
+    "keep_logs": "log files per job",
 }
 NON_NEGATIVE = frozenset(UNITS)
 _TEN_YEARS_MIN = 10 * 365 * 24 * 60
@@ -137,6 +140,7 @@ MAXIMUM: Mapping[str, float] = {
     "rsync_timeout": _TEN_YEARS_MIN * 60,
     "retry_backoff": 24 * 3600,
     "retry": 1000,
+    "keep_logs": 100_000,
     "concurrent": 100_000,
     "upstream_limit": 100_000,
 }

@@ -110,7 +110,11 @@ class JobRun:
                 # File-system work off the event loop: with many jobs starting at once, it
                 # would otherwise hold up every other start (seen in the scheduler benchmark).
                 self.log = await anyio.to_thread.run_sync(
-                    new_attempt_log, mirror.log_dir, mirror.name, self.clock.now()
+                    new_attempt_log,
+                    mirror.log_dir,
+                    mirror.name,
+                    self.clock.now(),
+                    mirror.keep_logs,
                 )
             except OSError as exc:
                 self._fail(f"cannot create log file in {mirror.log_dir}: {exc}", final=final)
