@@ -28,6 +28,7 @@ from typing import Literal
 from mirrorbus.errors import MirrorbusError
 from mirrorbus.worker.config import MirrorConfig, WorkerConfig
 from mirrorbus.worker.process import Launcher, run_process
+from mirrorbus.worker.provider import tunasync_environment
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,7 @@ class AttemptContext:
 
     def environment(self) -> dict[str, str]:
         """tunasync's hook environment: worker env + ``TUNASYNC_*`` (no mirror ``env``)."""
-        m = self.mirror
-        env = dict(os.environ)
-        env.update(
-            TUNASYNC_MIRROR_NAME=m.name,
-            TUNASYNC_WORKING_DIR=str(m.working_dir),
-            TUNASYNC_UPSTREAM_URL=m.upstream,
-            TUNASYNC_LOG_DIR=str(m.log_dir),
-            TUNASYNC_LOG_FILE=str(self.log_file or ""),
-        )
+        env = tunasync_environment(self.mirror, self.log_file or "")
         if self.exit_status is not None:
             env["TUNASYNC_JOB_EXIT_STATUS"] = self.exit_status
         return env

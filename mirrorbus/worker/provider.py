@@ -51,21 +51,27 @@ def _read_log(path: Path) -> str:
         return ""
 
 
+def tunasync_environment(mirror: MirrorConfig, log_file: Path | str) -> dict[str, str]:
+    """The worker's environment plus tunasync's ``TUNASYNC_*`` variables of a job (§2.5);
+    command jobs add their ``env`` on top, exec hooks their exit status."""
+    env = dict(os.environ)
+    env.update(
+        TUNASYNC_MIRROR_NAME=mirror.name,
+        TUNASYNC_WORKING_DIR=str(mirror.working_dir),
+        TUNASYNC_UPSTREAM_URL=mirror.upstream,
+        TUNASYNC_LOG_DIR=str(mirror.log_dir),
+        TUNASYNC_LOG_FILE=str(log_file),
+    )
+    return env
+
+
 class CommandProvider:
     def __init__(self, mirror: MirrorConfig) -> None:
         self.mirror = mirror
 
     def environment(self, log_file: Path) -> dict[str, str]:
-        m = self.mirror
-        env = dict(os.environ)
-        env.update(
-            TUNASYNC_MIRROR_NAME=m.name,
-            TUNASYNC_WORKING_DIR=str(m.working_dir),
-            TUNASYNC_UPSTREAM_URL=m.upstream,
-            TUNASYNC_LOG_DIR=str(m.log_dir),
-            TUNASYNC_LOG_FILE=str(log_file),
-        )
-        env.update(m.env)
+        env = tunasync_environment(self.mirror, log_file)
+        env.update(self.mirror.env)
         return env
 
     async def run_attempt(self, log: AttemptLog) -> AttemptOutcome:
