@@ -55,6 +55,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+def up_children(state: Path, *, nodes: bool = False) -> dict[str, int]:
+    """pid of each live process a ``mirrorbus up`` on ``state`` supervises, from /proc:
+    ``manager``, ``worker`` and ``nats-server`` (or, with ``nodes``, each cluster node by the
+    name of its directory: ``node-1`` ...)."""
+    found: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in args if a]
+        if not any(str(state) in a for a in text) or not alive(int(proc.name)):
+            continue
+        if text[1:3] == ["-m", "mirrorbus"] and text[3] in ("manager", "worker"):
+            found[text[3]] = int(proc.name)
+        elif text[0].endswith("nats-server"):
+            found[Path(text[-1]).parent.name if nodes else "nats-server"] = int(proc.name)
+    return found
+
+
 @dataclass
 class Site:
     root: Path

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from e2e import alive, count_lines, wait_for
+from e2e import count_lines, up_children, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.bus import connect
@@ -153,22 +153,7 @@ class ClusterUp:
 
     def children(self) -> dict[str, int]:
         """pid of each supervised child: manager, worker, node-1 .. node-3 (from /proc)."""
-        found: dict[str, int] = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            text = [a.decode(errors="replace") for a in args if a]
-            if not any(str(self.state) in a for a in text) or not alive(int(proc.name)):
-                continue
-            if text[1:3] == ["-m", "mirrorbus"] and text[3] in ("manager", "worker"):
-                found[text[3]] = int(proc.name)
-            elif text[0].endswith("nats-server"):
-                found[Path(text[-1]).parent.name] = int(proc.name)
-        return found
+        return up_children(self.state, nodes=True)
 
     def close(self) -> None:
         if self._view is not None:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e import alive, read_pid, wait_for
+from e2e import alive, read_pid, up_children, wait_for
 
 from mirrorbus.server import free_port
 from projections.tunasync import WEB_FIELDS
@@ -104,22 +104,7 @@ class Up:
 
     def children(self) -> dict[str, int]:
         """pid of each supervised child, read from /proc."""
-        found: dict[str, int] = {}
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit():
-                continue
-            try:
-                args = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            text = [a.decode(errors="replace") for a in args if a]
-            if not any(str(self.state) in a for a in text) or not alive(int(proc.name)):
-                continue
-            if text[1:3] == ["-m", "mirrorbus"] and text[3] in ("manager", "worker"):
-                found[text[3]] = int(proc.name)
-            elif text[0].endswith("nats-server"):
-                found["nats-server"] = int(proc.name)
-        return found
+        return up_children(self.state)
 
 
 @pytest.fixture
