@@ -31,6 +31,9 @@ Fixtures and helpers
     as "permissions violation") are appended to ``errors`` when a list is given.  Reconnects
     are off so that a refused connection fails at once.  Close it (``await nc.close()``).
 
+``site`` (function) -> :class:`e2e.Site`
+    A state directory on ``nats_server`` to run the real manager, worker and ctl against.
+
 ``tls_context(pki_dir, cert_stem)`` -> ``ssl.SSLContext``
     The client context used by ``connect``, for tests that need to build their own.
 
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e import Site
 from nats.aio.client import Client
 
 from mirrorbus import natsconf, pki
@@ -148,6 +152,17 @@ def nats_server(pki_dir: Path, tmp_path: Path) -> Iterator[RunningServer]:
         yield running
     finally:
         server.stop()
+
+
+@pytest.fixture
+def site(nats_server: RunningServer, tmp_path: Path) -> Iterator[Site]:
+    """A :class:`e2e.Site` (state directory, real manager/worker/ctl processes) on
+    ``nats_server``; every process it started is stopped at teardown."""
+    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def tls_context(pki_dir: Path, cert_stem: str) -> ssl.SSLContext:

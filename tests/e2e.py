@@ -117,6 +117,16 @@ class Site:
         )
         return path
 
+    def ctl_config(self, role: str = "reader") -> Path:
+        """A ctl config whose ``[bus]`` uses the ``role`` certificate (e.g. a reader's)."""
+        pki = self.root / "pki"
+        path = self.root / f"{role}-ctl.toml"
+        path.write_text(
+            f'[bus]\nurl = "tls://127.0.0.1:{self.port}"\nca_cert = "{pki / "ca.crt"}"\n'
+            f'cert = "{pki / f"{role}.crt"}"\nkey = "{pki / f"{role}.key"}"\n'
+        )
+        return path
+
     def workdir(self, worker: str, job: str) -> Path:
         return self.root / "mirrors" / worker / job
 

@@ -4,7 +4,6 @@ two connections)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -86,15 +85,6 @@ def test_bad_limits_are_config_errors(tmp_path: Path) -> None:
         _load(tmp_path, "[upstream_limits]\nh = 0\n")
     with pytest.raises(ConfigError, match="key 'jitter'"):
         _load(tmp_path, "jitter = -1\n")
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_upstream_host_limit_caps_runs_per_host(site: Site) -> None:

@@ -6,25 +6,14 @@ removed with a purge, which is what the age limit does, without waiting for days
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import pytest
 from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.bus import StreamSettings, connect
 from projections.status_view import StatusView
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _admin(site: Site, action):  # type: ignore[no-untyped-def]

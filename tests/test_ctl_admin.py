@@ -4,21 +4,10 @@ a reader certificate may not do."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_set_size_rm_worker_and_flush(site: Site, tmp_path: Path) -> None:
@@ -69,12 +58,7 @@ def test_a_reader_may_look_but_not_command(site: Site, tmp_path: Path) -> None:
     site.start_manager()
     site.start_worker(config)
     site.wait_job("w1", "job", lambda j: j.status == "success")
-    pki = site.root / "pki"
-    reader = tmp_path / "reader.toml"
-    reader.write_text(
-        f'[bus]\nurl = "tls://127.0.0.1:{site.port}"\nca_cert = "{pki / "ca.crt"}"\n'
-        f'cert = "{pki / "reader.crt"}"\nkey = "{pki / "reader.key"}"\n'
-    )
+    reader = site.ctl_config("reader")
 
     def ctl(*args: str):  # type: ignore[no-untyped-def]
         return site.cli("ctl", "-c", str(reader), *args)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -80,26 +78,6 @@ def test_lines_and_json_of_an_event_and_of_garbage() -> None:
         '8 2026-11-28T15:04:05Z mirrorbus.evt.w1.x undecodable reason="not a JSON object: boom"'
     )
     assert json.loads(event_json(junk))["data"] == "\ufffdzz"
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def reader_config(site: Site) -> Path:
-    """A ctl config whose [bus] uses the reader certificate (no admin rights)."""
-    pki = site.root / "pki"
-    path = site.root / "reader-ctl.toml"
-    path.write_text(
-        f'[bus]\nurl = "tls://127.0.0.1:{site.port}"\nca_cert = "{pki / "ca.crt"}"\n'
-        f'cert = "{pki / "reader.crt"}"\nkey = "{pki / "reader.key"}"\n'
-    )
-    return path
 
 
 def seqs(stdout: str) -> list[int]:
@@ -211,7 +189,7 @@ def test_events_end_to_end(site: Site) -> None:
     assert time.monotonic() - started < 15
 
     # A reader certificate is enough.
-    as_reader = site.ctl("-c", str(reader_config(site)), "events", "--count", "3", "--json")
+    as_reader = site.ctl("-c", str(site.ctl_config("reader")), "events", "--count", "3", "--json")
     assert as_reader.returncode == 0, as_reader.stderr
     assert [json.loads(line)["seq"] for line in as_reader.stdout.splitlines()] == [1, 2, 3]
 

@@ -7,9 +7,6 @@ with exit status 2, before anything is asked of the bus.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from e2e import Site
 
@@ -72,15 +69,6 @@ def test_what_it_cannot_do_is_one_clear_error(template: str, message: str) -> No
     text = str(caught.value)
     assert text.startswith("key '--format': ") and message in text
     assert "\n" not in text
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_list_format_end_to_end(site: Site) -> None:

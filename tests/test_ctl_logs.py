@@ -3,10 +3,6 @@ followed while the job runs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from e2e import Site
 
 TICKING = """
@@ -15,15 +11,6 @@ name = "ticker"
 provider = "command"
 command = '''/bin/sh -c 'for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 0.5; done' '''
 """
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_logs_follow_a_running_job_and_show_the_last_one(site: Site) -> None:

@@ -12,7 +12,6 @@ import shlex
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -126,25 +125,6 @@ def test_plain_lines_say_what_happened() -> None:
     assert plain_line(junk) == "2026-11-28T15:04:05Z w1 debian undecodable event (seq 3): bad"
 
 
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
-def reader_config(site: Site) -> Path:
-    pki = site.root / "pki"
-    path = site.root / "reader-ctl.toml"
-    path.write_text(
-        f'[bus]\nurl = "tls://127.0.0.1:{site.port}"\nca_cert = "{pki / "ca.crt"}"\n'
-        f'cert = "{pki / "reader.crt"}"\nkey = "{pki / "reader.key"}"\n'
-    )
-    return path
-
-
 def _start_site(site: Site) -> None:
     config = site.worker_config(
         "w1", SLEEPING_JOB.format(name="long") + QUICK_JOB.format(name="quick")
@@ -158,7 +138,7 @@ def _start_site(site: Site) -> None:
 def test_plain_watch_prints_each_event_as_it_happens(site: Site, tmp_path: Path) -> None:
     _start_site(site)
     out, err = tmp_path / "watch.out", tmp_path / "watch.err"
-    reader = reader_config(site)
+    reader = site.ctl_config("reader")
     argv = ["-c", str(reader), "watch", "--plain", "-w", "w1", "--count", "3", "--timeout", "60"]
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         proc = subprocess.Popen(
@@ -203,7 +183,7 @@ def _tmux(socket: str, *args: str) -> str:
 def test_live_table_in_a_real_terminal(site: Site) -> None:
     _start_site(site)
     socket = f"mirrorbus-test-{uuid.uuid4().hex[:8]}"
-    reader = reader_config(site)
+    reader = site.ctl_config("reader")
     command = " ".join(shlex.quote(a) for a in PYTHON)
     watch = f"{command} ctl -c {shlex.quote(str(reader))} watch"
     shell = f"cd {shlex.quote(os.getcwd())}; {watch}; echo EXITED=$?; sleep 60"

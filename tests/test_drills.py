@@ -17,7 +17,6 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,15 +49,6 @@ from mirrorbus.events import (
 pytestmark = pytest.mark.e2e
 
 S = Subjects()
-
-
-@pytest.fixture
-def site(nats_server: RunningServer, tmp_path: Path) -> Iterator[Site]:
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------

@@ -7,21 +7,10 @@ is down all reach the view once it is back, none twice; a rebuild gives an ident
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2e import Site, alive, count_lines, read_pid, wait_for
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_worker_restart_restores_every_job(site: Site) -> None:

@@ -8,11 +8,8 @@ unknown workers and jobs are one-line errors with exit status 1.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from e2e import Site, alive, count_lines, read_pid, wait_for
 
 from mirrorbus.events import STATUSES
@@ -36,15 +33,6 @@ upstream = "rsync://example.org/{name}/"
 interval = {interval}
 command = '''/bin/sh -c 'echo $$ > "$TUNASYNC_WORKING_DIR/pid"; echo run >> "$TUNASYNC_WORKING_DIR/runs"; sleep 300 & wait' '''
 """
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_job_runs_on_schedule_and_reaches_the_view(site: Site) -> None:

@@ -7,20 +7,9 @@ Hooks see ``TUNASYNC_*`` and ``TUNASYNC_JOB_EXIT_STATUS``; a failing hook fails 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2e import Site, wait_for
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _record(out: Path, tag: str) -> str:

@@ -41,13 +41,6 @@ US = "\x1f"
 
 
 # -- fixtures ------------------------------------------------------------------------------
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @dataclass

@@ -4,23 +4,11 @@ within a bounded time, and its jobs keep their last real status in the view."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from e2e import Site, alive, read_pid, wait_for
 from test_e2e_worker import SLEEPING_JOB
 
 from projections.status_view import HEARTBEAT_TIMEOUT
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_a_vanished_worker_goes_offline_and_its_jobs_keep_their_status(site: Site) -> None:

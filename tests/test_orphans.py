@@ -12,7 +12,6 @@ The three ways a run ends early: ``ctl stop``, ``timeout = 1``, and SIGTERM to t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +33,6 @@ sleep 300
 """
 
 Mode = str  # "group" (process group only) or "cgroup"
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _config(site: Site, mode: Mode, group: TestGroup | None, timeout: int = 0) -> Path:

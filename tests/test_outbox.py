@@ -6,23 +6,12 @@ fire-and-forget)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.worker.journal import Journal
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def test_journal_keeps_events_in_order_until_removed(tmp_path: Path) -> None:

@@ -5,20 +5,8 @@ nothing (TUNASYNC.md §4.9, with its fixes)."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from e2e import Site, count_lines, wait_for
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def job(name: str, tag: str, interval: float = 60) -> str:

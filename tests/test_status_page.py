@@ -118,15 +118,6 @@ async def devtools(port: int) -> AsyncIterator[Page]:
             yield Page(ws)
 
 
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 BADGE = "document.querySelector('tr[data-name=\"{}\"] .badge')?.dataset.status || ''"
 
 

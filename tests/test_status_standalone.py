@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,6 @@ from e2e import PYTHON, Site, wait_for
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
 from projections.tunasync import WEB_FIELDS
-
-
-@pytest.fixture
-def site(nats_server, tmp_path: Path) -> Iterator[Site]:  # type: ignore[no-untyped-def]
-    s = Site.create(tmp_path / "site", nats_server.pki_dir, nats_server.port)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def _read(path: Path) -> Any:
