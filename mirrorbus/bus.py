@@ -21,6 +21,7 @@ import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
@@ -250,6 +251,20 @@ class Bus:
         # not turn a clean shutdown into a crash.
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+def next_fetch_size(msgs: Sequence[Msg], batch: int) -> int:
+    """How many messages a consumer's next ``fetch`` should ask for: ``batch`` while the
+    consumer has a backlog (the last message says how many are still pending), else one.
+
+    nats-py's fetch of more than one first probes for what is there (a request and its "no
+    messages" reply) and only then waits; a fetch of one is a single waiting request.  A
+    caught-up projector or worker thus waits for the next event at the cost of one request
+    instead of three, and a backlog is still taken ``batch`` at a time.
+    """
+    if msgs and msgs[-1].metadata.num_pending:
+        return batch
+    return 1
 
 
 async def connect(

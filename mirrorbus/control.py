@@ -33,7 +33,14 @@ from mirrorbus.events import (
     decode_event,
     encode,
 )
-from mirrorbus.manager.api import HistoryQuery, JobsQuery, PingInfo, Reply
+from mirrorbus.manager.api import (
+    HistoryQuery,
+    JobsQuery,
+    PingInfo,
+    Reply,
+    Target,
+    TargetQuery,
+)
 from mirrorbus.worker.logserve import LogChunk, LogRequest
 from projections.status_view import RunRow, WorkerRow
 
@@ -148,21 +155,18 @@ class Control:
 
     # -- commands ------------------------------------------------------------------------
     async def _check_target(self, worker: str, job: str | None) -> None:
-        """Refuse unknown workers and jobs when the manager can tell (one query in the usual
-        case); say nothing if it cannot: the worker itself answers then (or nobody does)."""
+        """Refuse unknown workers and jobs when the manager can tell; say nothing if it
+        cannot (an older manager, or none running): the worker itself answers then, or
+        nobody does.  Flushed jobs count as known: hidden from the view, not gone from the
+        worker, and a start brings them back."""
         try:
-            # Flushed jobs are hidden from the view, not gone from the worker: a start
-            # brings them back.  A job the worker does not have is refused by the worker.
-            jobs = await self.jobs(worker, include_removed=True, timeout=3.0)
-            if jobs and (job is None or any(j.name == job for j in jobs)):
-                return
-            workers = await self.workers(timeout=3.0)
+            target = await self._query("target", TargetQuery(worker=worker, job=job), Target, 3.0)
         except BusError:
             return
-        if not any(w.name == worker for w in workers):
-            known = ", ".join(w.name for w in workers) or "none"
+        if not target.worker:
+            known = ", ".join(target.workers) or "none"
             raise UnknownTarget(f"unknown worker {worker!r} (known workers: {known})")
-        if job is not None:
+        if job is not None and not target.job:
             raise UnknownTarget(f"unknown job {job!r} on worker {worker}")
 
     async def _worker_row(self, worker: str) -> WorkerRow | None:
@@ -229,7 +233,8 @@ class Control:
         subs = [await self.bus.nc.subscribe(subject, cb=on_event) for subject in subjects]
         target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
         try:
-            await self.bus.nc.flush(timeout=5)
+            # No flush needed before the append: the server handles this connection's SUBs
+            # before its PUB, and the answer can only follow the stored command.
             await self.bus.append(target, encode(cmd), cmd.id)
             with anyio.move_on_after(timeout):
                 answer = await receive.receive()

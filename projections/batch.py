@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection
 
 from mirrorbus.errors import CodecError
 from mirrorbus.events import (
@@ -30,6 +30,7 @@ from mirrorbus.events import (
     decode_event,
     evolve,
 )
+from projections import statements as q
 from projections import tables as t
 from projections.rows import ApplyResult, Entry, from_us, row_state, state_row, to_us
 
@@ -129,14 +130,13 @@ class Batch:
         self.dead: list[dict[str, Any]] = []
 
     def _position(self) -> int:
-        query = select(t.meta.c.value).where(t.meta.c.key == "position")
-        if not self.sqlite:
-            query = query.with_for_update()  # serialise concurrent projectors (rebuild + run)
+        # FOR UPDATE on PostgreSQL serialises concurrent projectors (rebuild + run).
+        query = q.POSITION if self.sqlite else q.POSITION_LOCKED
         return int(self.conn.execute(query).scalar() or 0)
 
     def apply(self, entries: Sequence[Entry]) -> ApplyResult:
         position = self._position()
-        floors = dict(self.conn.execute(select(t.seed_floors.c.worker, t.seed_floors.c.seq)).all())
+        floors: dict[str, int] = {worker: seq for worker, seq in self.conn.execute(q.FLOORS)}
         applied = skipped = 0
         decoded: list[tuple[int, Event]] = []
         for seq, subject, data in entries:
@@ -184,14 +184,14 @@ class Batch:
             if isinstance(ev, RunStarted | AttemptStarted | RunSucceeded | AttemptFailed)
         }
         for chunk in _chunks(sorted(jobs), 400):
-            names = {name for _, name in chunk}
-            for row in self.conn.execute(select(t.jobs).where(t.jobs.c.name.in_(names))):
+            names = sorted({name for _, name in chunk})
+            for row in self.conn.execute(q.JOBS_NAMED, {"names": names}):
                 key = (row.worker, row.name)
                 if key in jobs and key not in self.states:
                     self.states[key] = row_state(row)
                     self.known_jobs.add(key)
         for chunk in _chunks(sorted(run_ids), 400):
-            for row in self.conn.execute(select(t.runs).where(t.runs.c.run_id.in_(chunk))):
+            for row in self.conn.execute(q.RUNS_WITH_IDS, {"run_ids": list(chunk)}):
                 run_key = (row.worker, row.job, row.run_id)
                 if run_key not in self.runs:
                     self.runs[run_key] = dict(row._mapping)
@@ -224,9 +224,7 @@ class Batch:
     # -- job events ------------------------------------------------------------------------
     def _state(self, key: tuple[str, str]) -> JobState | None:
         if key not in self.states and key not in self.fetched_jobs:
-            row = self.conn.execute(
-                select(t.jobs).where(t.jobs.c.worker == key[0], t.jobs.c.name == key[1])
-            ).first()
+            row = self.conn.execute(q.JOB, {"worker": key[0], "name": key[1]}).first()
             if row is None:
                 return None
             self.states[key] = row_state(row)
@@ -235,8 +233,11 @@ class Batch:
 
     def _job_event(self, seq: int, ev: JobEvent) -> None:
         key = (ev.worker, ev.job)
-        self.states[key] = evolve(self._state(key), ev)
-        self.state_seq[key] = seq
+        old = self._state(key)
+        new = evolve(old, ev)
+        if new is not old:  # the fold left the job as it was (an answer): its row stays
+            self.states[key] = new
+            self.state_seq[key] = seq
         self._touch_worker(seq, ev.worker, ev.at)
         match ev:
             case RunStarted():
@@ -289,11 +290,7 @@ class Batch:
                 None
                 if run_id in self.fetched_runs
                 else self.conn.execute(
-                    select(t.runs).where(
-                        t.runs.c.worker == worker,
-                        t.runs.c.job == job,
-                        t.runs.c.run_id == run_id,
-                    )
+                    q.RUN, {"worker": worker, "job": job, "run_id": run_id}
                 ).first()
             )
             if row is not None:
@@ -337,7 +334,7 @@ class Batch:
         if name not in self.workers:
             row = None
             if name not in self.purged_workers:
-                row = self.conn.execute(select(t.workers).where(t.workers.c.name == name)).first()
+                row = self.conn.execute(q.WORKER, {"name": name}).first()
             if row is not None:
                 self.workers[name] = dict(row._mapping)
                 self.known_workers.add(name)
@@ -392,11 +389,7 @@ class Batch:
                 self.known_workers.discard(ev.worker)
                 self.purged_workers.add(ev.worker)
             case DisabledFlushed():
-                stored = self.conn.execute(
-                    select(t.jobs.c.worker, t.jobs.c.name).where(
-                        t.jobs.c.status == "disabled", t.jobs.c.removed.is_(False)
-                    )
-                ).all()
+                stored = self.conn.execute(q.DISABLED_JOBS).all()
                 for worker, name in stored:
                     self._state((worker, name))
                 for key, state in list(self.states.items()):
@@ -407,11 +400,10 @@ class Batch:
     def _flush(self, position: int) -> None:
         conn = self.conn
         if self.purged_workers:
-            conn.execute(delete(t.workers).where(t.workers.c.name.in_(self.purged_workers)))
+            conn.execute(q.FORGET_WORKERS, {"names": sorted(self.purged_workers)})
         _upsert(
             conn,
             t.jobs,
-            ("worker", "name"),
             [
                 (state_row(s, self.state_seq.get(k, 0)), k in self.known_jobs)
                 for k, s in self.states.items()
@@ -421,48 +413,39 @@ class Batch:
         _upsert(
             conn,
             t.runs,
-            ("worker", "job", "run_id"),
             [(r, k in self.known_runs) for k, r in self.runs.items()],
         )
         _upsert(
             conn,
             t.workers,
-            ("name",),
             [(w, k in self.known_workers) for k, w in self.workers.items()],
         )
         if self.commands:
-            ids = [c["cmd_id"] for c in self.commands]
-            seen = set(
-                conn.execute(
-                    select(t.commands.c.cmd_id).where(t.commands.c.cmd_id.in_(ids))
-                ).scalars()
-            )
+            # The first answer to a command is kept: one appended again after the duplicate
+            # window (or twice in this batch) is skipped.
             fresh: dict[str, dict[str, Any]] = {}
             for c in self.commands:
-                if c["cmd_id"] not in seen:
-                    fresh.setdefault(c["cmd_id"], c)
-            if fresh:
-                conn.execute(insert(t.commands), list(fresh.values()))
+                fresh.setdefault(c["cmd_id"], c)
+            insert = q.NEW_COMMANDS_SQLITE if self.sqlite else q.NEW_COMMANDS_POSTGRESQL
+            conn.execute(insert, list(fresh.values()))
         if self.dead:
-            conn.execute(insert(t.dead_letters), self.dead)
-        conn.execute(update(t.meta).where(t.meta.c.key == "position").values(value=position))
+            conn.execute(q.INSERT["dead_letters"], self.dead)
+        conn.execute(q.SET_POSITION, {"position": position})
 
 
-def _upsert(
-    conn: Connection, table: Any, keys: tuple[str, ...], rows: Iterable[tuple[dict[str, Any], bool]]
-) -> None:
+def _upsert(conn: Connection, table: Any, rows: Iterable[tuple[dict[str, Any], bool]]) -> None:
+    """Insert the rows that are new and update the others (each ``(row, exists)``)."""
     new: list[dict[str, Any]] = []
     old: list[dict[str, Any]] = []
     for row, exists in rows:
         (old if exists else new).append(row)
     if new:
-        conn.execute(insert(table), new)
+        conn.execute(q.INSERT[table.name], new)
     if old:
-        where = [table.c[k] == bindparam(f"k_{k}") for k in keys]
+        keys = q.KEYS[table.name]
         cols = [c.name for c in table.columns if c.name not in keys]
-        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in cols}
         params = [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in cols}} for r in old]
-        conn.execute(update(table).where(*where).values(values), params)
+        conn.execute(q.UPDATE_BY_KEY[table.name], params)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

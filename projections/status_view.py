@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus.errors import ProjectionError
 from mirrorbus.events import JobState, Subjects, WorkerSnapshot
+from projections import statements as q
 from projections import tables as t
 from projections.batch import Batch
 from projections.rows import (
@@ -85,10 +86,13 @@ class StatusView:
         self.subjects = subjects or Subjects()
         try:
             parsed = make_url(url)
-            self.engine = create_engine(url, pool_pre_ping=True)
+            # A pre-ping finds a server connection that died (PostgreSQL restarted); a
+            # SQLite file has none, and the ping would cost a statement per transaction.
+            sqlite = parsed.get_backend_name() == "sqlite"
+            self.engine = create_engine(url, pool_pre_ping=not sqlite)
         except (SQLAlchemyError, ValueError, ImportError) as exc:
             raise ProjectionError(f"cannot open the status view at {url}: {exc}") from None
-        self._sqlite = parsed.get_backend_name() == "sqlite"
+        self._sqlite = sqlite
         if self._sqlite:
             _sqlite_setup(self.engine)
         try:
@@ -198,6 +202,24 @@ class StatusView:
             query = query.where(t.jobs.c.removed.is_(False))
         with self.engine.connect() as conn:
             return [row_state(row) for row in conn.execute(query)]
+
+    def target(self, worker: str, job: str | None) -> tuple[bool, bool, list[str]]:
+        """Whether ``worker`` is known (its record or any job of it), whether ``job`` is one
+        of its jobs (flushed ones included), and, if the worker is unknown, every known
+        worker's name: what a command's target check needs, in one or two indexed lookups
+        rather than a list of every job of the worker."""
+        with self.engine.connect() as conn:
+            if (
+                job is not None
+                and conn.execute(q.JOB_EXISTS, {"worker": worker, "name": job}).first()
+            ):
+                return True, True, []
+            known = (
+                conn.execute(q.JOB_OF_WORKER, {"worker": worker}).first() is not None
+                or conn.execute(q.WORKER_EXISTS, {"name": worker}).first() is not None
+            )
+            names = [] if known else list(conn.execute(q.WORKER_NAMES).scalars())
+        return known, False, names
 
     def workers(self, now: datetime | None = None) -> list[WorkerRow]:
         """Workers with their liveness: ``online`` when the log says it runs and, if its

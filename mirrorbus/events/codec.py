@@ -134,7 +134,7 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder[M], target: type[M] | Any
 
 def decode_event(data: bytes) -> Event:
     """Decode a job or worker event; raise :class:`CodecError` with the reason otherwise."""
-    return cast(Event, _decode(data, _event_decoder, Event))
+    return _decode(data, _event_decoder, Event)
 
 
 def decode_command(data: bytes) -> Command:

@@ -7,6 +7,7 @@ or ``{"ok": false, "error": "..."}``, so a client tells "no such worker" from a 
     workers   (empty)      -> list[WorkerRow]
     history   HistoryQuery -> list[RunRow]
     ping      (empty)      -> PingInfo
+    target    TargetQuery  -> Target       (may a command go to this worker and job?)
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ class HistoryQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: int = 20
 
 
+class TargetQuery(msgspec.Struct, frozen=True, kw_only=True):
+    worker: str
+    job: str | None = None
+
+
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """What the view knows of a command's target: the worker (by its record or its jobs),
+    the job (flushed ones included: a start brings them back), and, when the worker is
+    unknown, the names of those it knows."""
+
+    worker: bool
+    job: bool
+    workers: list[str] = []
+
+
 class PingInfo(msgspec.Struct, frozen=True, kw_only=True):
     position: int
     version: str
@@ -40,4 +56,4 @@ class Reply(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     error: str = ""
 
 
-QUERIES = ("jobs", "workers", "history", "ping")
+QUERIES = ("jobs", "workers", "history", "ping", "target")

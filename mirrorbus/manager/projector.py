@@ -1,8 +1,9 @@
-"""Feed the event stream into the status view: fetch a batch, apply it in one transaction, ack.
+"""Feed the event stream into the status view: fetch a batch, apply it in one transaction.
 
-The stored position in the view is the truth, not the consumer's ack floor: at start the
-durable consumer is (re)created to deliver from ``position + 1``, so a fresh or rebuilt view
-never misses events and a batch redelivered after a crash is skipped by sequence.
+The stored position in the view is the truth, and the only record of progress (the consumer
+acknowledges nothing): at start the durable consumer is (re)created to deliver from
+``position + 1``, so a fresh or rebuilt view never misses events, and a batch that was being
+applied when the manager died is delivered again and applied once.
 
 The same projector feeds a standalone ``mirrorbus project`` with a ``reader`` certificate: it
 then names its own consumer and sets ``inactive_threshold``, so that the server removes the
@@ -21,7 +22,7 @@ import nats.js.errors
 from anyio.abc import TaskStatus
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, next_fetch_size
 from mirrorbus.errors import BusError, CodecError, ProjectionError
 from mirrorbus.events import decode_snapshot
 from projections.status_view import ApplyResult, Entry, StatusView
@@ -58,13 +59,15 @@ class Projector:
             durable_name=self.consumer,
             name=self.consumer,
             filter_subject=s.all_events,
-            ack_policy=AckPolicy.ALL,
+            # Nothing is acknowledged: the position stored with the view is the only record
+            # of progress, and the consumer is made anew from it at every start (above).
+            # An ack per batch would be one more message on the path of every event, and an
+            # ack timeout would only redeliver what the view skips by sequence anyway.
+            ack_policy=AckPolicy.NONE,
             deliver_policy=(
                 DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL
             ),
             opt_start_seq=self.position + 1 if self.position else None,
-            ack_wait=120,
-            max_ack_pending=max(self.batch * 4, 1024),
             inactive_threshold=self.inactive_threshold,
         )
         await self.bus.js.add_consumer(s.evt_stream, config)
@@ -77,9 +80,10 @@ class Projector:
             raise BusError(f"cannot create the projector's consumer: {exc}") from None
         log.info("projecting from sequence %d", self.position + 1)
         task_status.started()
+        size = self.batch  # a fresh consumer may start with a backlog
         while True:
             try:
-                msgs = await sub.fetch(self.batch, timeout=2)
+                msgs = await sub.fetch(size, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except nats.errors.Error as exc:
@@ -88,13 +92,12 @@ class Projector:
                 continue
             if not msgs:
                 continue
+            size = next_fetch_size(msgs, self.batch)
             entries: list[Entry] = [
                 (int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs
             ]
             result = await self._apply(entries)
             self.position = result.position
-            # Committed: now, and only now, the batch may be acknowledged (AckAll).
-            await msgs[-1].ack()
             if result.dead:
                 log.warning("%d events set aside as dead letters", result.dead)
             if self.on_applied is not None:

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mirrorbus import __version__
 from mirrorbus.bus import Bus
 from mirrorbus.errors import MirrorbusError
-from mirrorbus.manager.api import HistoryQuery, JobsQuery, PingInfo, Reply
+from mirrorbus.manager.api import HistoryQuery, JobsQuery, PingInfo, Reply, Target, TargetQuery
 from projections.status_view import StatusView
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,22 @@ class QueryService:
         self.bus = bus
         self.view = view
         self._prefix_len = len(bus.subjects.api("x")) - 1
+        self._known_jobs: set[tuple[str, str]] = set()
+        """Command targets (worker, job) the view confirmed.  A job's row is never deleted
+        (removed and flushed jobs stay, marked), so a confirmed job stays known and its
+        check is answered here, without a database round trip: every command to a job
+        asks it first.  Unknown ones are always looked up."""
+
+    def _answer_from_memory(self, query: str, payload: bytes) -> Reply[Any] | None:
+        if query != "target":
+            return None
+        try:
+            q = msgspec.json.decode(payload, type=TargetQuery)
+        except msgspec.DecodeError:
+            return None  # answer() says why
+        if q.job is None or (q.worker, q.job) not in self._known_jobs:
+            return None
+        return Reply(ok=True, data=Target(worker=True, job=True))
 
     def answer(self, query: str, payload: bytes) -> Reply[Any]:
         """Compute the reply to one query (synchronous; runs in a worker thread)."""
@@ -41,6 +57,12 @@ class QueryService:
                 case "history":
                     h = msgspec.json.decode(payload, type=HistoryQuery)
                     return Reply(ok=True, data=self.view.history(h.worker, h.job, h.limit))
+                case "target":
+                    tq = msgspec.json.decode(payload, type=TargetQuery)
+                    worker, job, names = self.view.target(tq.worker, tq.job)
+                    if job and tq.job is not None:
+                        self._known_jobs.add((tq.worker, tq.job))
+                    return Reply(ok=True, data=Target(worker=worker, job=job, workers=names))
                 case "ping":
                     return Reply(
                         ok=True, data=PingInfo(position=self.view.position(), version=__version__)
@@ -65,7 +87,9 @@ class QueryService:
             async with receive:
                 async for msg in receive:
                     query = msg.subject[self._prefix_len :]
-                    reply = await anyio.to_thread.run_sync(self.answer, query, msg.data)
+                    reply = self._answer_from_memory(query, msg.data)
+                    if reply is None:
+                        reply = await anyio.to_thread.run_sync(self.answer, query, msg.data)
                     if msg.reply:
                         await msg.respond(_encoder.encode(reply))
         finally:

@@ -20,6 +20,7 @@ import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mirrorbus.bus import next_fetch_size
 from mirrorbus.errors import CodecError
 from mirrorbus.events import (
     Command,
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from mirrorbus.worker.service import Job, Worker
 
 log = logging.getLogger(__name__)
+
+FETCH_BATCH = 32
+"""Commands taken at a time while more are queued."""
 
 
 class CommandHandler:
@@ -72,15 +76,17 @@ class CommandHandler:
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 15)
         async with anyio.create_task_group() as handlers:
+            size = FETCH_BATCH  # commands may be queued since the worker last ran
             while True:
                 try:
-                    msgs = await sub.fetch(32, timeout=5)
+                    msgs = await sub.fetch(size, timeout=5)
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 except nats.errors.Error as exc:
                     log.warning("fetching commands failed: %s", exc)
                     await anyio.sleep(1)
                     continue
+                size = next_fetch_size(msgs, FETCH_BATCH)
                 for msg in msgs:
                     # At most once: acknowledged before it acts, so a crash never replays a
                     # "start" or "restart" the user already saw answered.

@@ -1,0 +1,80 @@
+"""The status view's statements, built once at import with bound parameters.
+
+Building a SQLAlchemy Core statement (``select(...).where(...)``) costs several times more
+than executing it: a one-event batch that built its nine statements afresh spent three
+quarters of its time constructing them (cProfile, BENCHMARKS.md "Control latency").  Each
+statement here is built once and executed with parameters; the ``IN`` lists are expanding
+parameters, so one statement serves every list length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Insert, Update
+
+from projections import tables as t
+
+
+def _update_by_key(table: Table, keys: tuple[str, ...]) -> Update:
+    """``UPDATE table SET <every other column> WHERE <keys>``; parameters ``k_<key>`` and
+    ``v_<column>`` (executemany with one dict a row)."""
+    where = [table.c[k] == bindparam(f"k_{k}") for k in keys]
+    values: dict[str, Any] = {
+        c.name: bindparam(f"v_{c.name}") for c in table.columns if c.name not in keys
+    }
+    return update(table).where(*where).values(values)
+
+
+POSITION = select(t.meta.c.value).where(t.meta.c.key == "position")
+POSITION_LOCKED = POSITION.with_for_update()
+"""The position, locking its row (PostgreSQL): concurrent projectors serialise on it."""
+SET_POSITION = update(t.meta).where(t.meta.c.key == "position").values(value=bindparam("position"))
+FLOORS = select(t.seed_floors.c.worker, t.seed_floors.c.seq)
+
+JOBS_NAMED = select(t.jobs).where(t.jobs.c.name.in_(bindparam("names", expanding=True)))
+JOB = select(t.jobs).where(
+    t.jobs.c.worker == bindparam("worker"), t.jobs.c.name == bindparam("name")
+)
+JOB_EXISTS = select(t.jobs.c.seq).where(
+    t.jobs.c.worker == bindparam("worker"), t.jobs.c.name == bindparam("name")
+)
+JOB_OF_WORKER = select(t.jobs.c.seq).where(t.jobs.c.worker == bindparam("worker")).limit(1)
+DISABLED_JOBS = select(t.jobs.c.worker, t.jobs.c.name).where(
+    t.jobs.c.status == "disabled", t.jobs.c.removed.is_(False)
+)
+
+RUNS_WITH_IDS = select(t.runs).where(t.runs.c.run_id.in_(bindparam("run_ids", expanding=True)))
+RUN = select(t.runs).where(
+    t.runs.c.worker == bindparam("worker"),
+    t.runs.c.job == bindparam("job"),
+    t.runs.c.run_id == bindparam("run_id"),
+)
+
+WORKER = select(t.workers).where(t.workers.c.name == bindparam("name"))
+WORKER_EXISTS = select(t.workers.c.seq).where(t.workers.c.name == bindparam("name"))
+WORKER_NAMES = select(t.workers.c.name).order_by(t.workers.c.name)
+FORGET_WORKERS = delete(t.workers).where(t.workers.c.name.in_(bindparam("names", expanding=True)))
+
+NEW_COMMANDS_SQLITE = sqlite.insert(t.commands).on_conflict_do_nothing(index_elements=["cmd_id"])
+NEW_COMMANDS_POSTGRESQL = postgresql.insert(t.commands).on_conflict_do_nothing(
+    index_elements=["cmd_id"]
+)
+"""Insert answers to commands, skipping those already stored (first answer kept)."""
+
+INSERT: dict[str, Insert] = {
+    table.name: insert(table) for table in (t.jobs, t.runs, t.workers, t.commands, t.dead_letters)
+}
+UPDATE_BY_KEY: dict[str, Update] = {
+    t.jobs.name: _update_by_key(t.jobs, ("worker", "name")),
+    t.runs.name: _update_by_key(t.runs, ("worker", "job", "run_id")),
+    t.workers.name: _update_by_key(t.workers, ("name",)),
+}
+KEYS: dict[str, tuple[str, ...]] = {
+    t.jobs.name: ("worker", "name"),
+    t.runs.name: ("worker", "job", "run_id"),
+    t.workers.name: ("name",),
+}
+"""The primary key of each table that :data:`UPDATE_BY_KEY` updates."""
