@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -68,6 +69,9 @@ def _plan(cls: type) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...], tupl
     return tuple(ints), texts, tuple(times)
 
 
+_SAFE_TIMES = (datetime(2, 1, 1, tzinfo=UTC), datetime(9998, 12, 31, tzinfo=UTC))
+"""Times in this range are stored and read back on every backend; only others are tried."""
+
 _PLANS: dict[type, tuple[tuple[str, ...], tuple[tuple[str, int], ...], tuple[str, ...]]] = {}
 
 
@@ -101,12 +105,22 @@ def _check_storable(ev: Event, data: bytes) -> None:
                 raise CodecError(f"{cls.__name__}: NUL character in {name}")
     for name in times:
         value = getattr(ev, name)
-        if value is None:
+        if value is None or _SAFE_TIMES[0] <= value <= _SAFE_TIMES[1]:
             continue
         try:
             from_us(to_us(value))  # it must read back too, or its job row is unreadable
         except (OverflowError, ValueError, OSError):
             raise CodecError(f"{cls.__name__}: {name} is out of range") from None
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _expected_subject(subjects: Subjects, worker: str, job: str | None) -> str:
+    """The subject an event of ``worker`` (and ``job``) must arrive on; raises InvalidName.
+    Remembered: every event is checked, and the names validated are few (refusals are not
+    remembered)."""
+    if job is None:
+        return subjects.worker_events(worker)
+    return subjects.job_events(worker, job)
 
 
 class Batch:
@@ -183,13 +197,17 @@ class Batch:
             for ev in events
             if isinstance(ev, RunStarted | AttemptStarted | RunSucceeded | AttemptFailed)
         }
-        for chunk in _chunks(sorted(jobs), 400):
-            names = sorted({name for _, name in chunk})
-            for row in self.conn.execute(q.JOBS_NAMED, {"names": names}):
-                key = (row.worker, row.name)
-                if key in jobs and key not in self.states:
-                    self.states[key] = row_state(row)
-                    self.known_jobs.add(key)
+        by_worker: dict[str, list[str]] = {}
+        for worker, name in sorted(jobs):
+            by_worker.setdefault(worker, []).append(name)
+        for worker, names in by_worker.items():
+            for chunk in _chunks(names, 400):
+                params = {"worker": worker, "names": list(chunk)}
+                for row in self.conn.execute(q.JOBS_NAMED, params):
+                    key = (row.worker, row.name)
+                    if key not in self.states:
+                        self.states[key] = row_state(row)
+                        self.known_jobs.add(key)
         for chunk in _chunks(sorted(run_ids), 400):
             for row in self.conn.execute(q.RUNS_WITH_IDS, {"run_ids": list(chunk)}):
                 run_key = (row.worker, row.job, row.run_id)
@@ -208,10 +226,8 @@ class Batch:
                 )
             return
         try:
-            expected = (
-                self.subjects.job_events(ev.worker, ev.job)
-                if isinstance(ev, JobEvent)
-                else self.subjects.worker_events(ev.worker)
+            expected = _expected_subject(
+                self.subjects, ev.worker, ev.job if isinstance(ev, JobEvent) else None
             )
         except Exception as exc:  # InvalidName: a name no worker may use
             raise CodecError(f"invalid name in event: {exc}") from None
@@ -440,12 +456,9 @@ def _upsert(conn: Connection, table: Any, rows: Iterable[tuple[dict[str, Any], b
     for row, exists in rows:
         (old if exists else new).append(row)
     if new:
-        conn.execute(q.INSERT[table.name], new)
+        q.driver_statement(q.INSERT[table.name], conn.dialect).executemany(conn, new)
     if old:
-        keys = q.KEYS[table.name]
-        cols = [c.name for c in table.columns if c.name not in keys]
-        params = [{**{f"k_{k}": r[k] for k in keys}, **{f"v_{c}": r[c] for c in cols}} for r in old]
-        conn.execute(q.UPDATE_BY_KEY[table.name], params)
+        q.driver_statement(q.UPDATE_BY_KEY[table.name], conn.dialect).executemany(conn, old)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

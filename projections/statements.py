@@ -5,13 +5,29 @@ than executing it: a one-event batch that built its nine statements afresh spent
 quarters of its time constructing them (cProfile, BENCHMARKS.md "Control latency").  Each
 statement here is built once and executed with parameters; the ``IN`` lists are expanding
 parameters, so one statement serves every list length.
+
+The many-row writes of a batch (:data:`INSERT`, :data:`UPDATE_BY_KEY`) also skip
+SQLAlchemy's per-row parameter processing, a fifth of a catch-up's time: each is compiled
+once per dialect (:func:`driver_statement`) and its rows go to the driver's ``executemany``
+as they are, which the view's column types allow (checked when compiling).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Dialect,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert, Update
 
@@ -34,7 +50,11 @@ POSITION_LOCKED = POSITION.with_for_update()
 SET_POSITION = update(t.meta).where(t.meta.c.key == "position").values(value=bindparam("position"))
 FLOORS = select(t.seed_floors.c.worker, t.seed_floors.c.seq)
 
-JOBS_NAMED = select(t.jobs).where(t.jobs.c.name.in_(bindparam("names", expanding=True)))
+JOBS_NAMED = select(t.jobs).where(
+    t.jobs.c.worker == bindparam("worker"), t.jobs.c.name.in_(bindparam("names", expanding=True))
+)
+"""Jobs of one worker by name: the primary key's index (a list of names alone reads every
+job of every worker)."""
 JOB = select(t.jobs).where(
     t.jobs.c.worker == bindparam("worker"), t.jobs.c.name == bindparam("name")
 )
@@ -72,9 +92,58 @@ UPDATE_BY_KEY: dict[str, Update] = {
     t.runs.name: _update_by_key(t.runs, ("worker", "job", "run_id")),
     t.workers.name: _update_by_key(t.workers, ("name",)),
 }
-KEYS: dict[str, tuple[str, ...]] = {
-    t.jobs.name: ("worker", "name"),
-    t.runs.name: ("worker", "job", "run_id"),
-    t.workers.name: ("name",),
-}
-"""The primary key of each table that :data:`UPDATE_BY_KEY` updates."""
+
+
+def _column_of(bind: str) -> str:
+    """The row key a bound parameter takes its value from (``k_``/``v_`` of the updates)."""
+    return bind[2:] if bind.startswith(("k_", "v_")) else bind
+
+
+@dataclass(frozen=True, slots=True)
+class DriverStatement:
+    """A statement compiled for one dialect, executed with the driver's ``executemany``."""
+
+    sql: str
+    binds: tuple[str, ...]
+    columns: tuple[str, ...]
+    positional: bool
+
+    def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Execute once per row; ``rows`` are keyed by column name."""
+        params: list[Any]
+        if self.positional:
+            cols = self.columns
+            params = [tuple([r[c] for c in cols]) for r in rows]
+        else:
+            pairs = tuple(zip(self.binds, self.columns, strict=True))
+            params = [{b: r[c] for b, c in pairs} for r in rows]
+        conn.exec_driver_sql(self.sql, params)
+
+
+_DRIVER: dict[tuple[int, str], DriverStatement] = {}
+
+
+def driver_statement(stmt: Insert | Update, dialect: Dialect) -> DriverStatement:
+    """``stmt`` compiled for ``dialect`` (once).
+
+    Raises TypeError if a parameter's type needs SQLAlchemy's processing on the way in,
+    other than a boolean's (the rows hold real booleans, which every driver binds as
+    SQLAlchemy would): such a column must not bypass it.
+    """
+    key = (id(stmt), dialect.name)
+    found = _DRIVER.get(key)
+    if found is not None:
+        return found
+    compiled = stmt.compile(dialect=dialect)
+    binds = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+    for name in binds:
+        kind = compiled.binds[name].type
+        if kind._cached_bind_processor(dialect) is not None and not isinstance(kind, Boolean):
+            raise TypeError(f"{name}: {kind} needs bind processing; it cannot bypass it")
+    made = _DRIVER[key] = DriverStatement(
+        sql=compiled.string,
+        binds=binds,
+        columns=tuple(_column_of(b) for b in binds),
+        positional=compiled.positional,
+    )
+    return made

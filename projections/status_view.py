@@ -99,6 +99,8 @@ class StatusView:
             t.metadata.create_all(self.engine)
             with self.engine.begin() as conn:
                 self._check_schema(conn)
+                for index in t.ADDED_INDEXES:
+                    index.create(conn, checkfirst=True)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise ProjectionError(f"cannot prepare the status view at {url}: {exc}") from None

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -63,6 +64,11 @@ runs = Table(
     Column("exit_code", Integer),
     Column("seq", BigInteger, nullable=False),
 )
+
+runs_by_id = Index("runs_by_id", runs.c.run_id)
+"""A batch looks up the runs its events touch by run id (without it, each lookup read the
+whole table: a catch-up slowed down as history grew).  Added after release 1 of the schema,
+so a view that predates it gets it when opened (:data:`ADDED_INDEXES`)."""
 
 workers = Table(
     "workers",
@@ -120,6 +126,9 @@ seed_floors = Table(
     Column("worker", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),
 )
+
+ADDED_INDEXES = (runs_by_id,)
+"""Indexes a view made by an earlier release may lack; each is created if missing."""
 
 NOT_FROM_THE_LOG = ("heartbeats", "seed_floors")
 """Tables a rebuild does not reproduce (and ``dump`` leaves out)."""
