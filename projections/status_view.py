@@ -119,6 +119,12 @@ class StatusView:
                 f"{t.SCHEMA_VERSION}: run `mirrorbus manager rebuild`"
             )
 
+    @property
+    def in_process(self) -> bool:
+        """True when the database runs inside this process (SQLite): its work is CPU here,
+        with no server to wait for."""
+        return self._sqlite
+
     def close(self) -> None:
         self.engine.dispose()
 

@@ -29,6 +29,9 @@ from projections.status_view import ApplyResult, Entry, StatusView
 
 log = logging.getLogger(__name__)
 
+INLINE_EVENTS = 8
+"""Batches of at most this many events on an in-process database are applied on the loop."""
+
 
 class Projector:
     def __init__(
@@ -105,10 +108,20 @@ class Projector:
 
     async def _apply(self, entries: list[Entry]) -> ApplyResult:
         """Apply a batch, retrying while the database is away (restarting, unreachable): the
-        batch is not acknowledged until it is committed, and the stream keeps it meanwhile."""
+        position moves only once the batch is committed.
+
+        A few events on an in-process database (SQLite) are applied right here: that work is
+        this process's CPU either way, shorter than a hop to a thread and back, and a thread
+        would only trade the GIL with the event loop (BENCHMARKS.md "Control latency").
+        Bigger batches, and every batch for a database server, go to a thread so that the
+        loop goes on serving queries meanwhile.
+        """
+        inline = self.view.in_process and len(entries) <= INLINE_EVENTS
         delay = 0.5
         while True:
             try:
+                if inline:
+                    return self.view.apply(entries)
                 return await anyio.to_thread.run_sync(self.view.apply, entries)
             except ProjectionError as exc:
                 log.error("the status view cannot be written (%s); retrying in %.0fs", exc, delay)
