@@ -18,7 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    inspect,
+    text,
+    update,
+)
+from sqlalchemy.dialects import sqlite
 
 from mirrorbus.errors import ProjectionError
 from mirrorbus.events import (
@@ -36,6 +47,7 @@ from mirrorbus.events import (
     RunSucceeded,
     Subjects,
     WorkerAnswered,
+    WorkerForgotten,
     WorkerStarted,
     WorkerStopped,
     encode,
@@ -43,6 +55,7 @@ from mirrorbus.events import (
 )
 from projections import StatusView
 from projections import tables as t
+from projections.statements import INSERT, driver_statement
 
 PG_ENV = "MIRRORBUS_TEST_PG_URL"
 SUBJECTS = Subjects()
@@ -549,3 +562,77 @@ def test_an_unopenable_url_is_a_projection_error(tmp_path: Path) -> None:
         StatusView(f"sqlite:///{tmp_path / 'missing-dir' / 'view.db'}")
     with pytest.raises(ProjectionError):
         StatusView("nosuchdb://x")
+
+
+# -- command targets, answers, the added index, the driver statements --------------------------
+
+
+def test_a_command_target_is_known_by_its_jobs_or_the_worker_record(view: StatusView) -> None:
+    ids = Ids()
+    view.apply(
+        entries(
+            [
+                WorkerStarted(id="ws", at=at(0), worker=W, jobs=("debian",)),
+                JobConfigured(**ids(0), upstream="u"),
+                JobConfigured(**ids(0, "arch", "w2"), upstream="u"),
+                JobRemoved(**ids(1, "arch", "w2")),
+            ]
+        )
+    )
+    forget = WorkerForgotten(id="f", at=at(2), by="admin", worker="w2")  # ctl rm-worker
+    view.apply([(5, SUBJECTS.admin_events, encode(forget))])
+    assert [w.name for w in view.workers()] == [W]
+    assert view.target(W, "debian") == (True, True, [])
+    assert view.target(W, None) == (True, False, [])
+    assert view.target(W, "nosuch") == (True, False, [])
+    # w2's record is gone, its jobs stay (as in tunasync); a removed job is still a target
+    assert view.target("w2", "arch") == (True, True, [])
+    assert view.target("w2", None) == (True, False, [])
+    assert view.target("w2", "debian") == (True, False, [])
+    # an unknown worker: the names of those with a record
+    assert view.target("nobody", "debian") == (False, False, [W])
+
+
+def test_an_answer_leaves_its_job_row_as_it_was(view: StatusView) -> None:
+    """A command's answer changes no job state (the fold returns it as it was): its job row,
+    sequence included, stays; the answer is a row of ``commands`` and the worker was seen."""
+    ids = Ids()
+    view.apply(entries([JobConfigured(**ids(0), upstream="u")]))
+    before = table_rows(view, "jobs")
+    answer = CommandAnswered(**ids(5), cmd_id="c9", verb="ping", accepted=True, message="pong")
+    view.apply(entries([answer], first_seq=2))
+    assert table_rows(view, "jobs") == before
+    assert [r[0] for r in table_rows(view, "commands")] == ["c9"]
+    (w,) = view.workers()
+    assert w.last_seen == at(5)
+    assert view.position() == 2
+
+
+def test_a_view_made_before_the_run_id_index_gets_it_when_opened(
+    open_view: Callable[..., StatusView],
+) -> None:
+    first = open_view()
+    first.apply(entries(a_day()))
+    with first.engine.begin() as conn:
+        conn.execute(text("DROP INDEX runs_by_id"))
+    assert "runs_by_id" not in _index_names(first)
+    first.close()
+    again = open_view(first.url)
+    assert "runs_by_id" in _index_names(again)
+    assert {s.name: s for s in again.jobs()} == fold(job_events(a_day()))
+    open_view(first.url)  # and opening it once more changes nothing
+
+
+def _index_names(v: StatusView) -> set[str]:
+    return {str(i["name"]) for i in inspect(v.engine).get_indexes("runs")}
+
+
+def test_driver_statements_refuse_columns_that_need_processing() -> None:
+    """Rows go to the driver as they are: a column whose type SQLAlchemy must convert on the
+    way in (a DateTime on SQLite, stored as text) cannot take that path."""
+    stamped = Table("stamped", MetaData(), Column("at", DateTime))
+    with pytest.raises(TypeError, match="at: DATETIME needs bind processing"):
+        driver_statement(insert(stamped), sqlite.dialect())
+    made = driver_statement(INSERT["commands"], sqlite.dialect())
+    assert made.columns == tuple(c.name for c in t.commands.columns)
+    assert driver_statement(INSERT["commands"], sqlite.dialect()) is made  # compiled once

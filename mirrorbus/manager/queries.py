@@ -95,3 +95,4 @@ class QueryService:
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
+            send.close()  # no more messages come in
