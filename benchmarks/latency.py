@@ -111,7 +111,9 @@ async def round_trips(st: Stack, count: int) -> tuple[list[float], list[float]]:
         manager = Manager(mbus, view)
         worker = Worker(cfg, wbus)
         control = Control(abus)
-        async with anyio.create_task_group() as tg, echo_pair(st) as raw_round_trip:
+        # The echo pair outlives the task group, whose scope is cancelled at the end: its
+        # connections must be closed outside that cancelled scope.
+        async with echo_pair(st) as raw_round_trip, anyio.create_task_group() as tg:
             await tg.start(manager.run)
             async with anyio.create_task_group() as workers:
                 await workers.start(worker.run)
