@@ -105,7 +105,7 @@ def _check_storable(ev: Event, data: bytes) -> None:
                 raise CodecError(f"{cls.__name__}: NUL character in {name}")
     for name in times:
         value = getattr(ev, name)
-        if value is None or _SAFE_TIMES[0] <= value <= _SAFE_TIMES[1]:
+        if value is None or (value.tzinfo and _SAFE_TIMES[0] <= value <= _SAFE_TIMES[1]):
             continue
         try:
             from_us(to_us(value))  # it must read back too, or its job row is unreadable
