@@ -136,10 +136,13 @@ def driver_statement(stmt: Insert | Update, dialect: Dialect) -> DriverStatement
         return found
     compiled = stmt.compile(dialect=dialect)
     binds = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+    table_columns = set(stmt.table.c.keys())
     for name in binds:
         kind = compiled.binds[name].type
         if kind._cached_bind_processor(dialect) is not None and not isinstance(kind, Boolean):
             raise TypeError(f"{name}: {kind} needs bind processing; it cannot bypass it")
+        if _column_of(name) not in table_columns:
+            raise TypeError(f"{name}: no column {_column_of(name)!r} to take its value from")
     made = _DRIVER[key] = DriverStatement(
         sql=compiled.string,
         binds=binds,
