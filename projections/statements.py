@@ -34,9 +34,10 @@ from sqlalchemy.sql import Insert, Update
 from projections import tables as t
 
 
-def _update_by_key(table: Table, keys: tuple[str, ...]) -> Update:
-    """``UPDATE table SET <every other column> WHERE <keys>``; parameters ``k_<key>`` and
-    ``v_<column>`` (executemany with one dict a row)."""
+def _update_by_key(table: Table) -> Update:
+    """``UPDATE table SET <every other column> WHERE <primary key>``; parameters
+    ``k_<key>`` and ``v_<column>`` (executemany with one dict a row)."""
+    keys = [c.name for c in table.primary_key.columns]
     where = [table.c[k] == bindparam(f"k_{k}") for k in keys]
     values: dict[str, Any] = {
         c.name: bindparam(f"v_{c.name}") for c in table.columns if c.name not in keys
@@ -88,9 +89,7 @@ INSERT: dict[str, Insert] = {
     table.name: insert(table) for table in (t.jobs, t.runs, t.workers, t.commands, t.dead_letters)
 }
 UPDATE_BY_KEY: dict[str, Update] = {
-    t.jobs.name: _update_by_key(t.jobs, ("worker", "name")),
-    t.runs.name: _update_by_key(t.runs, ("worker", "job", "run_id")),
-    t.workers.name: _update_by_key(t.workers, ("name",)),
+    table.name: _update_by_key(table) for table in (t.jobs, t.runs, t.workers)
 }
 
 
