@@ -3,7 +3,8 @@
 Figure: a real :class:`~mirrorbus.worker.service.Worker` (config written as TOML, jobs
 running ``true``, all due at start) driven until every job has finished its run; starts per
 second = jobs / time from the scheduler's start to the last run's end.  Baseline: the same
-processes started in a plain loop, ``anyio.open_process`` + ``wait``, 64 at a time.
+processes started in a plain loop, ``anyio.open_process`` + ``wait``, 64 at a time, with the
+same child watcher as the worker.
 tunasync's design starts at most one due job per 5 s tick: 0.2 starts/s.
 """
 
@@ -19,6 +20,7 @@ from benchmarks.harness import Row, Stack, judged, write_worker_config
 from mirrorbus.bus import Bus
 from mirrorbus.events import AttemptFailed, Event, RunStarted, RunSucceeded
 from mirrorbus.worker.config import load_worker_config
+from mirrorbus.worker.process import use_pidfd_child_watcher
 from mirrorbus.worker.service import Worker
 
 WORKER = "sched"
@@ -63,7 +65,9 @@ async def run_worker(bus: Bus, config: Path, jobs: int, timeout: float) -> tuple
 
 
 async def plain_loop(jobs: int, concurrent: int = CONCURRENT) -> float:
-    """Seconds to run ``true`` ``jobs`` times, ``concurrent`` at a time, with nothing else."""
+    """Seconds to run ``true`` ``jobs`` times, ``concurrent`` at a time, with nothing else
+    (child processes watched as the worker watches them: pid file descriptors)."""
+    use_pidfd_child_watcher()
     limiter = anyio.CapacityLimiter(concurrent)
 
     async def one() -> None:

@@ -208,3 +208,33 @@ command = '''/bin/sh -c 'echo "fatal: remote end hung up"; echo "fatal: again"; 
     latest = (log_dir / "latest").resolve()
     assert latest.name.endswith(".log.fail") and latest.parent == log_dir
     assert "fatal: again" in latest.read_text()
+
+
+def test_a_working_dir_that_cannot_be_made_fails_the_run_not_the_worker(site: Site) -> None:
+    """The working dir is made (0755) before each attempt; when that fails (here: its parent is
+    a file) the run fails with the reason and the log is kept as ``.fail``, and the worker's
+    other jobs go on running."""
+    blocker = site.root / "not-a-dir"
+    blocker.write_text("a file where a directory should be\n")
+    jobs = f"""
+[[mirrors]]
+name = "blocked"
+provider = "command"
+command = "/bin/true"
+retry = 2
+mirror_dir = "{blocker}/blocked"
+
+[[mirrors]]
+name = "fine"
+provider = "command"
+command = "/bin/true"
+"""
+    site.start_manager()
+    worker = site.start_worker(site.worker_config("w1", jobs))
+    blocked = site.wait_job("w1", "blocked", lambda j: j.status == "failed" and j.attempt == 2)
+    assert blocked.error_msg == f"cannot create working dir {blocker}/blocked: Not a directory"
+    failed = sorted((site.root / "logs" / "w1" / "blocked").glob("blocked_*.log.fail"))
+    assert len(failed) == 2  # one per attempt, each kept as .fail
+    site.wait_job("w1", "fine", lambda j: j.status == "success")
+    assert worker.poll() is None  # still running
+    assert site.workdir("w1", "fine").is_dir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from mirrorbus.clock import new_id
 from mirrorbus.errors import CodecError, InvalidName
 from mirrorbus.events import (
     CURRENT_VERSIONS,
@@ -541,3 +543,23 @@ def test_different_prefixes_get_different_streams() -> None:
     assert dash.all_events != underscore.all_events
     assert dash.evt_stream != underscore.evt_stream
     assert dash.cmd_stream != underscore.cmd_stream
+
+
+def test_ids_are_32_hex_digits_and_never_repeat_also_across_fork() -> None:
+    """Event ids are ``Nats-Msg-Id``s: the same id twice would make JetStream drop an event as
+    a duplicate.  A forked child (a hook, a job) must not continue its parent's sequence."""
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its ids and leave without running the test's cleanup
+        os.close(read)
+        os.write(write, " ".join(new_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    ids += [new_id() for _ in range(100)]
+    assert len(child) == 100 and not set(child) & set(ids)

@@ -8,6 +8,7 @@ to init and may linger as a zombie until init reaps it: a zombie counts as dead.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import IO
 import anyio
 import pytest
 
-from mirrorbus.worker.process import ProcessResult, run_process
+from mirrorbus.worker.process import ProcessResult, run_process, use_pidfd_child_watcher
 
 SH = "/bin/sh"
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -229,3 +230,31 @@ async def test_cancellation_ends_the_whole_group(
     assert results == []  # cancellation propagated, no result made up
     assert await wait_dead(child)
     assert await wait_dead(leader)
+
+
+@pytest.mark.anyio
+async def test_job_processes_are_watched_without_a_thread_each(
+    tmp_path: Path, out: IO[bytes]
+) -> None:
+    """Python 3.11's asyncio watches each child with a thread blocked in ``waitpid``; the worker
+    uses pid file descriptors instead (3.12's way): eight jobs at once add no thread, and
+    each still gets its own exit status, also when a timeout or a cancellation ends it."""
+    assert use_pidfd_child_watcher()
+    before = threading.active_count()
+    results: dict[int, ProcessResult] = {}
+
+    async def one(code: int) -> None:
+        results[code] = await run([SH, "-c", f"sleep 0.4; exit {code}"], out, tmp_path)
+
+    async with anyio.create_task_group() as tg:
+        for code in range(8):
+            tg.start_soon(one, code)
+        await anyio.sleep(0.2)
+        during = threading.active_count()
+    assert during == before
+    assert [results[code].exit_code for code in range(8)] == list(range(8))
+    timed = await run([SH, "-c", "sleep 5"], out, tmp_path, timeout=0.2)
+    assert timed.timed_out and timed.error == "timeout after 0.2s"
+    with anyio.move_on_after(0.2):
+        await run([SH, "-c", "sleep 5"], out, tmp_path)
+    assert (await run([SH, "-c", "exit 3"], out, tmp_path)).exit_code == 3  # still watching

@@ -33,7 +33,6 @@ from rsyncd import Module, RsyncDaemon, rsync_daemon
 
 from mirrorbus.worker.config import WorkerConfig, load_worker_config
 from mirrorbus.worker.config_model import STAGE1_PROFILES as CONFIG_PROFILES
-from mirrorbus.worker.joblog import new_attempt_log
 from mirrorbus.worker.provider import AttemptOutcome, make_provider
 from mirrorbus.worker.rsync import (
     STAGE1_PROFILES,
@@ -44,6 +43,7 @@ from mirrorbus.worker.rsync import (
     rsync_size,
     two_stage_argvs,
 )
+from mirrorbus.worker.run import prepare_attempt
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -92,7 +92,8 @@ def job(name: str, upstream: str, extra: str = "", provider: str = "rsync") -> s
 async def attempt(config: WorkerConfig, name: str) -> tuple[AttemptOutcome, str]:
     """One attempt of job ``name`` as the worker runs it; the outcome and the log text."""
     mirror = config.mirror(name)
-    log = new_attempt_log(mirror.log_dir, name, datetime.now(UTC))
+    log, error = prepare_attempt(mirror, datetime.now(UTC))
+    assert log is not None and not error, error
     outcome = await make_provider(mirror, config).run_attempt(log)
     return outcome, log.path.read_text()
 

@@ -46,7 +46,8 @@ from mirrorbus.worker.journal import Journal
 log = logging.getLogger(__name__)
 
 WINDOW = 256
-"""Most events published before their acknowledgements are awaited."""
+"""Most events published before their acknowledgements are awaited (well under nats-py's
+4,000 pending publishes, which the window's publishes therefore never wait for)."""
 ACK_TIMEOUT = 5.0
 """Seconds a window's acknowledgements may take before the one-at-a-time path takes over."""
 
@@ -130,10 +131,11 @@ class Outbox:
         futures: list[asyncio.Future[PubAck]] = []
         try:
             for _kept, subject, event, data in itertools.islice(self._queue, WINDOW):
+                # No wait_stall: a window never exceeds nats-py's limit of pending publishes
+                # (4,000), so the slot is free at once; with a time limit, asyncio.wait_for
+                # made a task for every event.
                 futures.append(
-                    await js.publish_async(
-                        subject, data, wait_stall=ACK_TIMEOUT, headers={"Nats-Msg-Id": event.id}
-                    )
+                    await js.publish_async(subject, data, headers={"Nats-Msg-Id": event.id})
                 )
         except Exception as exc:  # nats-py raises a wide mix; the slow path reports it
             log.debug("pipelined publish stopped: %s", exc)

@@ -4,9 +4,10 @@
 :mod:`mirrorbus.worker.rsync`.
 
 The ``command`` provider runs the configured argv (shlex-split, no shell) in the job's working
-directory with tunasync's ``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the
-attempt's log file.  Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit;
-the size is group 1 of the last ``size_pattern`` match in the log.
+directory (made by the run: :func:`mirrorbus.worker.run.prepare_attempt`) with tunasync's
+``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the attempt's log file.
+Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit; the size is group 1
+of the last ``size_pattern`` match in the log.
 """
 
 from __future__ import annotations
@@ -75,8 +76,7 @@ class CommandProvider:
         return env
 
     async def run_attempt(self, log: AttemptLog) -> AttemptOutcome:
-        m = self.mirror
-        m.working_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        m = self.mirror  # the run made its working dir (run.prepare_attempt)
         with log.path.open("ab", buffering=0) as output:
             result = await run_process(
                 m.command,

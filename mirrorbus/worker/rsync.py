@@ -237,8 +237,8 @@ def _duration(seconds: float) -> str:
 async def _run_stages(
     mirror: MirrorConfig, argvs: Sequence[Sequence[str]], log: AttemptLog
 ) -> AttemptOutcome:
-    """Run ``argvs`` in order into ``log``; the first failing one ends the attempt."""
-    mirror.working_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    """Run ``argvs`` in order into ``log``; the first failing one ends the attempt.  The
+    working dir exists: the run made it (:func:`mirrorbus.worker.run.prepare_attempt`)."""
     env = rsync_environment(mirror)
     limit = None if mirror.timeout is None else mirror.timeout.total_seconds()
     deadline = None if limit is None else anyio.current_time() + limit

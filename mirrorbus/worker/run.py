@@ -1,7 +1,8 @@
 """One run of a job: its attempts, hooks and log files, told as events.
 
 The order is tunasync's (TUNASYNC.md §2.10, §4.1): ``RunStarted`` (pre-syncing), the
-``pre-job`` hooks, then per attempt: a new log file, ``pre-exec`` hooks, ``AttemptStarted``
+``pre-job`` hooks, then per attempt: a new log file and the working dir if missing (after
+the ``pre-job`` hooks, which may make it a btrfs subvolume), ``pre-exec`` hooks, ``AttemptStarted``
 (syncing), the provider, ``post-exec`` hooks, then ``post-success`` hooks and ``RunSucceeded``,
 or ``post-fail`` hooks, the ``.fail`` rename and ``AttemptFailed``.  A hook error ends the run
 with ``error exec hook <phase>: ...``.  A run that is killed (stop, disable, restart, shutdown)
@@ -20,6 +21,7 @@ import anyio
 
 from mirrorbus.clock import Clock, new_id
 from mirrorbus.events import AttemptFailed, AttemptStarted, Event, RunStarted, RunSucceeded
+from mirrorbus.worker.config import MirrorConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, run_phase
 from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
 from mirrorbus.worker.process import current_launcher, current_run
@@ -46,6 +48,21 @@ MAX_BACKOFF = 3600.0
 def backoff(base: float, attempt: int) -> float:
     """Seconds to wait before ``attempt`` (2, 3, ...): base, 2·base, 4·base, ... at most 1 h."""
     return min(base * 2.0 ** (attempt - 2), MAX_BACKOFF)
+
+
+def prepare_attempt(mirror: MirrorConfig, now: datetime) -> tuple[AttemptLog | None, str]:
+    """The file-system side of a new attempt, in one call so that it takes one trip to a
+    worker thread: the attempt's log file, then the job's working dir (0755) if it is missing.
+    Returns the log (None if it could not be made) and the error ("" if none)."""
+    try:
+        log = new_attempt_log(mirror.log_dir, mirror.name, now, mirror.keep_logs)
+    except OSError as exc:
+        return None, f"cannot create log file in {mirror.log_dir}: {exc}"
+    try:
+        mirror.working_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as exc:
+        return log, f"cannot create working dir {mirror.working_dir}: {exc.strerror or exc}"
+    return log, ""
 
 
 class JobRun:
@@ -106,19 +123,15 @@ class JobRun:
             final = attempt == retry
             if attempt > 1 and mirror.retry_backoff:
                 await anyio.sleep(backoff(mirror.retry_backoff.total_seconds(), attempt))
-            try:
-                # File-system work off the event loop: with many jobs starting at once, it
-                # would otherwise hold up every other start (seen in the scheduler benchmark).
-                self.log = await anyio.to_thread.run_sync(
-                    new_attempt_log,
-                    mirror.log_dir,
-                    mirror.name,
-                    self.clock.now(),
-                    mirror.keep_logs,
-                )
-            except OSError as exc:
-                self._fail(f"cannot create log file in {mirror.log_dir}: {exc}", final=final)
+            # File-system work off the event loop: with many jobs starting at once, it
+            # would otherwise hold up every other start (seen in the scheduler benchmark).
+            log, problem = await anyio.to_thread.run_sync(prepare_attempt, mirror, self.clock.now())
+            if log is None or problem:
+                if log is not None:
+                    log.mark_failed()
+                self._fail(problem, final=final)
                 continue
+            self.log = log
             self.ctx.log_file = self.log.path
             self.ctx.exit_status = None
             self.ctx.launcher = None

@@ -55,7 +55,7 @@ from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
 from mirrorbus.worker.journal import Journal, replay
 from mirrorbus.worker.logserve import LogServer
 from mirrorbus.worker.outbox import Outbox
-from mirrorbus.worker.process import end_leftovers
+from mirrorbus.worker.process import end_leftovers, use_pidfd_child_watcher
 from mirrorbus.worker.provider import Provider, make_provider
 from mirrorbus.worker.reload import diff
 from mirrorbus.worker.replay import Restored, restore
@@ -164,6 +164,7 @@ class Worker:
         self._stopping.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        use_pidfd_child_watcher()
         if kept := await replay(self.journal, self.bus):
             log.info("appended %d events kept from before the last stop", kept)
         restored = await self._restore()
