@@ -44,15 +44,19 @@ def _point_latest(log_dir: Path, target: str) -> None:
     tmp.replace(link)  # atomic: readers never see a missing link
 
 
+_LOG_NAME = re.compile(r"(?P<job>.+)_\d{4}-\d\d-\d\d_\d\d_\d\d(_\d\d)?(-\d+)?\.log(\.fail)?")
+"""An attempt's log file name; one pattern for every job (a pattern per job, compiled at each
+attempt, missed ``re``'s cache with more than 512 jobs and cost more than the rest)."""
+
+
 def _own_logs(log_dir: Path, job: str) -> list[Path]:
-    pattern = re.compile(
-        re.escape(job) + r"_\d{4}-\d\d-\d\d_\d\d_\d\d(_\d\d)?(-\d+)?\.log(\.fail)?"
-    )
     try:
         entries = list(log_dir.iterdir())
     except FileNotFoundError:
         return []
-    return [p for p in entries if pattern.fullmatch(p.name) and p.is_file()]
+    return [
+        p for p in entries if (m := _LOG_NAME.fullmatch(p.name)) and m["job"] == job and p.is_file()
+    ]
 
 
 def _names(job: str, local: datetime) -> Iterator[str]:
