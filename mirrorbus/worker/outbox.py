@@ -20,16 +20,14 @@ is written to the snapshot stream so that restore cost stays bounded.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
 import anyio
-from nats.js.api import PubAck
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import AppendPipeline, Bus
 from mirrorbus.clock import Clock, new_id
 from mirrorbus.errors import BusError
 from mirrorbus.events import (
@@ -46,8 +44,7 @@ from mirrorbus.worker.journal import Journal
 log = logging.getLogger(__name__)
 
 WINDOW = 256
-"""Most events published before their acknowledgements are awaited (well under nats-py's
-4,000 pending publishes, which the window's publishes therefore never wait for)."""
+"""Most events published before their acknowledgements are awaited."""
 ACK_TIMEOUT = 5.0
 """Seconds a window's acknowledgements may take before the one-at-a-time path takes over."""
 
@@ -80,6 +77,7 @@ class Outbox:
         self._snapshot_every = snapshot_every
         self._on_acked = on_acked
         self.published = 0
+        self._pipe: AppendPipeline | None = None
 
     def put(self, subject: str, event: Event) -> None:
         data = encode(event)
@@ -127,36 +125,30 @@ class Outbox:
     async def _publish_window(self) -> int:
         """Publish up to :data:`WINDOW` queued events, then take their acks in order;
         return how many (from the head of the queue) were acknowledged and dequeued."""
-        js = self._bus.js
-        futures: list[asyncio.Future[PubAck]] = []
+        pipe = self._pipe
+        if pipe is None:
+            pipe = self._pipe = AppendPipeline(self._bus)
+        serials: list[int] = []
         try:
             for _kept, subject, event, data in itertools.islice(self._queue, WINDOW):
-                # No wait_stall: a window never exceeds nats-py's limit of pending publishes
-                # (4,000), so the slot is free at once; with a time limit, asyncio.wait_for
-                # made a task for every event.
-                futures.append(
-                    await js.publish_async(subject, data, headers={"Nats-Msg-Id": event.id})
-                )
+                serials.append(await pipe.send(subject, data, event.id))
         except Exception as exc:  # nats-py raises a wide mix; the slow path reports it
             log.debug("pipelined publish stopped: %s", exc)
         done = 0
         try:
             with anyio.move_on_after(ACK_TIMEOUT):
-                for future in futures:
-                    ack = await future
+                for serial in serials:
+                    seq = await pipe.ack(serial)
                     kept, _subject, event, _data = self._queue.popleft()
                     self._journal.remove(kept)
                     self.published += 1
-                    self._acked(event, int(ack.seq))
+                    self._acked(event, seq)
                     done += 1
-        except Exception as exc:  # an APIError or no-responders ack: the slow path says which
+        except BusError as exc:  # refused, or no stream: the slow path says which
             log.debug("pipelined append not acknowledged: %s", exc)
         finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()  # frees nats-py's slot; the event is sent again
-                elif not future.cancelled():
-                    future.exception()  # retrieved, so asyncio does not log it
+            if done < len(serials):
+                pipe.forget()  # the rest is sent again, one at a time
         return done
 
     def _acked(self, event: Event, seq: int) -> None:

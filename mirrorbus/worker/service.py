@@ -90,6 +90,7 @@ class Job:
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     hooks: list[Hook] = field(default_factory=list)
     started: bool = False  # the current run holds its slot and has emitted RunStarted
+    subject: str = ""  # where its events go (made once: names are checked on the way)
 
     @property
     def name(self) -> str:
@@ -140,14 +141,15 @@ class Worker:
     def emit(self, event: Event) -> None:
         """Fold ``event`` into the live state and queue it for the acknowledged append."""
         assert self._outbox is not None, "emit before run()"
-        subjects = self.bus.subjects
         if isinstance(event, JobEvent):
             job = self.jobs.get(event.job)
             if job is not None:
                 job.state = evolve(job.state, event)
-            subject = subjects.job_events(self.name, event.job)
+                subject = job.subject
+            else:
+                subject = self.bus.subjects.job_events(self.name, event.job)
         else:
-            subject = subjects.worker_events(self.name)
+            subject = self.bus.subjects.worker_events(self.name)
         self._outbox.put(subject, event)
         _log_event(event)
 
@@ -297,6 +299,7 @@ class Worker:
             provider=make_provider(mirror, self.config),
             state=state or JobState(worker=self.name, name=mirror.name),
             hooks=build_hooks(mirror, self.config),
+            subject=self.bus.subjects.job_events(self.name, mirror.name),
         )
         self.jobs[mirror.name] = job
         self._configured(job, known=state is not None)
