@@ -110,7 +110,7 @@ def worker(
     async def main() -> None:
         bus = await _connect_patiently(settings)
         try:
-            service = Worker(cfg, bus, journal=journal)
+            service = Worker(cfg, bus, journal=journal, freeze_gc=True)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(
                     _until_signal,

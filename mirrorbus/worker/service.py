@@ -16,6 +16,7 @@ by a crash is closed as failed ("interrupted") and run again.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -115,8 +116,10 @@ class Worker:
         heartbeat_interval: float = 5.0,
         journal: Journal | None = None,
         snapshot_interval: float = 3600.0,
+        freeze_gc: bool = False,
     ) -> None:
         self.config = config
+        self._freeze_gc = freeze_gc
         self.name = config.name
         self.bus = bus
         self.clock = clock or SystemClock()
@@ -190,6 +193,10 @@ class Worker:
                             log.warning(
                                 "ended %d leftover process(es) of interrupted run %s", ended, run_id
                             )
+                    if self._freeze_gc:
+                        # The jobs and their configuration live as long as the process: the
+                        # cyclic collector need not walk them again at every full collection.
+                        gc.freeze()
                     self.emit(
                         WorkerStarted(
                             **self.meta(),
