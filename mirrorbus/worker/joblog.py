@@ -10,6 +10,7 @@ first, and retention only counts files of this job (``debian`` no longer prunes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -39,8 +40,11 @@ class AttemptLog:
 def _point_latest(log_dir: Path, target: str) -> None:
     link = log_dir / "latest"
     tmp = log_dir / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
+    try:
+        os.symlink(target, tmp)
+    except FileExistsError:  # left by a worker of this pid that died in between
+        tmp.unlink()
+        os.symlink(target, tmp)
     tmp.replace(link)  # atomic: readers never see a missing link
 
 
@@ -49,14 +53,18 @@ _LOG_NAME = re.compile(r"(?P<job>.+)_\d{4}-\d\d-\d\d_\d\d_\d\d(_\d\d)?(-\d+)?\.l
 attempt, missed ``re``'s cache with more than 512 jobs and cost more than the rest)."""
 
 
-def _own_logs(log_dir: Path, job: str) -> list[Path]:
+def _listing(log_dir: Path, job: str) -> tuple[list[os.DirEntry[str]], set[str]]:
+    """The job's own log files in ``log_dir``, and every name there (one directory read: no
+    file is looked at on its own unless there are old logs to prune)."""
     try:
-        entries = list(log_dir.iterdir())
+        with os.scandir(log_dir) as it:
+            entries = list(it)
     except FileNotFoundError:
-        return []
-    return [
-        p for p in entries if (m := _LOG_NAME.fullmatch(p.name)) and m["job"] == job and p.is_file()
+        return [], set()
+    own = [
+        e for e in entries if (m := _LOG_NAME.fullmatch(e.name)) and m["job"] == job and e.is_file()
     ]
+    return own, {e.name for e in entries}
 
 
 def _names(job: str, local: datetime) -> Iterator[str]:
@@ -72,18 +80,23 @@ def _names(job: str, local: datetime) -> Iterator[str]:
 def new_attempt_log(log_dir: Path, job: str, now: datetime, keep: int = DEFAULT_KEEP) -> AttemptLog:
     """Create the log file of a new attempt (empty), prune old ones, point ``latest`` at it."""
     log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    old = sorted(_own_logs(log_dir, job), key=lambda p: p.stat().st_mtime, reverse=True)
-    for stale in old[max(keep - 1, 0) :]:
-        stale.unlink(missing_ok=True)
+    own, names = _listing(log_dir, job)
+    if len(own) >= keep:  # the new file makes one more than ``keep``: the oldest go
+        own.sort(key=lambda e: e.stat().st_mtime, reverse=True)
+        for stale in own[max(keep - 1, 0) :]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale.path)
+            names.discard(stale.name)
     for stem in _names(job, now.astimezone()):
-        path = log_dir / f"{stem}.log"
-        if path.exists() or path.with_name(path.name + ".fail").exists():
+        name = f"{stem}.log"
+        if name in names or f"{name}.fail" in names:
             continue
+        path = log_dir / name
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue
         os.close(fd)
-        _point_latest(log_dir, path.name)
+        _point_latest(log_dir, name)
         return AttemptLog(path=path, log_dir=log_dir)
     raise RuntimeError(f"cannot find a free log file name for {job} in {log_dir}")
