@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import TypedDict
 
 import anyio
@@ -120,6 +121,7 @@ class Worker:
     ) -> None:
         self.config = config
         self._freeze_gc = freeze_gc
+        self._environment = MappingProxyType(dict(os.environ))  # what every job starts from
         self.name = config.name
         self.bus = bus
         self.clock = clock or SystemClock()
@@ -303,7 +305,7 @@ class Worker:
         view does not know it with this configuration yet."""
         job = Job(
             mirror=mirror,
-            provider=make_provider(mirror, self.config),
+            provider=make_provider(mirror, self.config, self._environment),
             state=state or JobState(worker=self.name, name=mirror.name),
             hooks=build_hooks(mirror, self.config),
             subject=self.bus.subjects.job_events(self.name, mirror.name),
@@ -371,7 +373,7 @@ class Worker:
                     self.scheduler.unschedule(job.name)
                     await self.kill(job)
                     job.mirror = mirror
-                    job.provider = make_provider(mirror, new)
+                    job.provider = make_provider(mirror, new, self._environment)
                     job.hooks = build_hooks(mirror, new)
                     self._configured(job)
                     if job.state.status not in ("paused", "disabled"):
