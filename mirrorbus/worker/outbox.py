@@ -77,7 +77,7 @@ class Outbox:
         self._snapshot_every = snapshot_every
         self._on_acked = on_acked
         self.published = 0
-        self._pipe: AppendPipeline | None = None
+        self._pipe = AppendPipeline(bus)  # subscribes for its acks at its first append
 
     def put(self, subject: str, event: Event) -> None:
         data = encode(event)
@@ -126,8 +126,6 @@ class Outbox:
         """Publish up to :data:`WINDOW` queued events, then take their acks in order;
         return how many (from the head of the queue) were acknowledged and dequeued."""
         pipe = self._pipe
-        if pipe is None:
-            pipe = self._pipe = AppendPipeline(self._bus)
         serials: list[int] = []
         try:
             for _kept, subject, event, data in itertools.islice(self._queue, WINDOW):
