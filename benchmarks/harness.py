@@ -40,7 +40,7 @@ from mirrorbus.server import NatsServer, find_nats_server, free_port
 
 T = TypeVar("T")
 
-WORKERS = ("bench", "ingest", "ctl", "sched", "restore1", "restoreN", "foot")
+WORKERS = ("bench", "ingest", "ctl", "sched", "schedram", "restore1", "restoreN", "foot")
 """Worker certificates issued once per run; each scenario uses its own names."""
 
 BenchEvent = JobConfigured | RunStarted | AttemptStarted | RunSucceeded | JobScheduled

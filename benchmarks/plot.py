@@ -29,7 +29,8 @@ async def growth(
     for n in sizes:
         print(f"-- growth: {n:,} jobs", file=sys.stderr, flush=True)
         with stack(root, pki_dir, f"growth-sched-{n}") as st:
-            rate, base, _, _ = await scheduler.measure(st, n)
+            got = await scheduler.measure(st, n)
+            rate, base = got.worker, got.plain
         with stack(root, pki_dir, f"growth-restore-{n}") as st:
             long_s, short_s, _ = await restore.restore_times(st, n, (1, runs))
         data["worker_starts_per_s"].append(rate)
