@@ -23,6 +23,7 @@ steps over recently freed inodes), against 5 µs on tmpfs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -179,10 +180,12 @@ async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = Fa
     # The baseline in two halves, before and after the workers: a shared machine's speed
     # drifts over a minute, and then weighs on both figures alike.
     base_s = await plain_loop(jobs // 2)
-    with tempfile.TemporaryDirectory(prefix="mirrorbus-bench-", dir=ram_dir) as ram_tmp:
+    with contextlib.ExitStack() as cleanup:
+        ram_tmp: Path | None = None
         if ram_dir is not None:
+            ram_tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(dir=ram_dir)))
             got.inode_disk = inode_cost(root)
-            got.inode_ram = inode_cost(Path(ram_tmp))
+            got.inode_ram = inode_cost(ram_tmp)
         bus = await st.bus("worker", WORKER)
         try:
             worker_s, got.failures = await run_worker(bus, config, jobs, timeout)
@@ -194,8 +197,8 @@ async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = Fa
                 got.restart, got.failures = jobs / again_s, got.failures + more
         finally:
             await bus.close()
-        if ram_dir is not None:
-            ram_config = write_worker_config(Path(ram_tmp), RAM_WORKER, jobs, concurrent=CONCURRENT)
+        if ram_tmp is not None:
+            ram_config = write_worker_config(ram_tmp, RAM_WORKER, jobs, concurrent=CONCURRENT)
             bus = await st.bus("worker", RAM_WORKER)
             try:
                 ram_s, more = await run_worker(bus, ram_config, jobs, timeout)
