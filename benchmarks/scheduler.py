@@ -148,7 +148,7 @@ def inode_cost(directory: Path, count: int = INODES) -> float:
     return (time.process_time() - started) / count
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Measured:
     """Starts per second of one scheduler measurement, and what else it saw."""
 
@@ -159,6 +159,18 @@ class Measured:
     ram: float | None = None  # the worker with its job files on a tmpfs
     inode_disk: float | None = None  # CPU seconds per new inode, job files' file system
     inode_ram: float | None = None  # the same on the tmpfs
+
+
+async def worker_rate(
+    st: Stack, name: str, config: Path, jobs: int, clock: Clock | None = None
+) -> tuple[float, int]:
+    """(starts/s, failed runs) of worker ``name`` on a connection of its own."""
+    bus = await st.bus("worker", name)
+    try:
+        seconds, failures = await run_worker(bus, config, jobs, max(120.0, jobs / 10), clock)
+    finally:
+        await bus.close()
+    return jobs / seconds, failures
 
 
 async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = False) -> Measured:
@@ -174,9 +186,8 @@ async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = Fa
     root = st.root / f"sched-{jobs}"
     root.mkdir(parents=True, exist_ok=True)
     config = write_worker_config(root, WORKER, jobs, concurrent=CONCURRENT)
-    timeout = max(120.0, jobs / 10)
     ram_dir = tmpfs_dir() if ram else None
-    got = Measured(worker=0.0, plain=0.0)
+    rate_restart = rate_ram = inode_disk = inode_ram = None
     # The baseline in two halves, before and after the workers: a shared machine's speed
     # drifts over a minute, and then weighs on both figures alike.
     base_s = await plain_loop(jobs // 2)
@@ -184,30 +195,27 @@ async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = Fa
         ram_tmp: Path | None = None
         if ram_dir is not None:
             ram_tmp = Path(cleanup.enter_context(tempfile.TemporaryDirectory(dir=ram_dir)))
-            got.inode_disk = inode_cost(root)
-            got.inode_ram = inode_cost(ram_tmp)
-        bus = await st.bus("worker", WORKER)
-        try:
-            worker_s, got.failures = await run_worker(bus, config, jobs, timeout)
-            got.worker = jobs / worker_s
-            if restart:
-                again_s, more = await run_worker(
-                    bus, config, jobs, timeout, LaterClock(RESTART_AFTER)
-                )
-                got.restart, got.failures = jobs / again_s, got.failures + more
-        finally:
-            await bus.close()
+            inode_disk, inode_ram = inode_cost(root), inode_cost(ram_tmp)
+        rate, failures = await worker_rate(st, WORKER, config, jobs)
+        if restart:
+            rate_restart, more = await worker_rate(
+                st, WORKER, config, jobs, LaterClock(RESTART_AFTER)
+            )
+            failures += more
         if ram_tmp is not None:
             ram_config = write_worker_config(ram_tmp, RAM_WORKER, jobs, concurrent=CONCURRENT)
-            bus = await st.bus("worker", RAM_WORKER)
-            try:
-                ram_s, more = await run_worker(bus, ram_config, jobs, timeout)
-                got.ram, got.failures = jobs / ram_s, got.failures + more
-            finally:
-                await bus.close()
+            rate_ram, more = await worker_rate(st, RAM_WORKER, ram_config, jobs)
+            failures += more
     base_s += await plain_loop(jobs - jobs // 2)
-    got.plain = jobs / base_s
-    return got
+    return Measured(
+        worker=rate,
+        plain=jobs / base_s,
+        failures=failures,
+        restart=rate_restart,
+        ram=rate_ram,
+        inode_disk=inode_disk,
+        inode_ram=inode_ram,
+    )
 
 
 async def scheduler(st: Stack, jobs: int, full: int) -> tuple[list[Row], float, float]:
