@@ -17,6 +17,7 @@ from typing import IO
 import anyio
 import pytest
 
+from mirrorbus.worker import process
 from mirrorbus.worker.process import ProcessResult, run_process, use_pidfd_child_watcher
 
 SH = "/bin/sh"
@@ -63,6 +64,17 @@ async def read_pid(pidfile: Path, within: float = 3.0) -> int:
 
 def same_dir(a: str, b: Path) -> bool:
     return Path(a).resolve() == b.resolve()
+
+
+@pytest.fixture(autouse=True, params=["pidfd", "transport"])
+def spawn(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with both ways of starting a job process: the worker's own (``Popen``,
+    its exit read from a pid file descriptor on the loop) and asyncio's subprocess transport,
+    which is kept for kernels without pid file descriptors."""
+    if request.param == "pidfd" and not process._PIDFD:
+        pytest.skip("this kernel has no pid file descriptors")
+    monkeypatch.setattr(process, "_PIDFD", request.param == "pidfd")
+    return str(request.param)
 
 
 @pytest.fixture

@@ -43,11 +43,11 @@ from pathlib import Path
 from typing import Literal
 
 import anyio
-from anyio.abc import Process
 
 from mirrorbus.errors import ConfigError
 from mirrorbus.worker.config_model import CgroupConfig, MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
+from mirrorbus.worker.process import JobProcess
 
 log = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ class CgroupLauncher:
     async def started(self, pid: int) -> None:
         return None  # the shim moved itself before running the job
 
-    async def terminate(self, process: Process) -> None:
+    async def terminate(self, process: JobProcess) -> None:
         if process.returncode is None:  # a stop or timeout: warn the daemons too
             self.cgroup.terminate()
 

@@ -27,10 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
-from anyio.abc import Process
 
 from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
+from mirrorbus.worker.process import JobProcess
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class DockerLauncher:
     async def started(self, pid: int) -> None:
         return None
 
-    async def terminate(self, process: Process) -> None:
+    async def terminate(self, process: JobProcess) -> None:
         if process.returncode is not None:
             return  # exited by itself: nothing to stop
         name = container_name(self.mirror)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
@@ -22,11 +23,22 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import anyio
-from anyio.abc import Process
 
 KILL_GRACE = 2.0
 
 log = logging.getLogger(__name__)
+
+
+class JobProcess(Protocol):
+    """What the worker needs of a started job process (anyio's ``Process`` is one)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
 
 
 class Launcher(Protocol):
@@ -45,7 +57,7 @@ class Launcher(Protocol):
         """Called once the process exists (before it is waited for)."""
         ...
 
-    async def terminate(self, process: Process) -> None:
+    async def terminate(self, process: JobProcess) -> None:
         """End the job (called before the process group is ended)."""
         ...
 
@@ -73,6 +85,66 @@ class ProcessResult:
     exit_code: int | None  # None: never started, or ended by a signal we sent
     error: str  # "" on exit 0
     timed_out: bool = False
+
+
+class _Child:
+    """A job process whose exit is read from its pid file descriptor on the running loop.
+
+    This is what asyncio's subprocess transport does for such a process, without the
+    transport: a job process never has pipes (its output goes to the attempt's log file), and
+    the transport's protocol, futures and callbacks were a tenth of a worker's own work per run
+    when many short jobs start (BENCHMARKS.md, fifth round).
+    """
+
+    __slots__ = ("_exited", "_pidfd", "_popen", "pid", "returncode")
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.pid = popen.pid
+        self.returncode: int | None = None
+        self._popen = popen
+        self._exited = anyio.Event()
+        # A child that has already exited is a zombie until reaped: its pidfd is readable.
+        self._pidfd = os.pidfd_open(self.pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped elsewhere: the status is lost
+            code = 255
+            log.warning("exit status of child process %d already read: reporting 255", self.pid)
+        else:
+            code = os.waitstatus_to_exitcode(status)
+        self.returncode = self._popen.returncode = code  # Popen must not reap it again
+        self._exited.set()
+
+    async def wait(self) -> int:
+        if self.returncode is None:
+            await self._exited.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+
+def _has_pidfd() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):  # not Linux, or a kernel older than 5.3
+        return False
+    return True
+
+
+_PIDFD = _has_pidfd()
+
+
+def _start_child(command: list[str], cwd: Path, env: dict[str, str], output: IO[bytes]) -> _Child:
+    """Start ``command`` in a new session, output to ``output``, stdin inherited.  ``Popen``
+    blocks the loop only for the ``vfork`` + ``exec``, as asyncio's transport does too."""
+    popen = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=output, stderr=output, start_new_session=True
+    )
+    return _Child(popen)
 
 
 class _PidfdWatcher(asyncio.AbstractChildWatcher):
@@ -151,7 +223,7 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
     return True
 
 
-async def end_group(process: Process, grace: float = KILL_GRACE) -> None:
+async def end_group(process: JobProcess, grace: float = KILL_GRACE) -> None:
     """SIGTERM the process group, SIGKILL after ``grace`` seconds; always sweep the group."""
     pgid = process.pid  # leader of its own session/group
     if process.returncode is None:
@@ -186,15 +258,19 @@ async def run_process(
         chosen.command(argv, env, cwd) if chosen is not None else (list(argv), env)
     )
     try:
-        process = await anyio.open_process(
-            command,
-            cwd=cwd,
-            env=environment,
-            stdin=None,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
+        process: JobProcess
+        if _PIDFD:
+            process = _start_child(command, cwd, environment, output)
+        else:
+            process = await anyio.open_process(
+                command,
+                cwd=cwd,
+                env=environment,
+                stdin=None,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
+            )
     except OSError as exc:
         return ProcessResult(exit_code=None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
     try:
