@@ -138,13 +138,32 @@ def _has_pidfd() -> bool:
 _PIDFD = _has_pidfd()
 
 
-def _start_child(command: list[str], cwd: Path, env: dict[str, str], output: IO[bytes]) -> _Child:
-    """Start ``command`` in a new session, output to ``output``, stdin inherited.  ``Popen``
-    blocks the loop only for the ``vfork`` + ``exec``, as asyncio's transport does too."""
+def _start_child(
+    command: Sequence[str], cwd: Path | None, env: Mapping[str, str] | None, output: IO[bytes] | int
+) -> _Child:
+    # Popen blocks the loop only for the vfork + exec, as asyncio's transport does too.
     popen = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=output, stderr=output, start_new_session=True
     )
     return _Child(popen)
+
+
+async def start_process(
+    command: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    output: IO[bytes] | int = subprocess.DEVNULL,
+) -> JobProcess:
+    """Start ``command`` as the leader of a new session (its own process group), stdout and
+    stderr to ``output``, stdin inherited.  Its exit is read from a pid file descriptor on the
+    running loop where the kernel has them (5.3+), else through asyncio's subprocess
+    transport.  ``env`` None: the worker's own environment."""
+    if _PIDFD:
+        return _start_child(command, cwd, env, output)
+    return await anyio.open_process(
+        command, cwd=cwd, env=env, stdin=None, stdout=output, stderr=output, start_new_session=True
+    )
 
 
 class _PidfdWatcher(asyncio.AbstractChildWatcher):
@@ -205,9 +224,7 @@ def use_pidfd_child_watcher() -> bool:
     policy = asyncio.get_event_loop_policy()
     if isinstance(policy.get_child_watcher(), _PidfdWatcher):
         return True
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):  # an older kernel: keep the threads
+    if not _PIDFD:  # an older kernel: keep the threads
         return False
     policy.set_child_watcher(_PidfdWatcher())
     return True
@@ -258,19 +275,7 @@ async def run_process(
         chosen.command(argv, env, cwd) if chosen is not None else (list(argv), env)
     )
     try:
-        process: JobProcess
-        if _PIDFD:
-            process = _start_child(command, cwd, environment, output)
-        else:
-            process = await anyio.open_process(
-                command,
-                cwd=cwd,
-                env=environment,
-                stdin=None,
-                stdout=output,
-                stderr=output,
-                start_new_session=True,
-            )
+        process = await start_process(command, cwd=cwd, env=environment, output=output)
     except OSError as exc:
         return ProcessResult(exit_code=None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
     try:

@@ -51,9 +51,14 @@ def backoff(base: float, attempt: int) -> float:
 
 
 def prepare_attempt(mirror: MirrorConfig, now: datetime) -> tuple[AttemptLog | None, str]:
-    """The file-system side of a new attempt, in one call so that it takes one trip to a
-    worker thread: the attempt's log file, then the job's working dir (0755) if it is missing.
-    Returns the log (None if it could not be made) and the error ("" if none)."""
+    """The file-system side of a new attempt: the attempt's log file, then the job's working
+    dir (0755) if it is missing.  Returns the log (None if it could not be made) and the error
+    ("" if none).
+
+    Done on the event loop.  A trip to a worker thread cost more than this work (about 0.3 ms
+    of CPU per run in GIL hand-offs, against 0.1 ms for the work on a healthy file system:
+    BENCHMARKS.md, fifth round), and the thread never kept slow storage off the loop: the job's
+    process is started on the loop, in the same working dir, next to the same log file."""
     try:
         log = new_attempt_log(mirror.log_dir, mirror.name, now, mirror.keep_logs)
     except OSError as exc:
@@ -123,9 +128,7 @@ class JobRun:
             final = attempt == retry
             if attempt > 1 and mirror.retry_backoff:
                 await anyio.sleep(backoff(mirror.retry_backoff.total_seconds(), attempt))
-            # File-system work off the event loop: with many jobs starting at once, it
-            # would otherwise hold up every other start (seen in the scheduler benchmark).
-            log, problem = await anyio.to_thread.run_sync(prepare_attempt, mirror, self.clock.now())
+            log, problem = prepare_attempt(mirror, self.clock.now())
             if log is None or problem:
                 if log is not None:
                     log.mark_failed()
