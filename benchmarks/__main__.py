@@ -4,6 +4,7 @@ print one table (see ``BENCHMARKS.md``)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import platform
@@ -112,6 +113,9 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     args = parser.parse_args()
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        # Checked now: the plot is drawn after every scenario has run, many minutes later.
+        parser.error("--plot needs matplotlib: pip install -e '.[bench]'")
     # nats-py closes TLS connections in a way asyncio comments on ("returning true from
     # eof_received() has no effect when using ssl"); harmless, and it would bury the table.
     logging.getLogger("asyncio").setLevel(logging.ERROR)

@@ -7,6 +7,7 @@ to init and may linger as a zombie until init reaps it: a zombie counts as dead.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -18,7 +19,13 @@ import anyio
 import pytest
 
 from mirrorbus.worker import process
-from mirrorbus.worker.process import ProcessResult, run_process, use_pidfd_child_watcher
+from mirrorbus.worker.process import (
+    ProcessResult,
+    current_run,
+    leftovers,
+    run_process,
+    use_pidfd_child_watcher,
+)
 
 SH = "/bin/sh"
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
@@ -270,3 +277,26 @@ async def test_job_processes_are_watched_without_a_thread_each(
     with anyio.move_on_after(0.2):
         await run([SH, "-c", "sleep 5"], out, tmp_path)
     assert (await run([SH, "-c", "exit 3"], out, tmp_path)).exit_code == 3  # still watching
+
+
+@pytest.mark.anyio
+async def test_a_process_that_cannot_be_watched_is_not_left_running(
+    tmp_path: Path, out: IO[bytes], spawn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors right after the start (no pid fd for the new process): the
+    attempt fails with the reason, and the process it started is killed, not left unwatched."""
+    if spawn != "pidfd":
+        pytest.skip("asyncio's transport watches its processes itself")
+
+    def no_fd(pid: int) -> int:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(os, "pidfd_open", no_fd)
+    token = current_run.set(f"unwatched-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        result = await run([SH, "-c", "sleep 30"], out, tmp_path)
+        assert leftovers(current_run.get()) == []
+    finally:
+        current_run.reset(token)
+    assert result.exit_code is None
+    assert result.error == "cannot start /bin/sh: Too many open files"

@@ -145,7 +145,12 @@ def _start_child(
     popen = subprocess.Popen(
         command, cwd=cwd, env=env, stdout=output, stderr=output, start_new_session=True
     )
-    return _Child(popen)
+    try:
+        return _Child(popen)
+    except OSError:  # no pid fd (out of file descriptors): leave nothing running unwatched
+        _signal_group(popen.pid, signal.SIGKILL)
+        popen.wait()
+        raise
 
 
 async def start_process(
