@@ -191,10 +191,11 @@ async def catch_up(
             mem_storage=True,
         ),
     )
-    # One batch at a time: fetching the next batch while a thread applied this one was
-    # slower, not faster (both are Python work in this process, and the two threads handed
-    # the GIL back and forth: 4,500 against 5,900 events/s on SQLite, 3,700 against 4,600
-    # on PostgreSQL; BENCHMARKS.md "Ingest").
+    # One batch at a time, applied right here: nothing else is served from this loop while
+    # the view is rebuilt, and a worker thread only traded the GIL with it (each event's
+    # apply took 23 against 19 µs on SQLite; BENCHMARKS.md, fifth round).  Fetching the next
+    # batch while a thread applied this one was slower still (4,500 against 5,900 events/s
+    # on SQLite, 3,700 against 4,600 on PostgreSQL; BENCHMARKS.md "Ingest").
     try:
         while position < last:
             try:
@@ -204,8 +205,7 @@ async def catch_up(
             entries = [(int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs]
             entries = [e for e in entries if e[0] <= last]
             if entries:
-                result = await anyio.to_thread.run_sync(view.apply, entries)
-                position = result.position
+                position = view.apply(entries).position
             if len(entries) < len(msgs):
                 break  # past ``until``
     finally:
