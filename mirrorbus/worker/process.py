@@ -87,6 +87,17 @@ class ProcessResult:
     timed_out: bool = False
 
 
+def _reap_exited(pid: int) -> int:
+    """Reap child ``pid``, whose pid file descriptor has become readable; its exit code
+    (negative: the signal that ended it)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped elsewhere: the status is lost
+        log.warning("exit status of child process %d already read: reporting 255", pid)
+        return 255
+    return os.waitstatus_to_exitcode(status)
+
+
 class _Child:
     """A job process whose exit is read from its pid file descriptor on the running loop.
 
@@ -110,13 +121,7 @@ class _Child:
     def _reap(self) -> None:
         asyncio.get_running_loop().remove_reader(self._pidfd)
         os.close(self._pidfd)
-        try:
-            _, status = os.waitpid(self.pid, 0)
-        except ChildProcessError:  # reaped elsewhere: the status is lost
-            code = 255
-            log.warning("exit status of child process %d already read: reporting 255", self.pid)
-        else:
-            code = os.waitstatus_to_exitcode(status)
+        code = _reap_exited(self.pid)
         self.returncode = self._popen.returncode = code  # Popen must not reap it again
         self._exited.set()
 
@@ -206,13 +211,7 @@ class _PidfdWatcher(asyncio.AbstractChildWatcher):
         args: tuple[object, ...],
     ) -> None:
         loop.remove_reader(pidfd)
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped elsewhere: the status is lost
-            returncode = 255
-            log.warning("exit status of child process %d already read: reporting 255", pid)
-        else:
-            returncode = os.waitstatus_to_exitcode(status)
+        returncode = _reap_exited(pid)
         os.close(pidfd)
         callback(pid, returncode, *args)
 
