@@ -68,14 +68,10 @@ async def run(sizes: Sizes, only: set[str], root: Path, growth: Path | None) -> 
     async def one(coro: Awaitable[Row]) -> list[Row]:
         return [await coro]
 
-    async def sched(st: Stack) -> list[Row]:
-        got, _, _ = await scheduler.scheduler(st, sizes.jobs, FULL.jobs)
-        return got
-
     await scenario("ingest", lambda st: one(ingest.ingest(st, sizes.ingest, FULL.ingest)))
     await scenario("append", lambda st: one(append.append(st, sizes.append)))
     await scenario("control", lambda st: latency.latency(st, sizes.commands, FULL.commands))
-    await scenario("scheduler", sched)
+    await scenario("scheduler", lambda st: scheduler.scheduler(st, sizes.jobs, FULL.jobs))
     await scenario(
         "restore",
         lambda st: one(

@@ -40,7 +40,7 @@ from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock
 from mirrorbus.events import AttemptFailed, Event, RunStarted, RunSucceeded
 from mirrorbus.worker.config import load_worker_config
-from mirrorbus.worker.process import start_process, use_pidfd_child_watcher
+from mirrorbus.worker.process import start_process
 from mirrorbus.worker.service import Worker
 
 WORKER = "sched"
@@ -109,7 +109,6 @@ async def plain_loop(jobs: int, concurrent: int = CONCURRENT) -> float:
     """Seconds to run ``true`` ``jobs`` times, ``concurrent`` at a time, with nothing else:
     started as the worker starts a job's process (:func:`start_process`, a new session, its
     exit read from a pid file descriptor), output to ``/dev/null``, the environment inherited."""
-    use_pidfd_child_watcher()
     limiter = anyio.CapacityLimiter(concurrent)
 
     async def one() -> None:
@@ -218,7 +217,7 @@ async def measure(st: Stack, jobs: int, *, restart: bool = False, ram: bool = Fa
     )
 
 
-async def scheduler(st: Stack, jobs: int, full: int) -> tuple[list[Row], float, float]:
+async def scheduler(st: Stack, jobs: int, full: int) -> list[Row]:
     got = await measure(st, jobs, restart=True, ram=True)
     assert got.restart is not None
     note = "" if jobs >= full else f"quick: {jobs:,} of {full:,} jobs; "
@@ -279,4 +278,4 @@ async def scheduler(st: Stack, jobs: int, full: int) -> tuple[list[Row], float, 
             passed=got.worker >= 100 and not got.failures,
         )
     )
-    return rows, got.worker, got.plain
+    return rows
