@@ -13,7 +13,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
@@ -119,6 +120,15 @@ class Bus:
             return int(ack.seq)
         assert scope.cancelled_caught
         raise self._denied(subject)
+
+    async def serve(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        """Subscribe ``cb`` to ``subject`` and wait until the server has the subscription (one
+        PING/PONG round trip), so that a service that then says it is ready can be reached:
+        right after a bare ``subscribe`` the SUB may still sit in this client's buffer, and a
+        request from another connection finds no responders (seen once in the test suite)."""
+        sub = await self.nc.subscribe(subject, cb=cb)
+        await self.nc.flush()
+        return sub
 
     async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
         started = time.monotonic()

@@ -51,7 +51,7 @@ class Liveness:
         async def on_msg(msg: Msg) -> None:
             self._on_beat(msg.subject)
 
-        sub = await self.bus.nc.subscribe(self.bus.subjects.all_heartbeats, cb=on_msg)
+        sub = await self.bus.serve(self.bus.subjects.all_heartbeats, on_msg)
         task_status.started()
         try:
             while True:

@@ -81,7 +81,7 @@ class QueryService:
         async def on_msg(msg: Msg) -> None:
             await send.send(msg)
 
-        sub = await self.bus.nc.subscribe(self.bus.subjects.all_api, cb=on_msg)
+        sub = await self.bus.serve(self.bus.subjects.all_api, on_msg)
         task_status.started()
         try:
             async with receive:

@@ -104,7 +104,7 @@ class LogServer:
             if msg.reply:
                 await msg.respond(encoder.encode(answer))
 
-        sub = await w.bus.nc.subscribe(w.bus.subjects.logs(w.name), cb=on_request)
+        sub = await w.bus.serve(w.bus.subjects.logs(w.name), on_request)
         task_status.started()
         try:
             await anyio.sleep_forever()
