@@ -246,16 +246,45 @@ def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
     for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None and not value.is_file():
             raise ConfigError(f"file {value} does not exist", file=source, key=f"http.{key}")
+    allow_origin = _allow_origin(http.get("allow_origin", "*"), source)
     mirrorz_json = _path(files, "mirrorz_json", "files", source)
     site = _table(mz, "site", source) if "site" in mz else {}
     if mirrorz_json is not None:
         site = check_site(site, str(source))
     return OutputSettings(
-        http=HttpSettings(enable=enable, listen=listen, tls_cert=tls_cert, tls_key=tls_key),
+        http=HttpSettings(
+            enable=enable,
+            listen=listen,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            allow_origin=allow_origin,
+        ),
         jobs_json=_path(files, "jobs_json", "files", source),
         mirrorz_json=mirrorz_json,
         site=site,
     )
+
+
+def _allow_origin(value: object, source: Path) -> str | tuple[str, ...]:
+    """``[http] allow_origin``: ``"*"``, one origin, a list of origins, or ``""`` (none)."""
+    if isinstance(value, str):
+        origins: tuple[str, ...] = (value,) if value not in ("", "*") else ()
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        origins = tuple(value)
+    else:
+        raise ConfigError(
+            'must be "*", an origin like "https://mirrorz.org", or a list of origins',
+            file=source,
+            key="http.allow_origin",
+        )
+    for origin in origins:
+        if origin.rstrip("/") != origin or "://" not in origin:
+            raise ConfigError(
+                f"{origin!r} is not an origin (scheme://host[:port], no path or trailing '/')",
+                file=source,
+                key="http.allow_origin",
+            )
+    return tuple(value) if isinstance(value, list) else value
 
 
 def with_http(outputs: OutputSettings, listen: str | None) -> OutputSettings:

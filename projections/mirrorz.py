@@ -3,6 +3,8 @@
 The ``site`` block is the site's own (from configuration: ``url`` and ``abbr`` are required by
 mirrorz); ``mirrors[]`` is one entry per job name.  ``status`` is mirrorz's string of pieces
 ``[A-Z](\\d+)?`` (TUNASYNC.md §10, mirrorz README): one main piece and auxiliary ones.
+``desc`` and ``help`` are the job's own (``desc``/``help`` of its ``[[mirrors]]`` entry in the
+worker config), "" when not set.
 
 ======================  ============================================================
 job status              status string
@@ -76,10 +78,10 @@ def check_site(site: Mapping[str, Any], source: str) -> dict[str, Any]:
 def mirror_entry(state: JobState) -> dict[str, Any]:
     return {
         "cname": state.name,
-        "desc": "",
+        "desc": state.desc,
         "url": f"/{state.name}",
         "status": status_string(state),
-        "help": "",
+        "help": state.help,
         "upstream": state.upstream,
         "size": "" if state.size in ("", "unknown") else state.size,
         "disable": state.status == "disabled",

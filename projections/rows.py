@@ -91,6 +91,8 @@ def state_row(state: JobState, seq: int) -> dict[str, Any]:
         "attempt": state.attempt,
         "exit_code": state.exit_code,
         "removed": state.removed,
+        "description": state.desc,
+        "help": state.help,
         "seq": seq,
     }
 
@@ -115,4 +117,6 @@ def row_state(row: Any) -> JobState:
         attempt=m["attempt"],
         exit_code=m["exit_code"],
         removed=m["removed"],
+        desc=m["description"],
+        help=m["help"],
     )

@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -71,6 +81,20 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the columns of :data:`tables.ADDED_COLUMNS` that a view made earlier lacks (as
+    empty texts, on SQLite and PostgreSQL alike)."""
+    for table, names in t.ADDED_COLUMNS:
+        have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        for name in names:
+            if name not in have:
+                column = table.c[name]
+                kind = column.type.compile(conn.dialect)
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {table.name} ADD COLUMN {name} {kind} NOT NULL DEFAULT ''"
+                )
+
+
 class StatusView:
     """The status view in one SQL database (``sqlite:///path`` or ``postgresql+psycopg://``)."""
 
@@ -101,6 +125,7 @@ class StatusView:
                 self._check_schema(conn)
                 for index in t.ADDED_INDEXES:
                     index.create(conn, checkfirst=True)
+                _add_missing_columns(conn)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise ProjectionError(f"cannot prepare the status view at {url}: {exc}") from None

@@ -45,6 +45,8 @@ jobs = Table(
     Column("exit_code", Integer),
     Column("removed", Boolean, nullable=False),
     Column("seq", BigInteger, nullable=False),
+    Column("description", Text, nullable=False, server_default=""),
+    Column("help", Text, nullable=False, server_default=""),
 )
 
 runs = Table(
@@ -129,6 +131,10 @@ seed_floors = Table(
 
 ADDED_INDEXES = (runs_by_id,)
 """Indexes a view made by an earlier release may lack; each is created if missing."""
+
+ADDED_COLUMNS = ((jobs, ("description", "help")),)
+"""Columns a view made by an earlier release may lack; each is added (empty) if missing:
+a job's ``desc`` and ``help`` for mirrorz.json, filled by its next ``JobConfigured``."""
 
 NOT_FROM_THE_LOG = ("heartbeats", "seed_floors")
 """Tables a rebuild does not reproduce (and ``dump`` leaves out)."""

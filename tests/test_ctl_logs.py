@@ -20,7 +20,9 @@ def test_logs_follow_a_running_job_and_show_the_last_one(site: Site) -> None:
 
     followed = site.ctl("logs", "-w", "w1", "ticker", "-f", timeout=60)
     assert followed.returncode == 0, followed.stderr
-    assert followed.stdout == "".join(f"tick {i}\n" for i in range(1, 7))
+    header, ticks = followed.stdout.split("\n", 3)[:3], followed.stdout.split("\n", 3)[3]
+    assert header[0].startswith("# mirrorbus: command: /bin/sh -c ")  # what ran, then output
+    assert ticks == "".join(f"tick {i}\n" for i in range(1, 7))
     assert followed.stderr.startswith("==> w1/ticker: ticker_")
     site.wait_job("w1", "ticker", lambda j: j.status == "success")
 

@@ -199,7 +199,10 @@ command = '''/bin/sh -c 'echo "fatal: remote end hung up"; echo "fatal: again"; 
     site.start_worker(site.worker_config("w1", jobs))
     site.wait_job("w1", "envy", lambda j: j.status == "success")
     log = (site.root / "logs" / "w1" / "envy" / "latest").resolve()
-    assert log.read_text() == "greeting=bonjour dir=/overridden\n"  # env wins, as in tunasync
+    header, output = log.read_text().split("\n", 3)[:3], log.read_text().split("\n", 3)[3]
+    assert header[0].startswith("# mirrorbus: command: /bin/sh -c ")  # then cwd and env keys
+    assert "GREETING" in header[2]
+    assert output == "greeting=bonjour dir=/overridden\n"  # env wins, as in tunasync
 
     fussy = site.wait_job("w1", "fussy", lambda j: j.status == "failed")
     assert fussy.error_msg == "Fail-on-match regexp found 2 matches"

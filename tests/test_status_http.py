@@ -61,7 +61,8 @@ def _events() -> list[Event]:
     ev: list[Any] = [e(WorkerStarted, at=T_BOOT, version="t", hostname="h", pid=1, jobs=("x",))]
     for job in ("a-none", "b-pre", "c-sync", "d-ok", "e-bad", "f-paused"):
         up = UPSTREAM if job == "d-ok" else f"rsync://example.org/{job}/"
-        ev.append(e(JobConfigured, at=T_BOOT, job=job, upstream=up, interval=3600))
+        about = {"desc": "D & <OK>", "help": "/help/d-ok"} if job == "d-ok" else {}
+        ev.append(e(JobConfigured, at=T_BOOT, job=job, upstream=up, interval=3600, **about))
     ev.append(e(JobScheduled, at=T_BOOT, job="a-none", next_at=T_NEXT))
     ev.append(e(RunStarted, at=T_START, job="b-pre", run_id="r1"))
     ev += [
@@ -288,8 +289,9 @@ def test_workers_worker_jobs_and_ping(running: Running) -> None:
     assert w2["last_register"] == "0001-01-01T00:00:00Z"  # never seen starting
     assert all(RFC3339.match(w[k]) for w in (w1, w2) for k in ("last_online", "last_register"))
 
-    status, _, body = get(running.base + "/workers/w1/jobs")
+    status, headers, body = get(running.base + "/workers/w1/jobs")
     assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "*"  # mirrorz reads it from browsers
     jobs = json.loads(body, object_pairs_hook=list)
     assert len(jobs) == 6
     assert [k for k, _ in jobs[0]] == [
@@ -391,4 +393,5 @@ def test_status_files_follow_the_view(running: Running) -> None:
         assert re.fullmatch(r"([A-Z]\d*)+", m["status"])
     d_ok = next(m for m in doc["mirrors"] if m["cname"] == "d-ok")
     assert (d_ok["size"], d_ok["url"], d_ok["disable"]) == ("1.5G", "/d-ok", False)
+    assert (d_ok["desc"], d_ok["help"]) == ("D & <OK>", "/help/d-ok")  # from the worker config
     assert next(m for m in doc["mirrors"] if m["cname"] == "g-off")["disable"] is True

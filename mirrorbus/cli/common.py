@@ -6,9 +6,12 @@ and the error's exit code; nothing else is caught, so a bug still shows its trac
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from enum import StrEnum
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
@@ -89,10 +92,38 @@ class _Formatter(logging.Formatter):
         super().__init__(fmt, datefmt="%y-%m-%d %H:%M:%S")
 
 
-def setup_logging(verbose: bool = False, debug: bool = False, with_systemd: bool = False) -> None:
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``time`` RFC 3339 UTC, ``level``, ``logger``, ``message``,
+    ``exception`` when there is one), for journald's and log shippers' parsers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(
+    verbose: bool = False,
+    debug: bool = False,
+    with_systemd: bool = False,
+    log_format: LogFormat = LogFormat.text,
+) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter(with_time=not with_systemd))
+    handler.setFormatter(
+        JsonFormatter() if log_format == LogFormat.json else _Formatter(with_time=not with_systemd)
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -28,11 +29,17 @@ import nats.js.errors
 import typer
 
 from mirrorbus.bus import Bus, connect
-from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
-from mirrorbus.cli.services import Debug, StateDir, Verbose, WithSystemd, _until_signal
+from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
+from mirrorbus.cli.services import (
+    Debug,
+    LogFormatOpt,
+    StateDir,
+    Verbose,
+    WithSystemd,
+    _until_signal,
+)
 from mirrorbus.errors import BusError, ConfigError
 from mirrorbus.events.subjects import check_name
-from mirrorbus.manager.http import HttpSettings
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.settings import project_config, with_http
@@ -108,12 +115,7 @@ def _outputs(
             raise ConfigError("mirrorz needs a path: --mirrorz-json PATH or [files] mirrorz_json")
         site = check_site(site, "mirrorbus project mirrorz")
     result = OutputSettings(
-        http=HttpSettings(
-            enable=False,
-            listen=base.http.listen,
-            tls_cert=base.http.tls_cert,
-            tls_key=base.http.tls_key,
-        ),
+        http=replace(base.http, enable=False),
         jobs_json=jobs_path if Output.jobs_json in wanted else None,
         mirrorz_json=mirrorz_path if Output.mirrorz in wanted else None,
         site=site,
@@ -191,12 +193,13 @@ def project(
     verbose: Verbose = False,
     debug: Debug = False,
     with_systemd: WithSystemd = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Keep status outputs current from the event stream, with a reader certificate.
 
     Example: mirrorbus project jobs-json --state-dir ./state --jobs-json /srv/www/tunasync.json
     """
-    setup_logging(verbose, debug, with_systemd)
+    setup_logging(verbose, debug, with_systemd, log_format)
     pc = project_config(config, state_dir, view_url(view) if view else None)
     outputs = _outputs(names, pc.outputs, jobs_json, mirrorz_json, http, site_url, site_abbr)
     name = check_name(consumer or default_consumer(pc.view_url), "consumer name")

@@ -17,7 +17,7 @@ import anyio
 import typer
 
 from mirrorbus.bus import Bus, BusSettings, connect
-from mirrorbus.cli.common import one_line_errors, run_async, setup_logging
+from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
 from mirrorbus.errors import BusError
 from mirrorbus.manager import Manager, catch_up
 from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
@@ -40,6 +40,10 @@ StateDir = Annotated[
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log more.")]
 Debug = Annotated[bool, typer.Option("--debug", help="Log everything, NATS included.")]
 WithSystemd = Annotated[bool, typer.Option("--with-systemd", help="No timestamps in log lines.")]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option("--log-format", help="text (tunasync's lines) or json (one object a line)."),
+]
 
 
 async def _until_signal(
@@ -89,12 +93,13 @@ def worker(
     verbose: Verbose = False,
     debug: Debug = False,
     with_systemd: WithSystemd = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run the jobs of a worker config and obey commands from the bus.
 
     Example: mirrorbus worker -c /etc/mirrorbus/worker.toml
     """
-    setup_logging(verbose, debug, with_systemd)
+    setup_logging(verbose, debug, with_systemd, log_format)
     cfg = load_worker_config(config)
     for warning in cfg.warnings:
         log.warning("%s", warning)
@@ -167,11 +172,12 @@ def manager(
     verbose: Verbose = False,
     debug: Debug = False,
     with_systemd: WithSystemd = False,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run the manager (unless a subcommand is given)."""
     if ctx.invoked_subcommand is not None:
         return
-    setup_logging(verbose, debug, with_systemd)
+    setup_logging(verbose, debug, with_systemd, log_format)
     mc = manager_config(config, state_dir, db)
     outputs = with_http(mc.outputs, http)
     view = StatusView(mc.database_url)

@@ -60,7 +60,9 @@ class JobConfigured(JobEvent, frozen=True, kw_only=True, tag="job.configured"):
     """The worker (re)loaded this job's configuration; carries what the view shows of it.
 
     v2 added ``provider``; v1 messages are upcast with provider "command" (the only provider
-    the first release ran).
+    the first release ran).  ``desc`` and ``help`` (what mirrorz.json shows of the job) came
+    later as optional fields: a message without them reads as "", and a reader that predates
+    them ignores them, so the version stayed 2.
     """
 
     v: int = 2
@@ -68,6 +70,8 @@ class JobConfigured(JobEvent, frozen=True, kw_only=True, tag="job.configured"):
     interval: int = 0  # seconds
     is_master: bool = True
     provider: str = "command"
+    desc: str = ""
+    help: str = ""
 
 
 class JobScheduled(JobEvent, frozen=True, kw_only=True, tag="job.scheduled"):
@@ -278,6 +282,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int = 0
     exit_code: int | None = None
     removed: bool = False
+    desc: str = ""
+    help: str = ""
 
     @property
     def running(self) -> bool:

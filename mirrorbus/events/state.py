@@ -94,6 +94,8 @@ def evolve(state: JobState | None, event: JobEvent) -> JobState:
                 interval=event.interval,
                 is_master=event.is_master,
                 provider=event.provider,
+                desc=event.desc,
+                help=event.help,
                 removed=False,
             )
         case SizeSet():

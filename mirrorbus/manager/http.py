@@ -10,6 +10,11 @@ Off unless enabled (``[http] enable = true`` or ``mirrorbus manager --http ADDR`
     GET /metrics             Prometheus text format
     GET /events              server-sent events: "change" with the view's position
 
+The JSON read routes (``/jobs``, ``/workers``, ``/workers/<id>/jobs``, ``/ping``) carry
+``Access-Control-Allow-Origin`` (``[http] allow_origin``, ``"*"`` by default): mirrorz's
+front end and other status pages read ``/jobs`` from the visitor's browser, which refuses a
+cross-origin answer without it.  A list of origins answers each listed one with itself (and
+``Vary: Origin``); ``""`` or ``[]`` sends no header.
 Only reads: tunasync's writing routes (``POST /workers/...``, ``POST /cmd``, ``DELETE``) are
 replaced by the bus and answer 405/404.  Errors have tunasync's ``{"error": "..."}`` shape.
 The server is aiohttp on the same event loop as the projector; database reads run in worker
@@ -50,6 +55,23 @@ class HttpSettings:
     listen: str = DEFAULT_LISTEN
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    allow_origin: str | tuple[str, ...] = "*"
+    """``Access-Control-Allow-Origin`` of the JSON read routes: one value sent as it is
+    (``"*"``), or the origins allowed (each answered with itself); empty: no header."""
+
+
+CORS_ROUTES = ("/jobs", "/workers", "/ping")
+"""The read API that browsers of other sites may read (``/workers/<id>/jobs`` included)."""
+
+
+def allowed_origin(allow: str | tuple[str, ...], path: str, origin: str | None) -> str | None:
+    """The ``Access-Control-Allow-Origin`` value for a request of ``path`` from ``origin``
+    (None: send none)."""
+    if not any(path == r or path.startswith(r + "/") for r in CORS_ROUTES):
+        return None
+    if isinstance(allow, str):
+        return allow or None
+    return origin if origin is not None and origin in allow else None
 
 
 def parse_listen(text: str, source: str = "http") -> tuple[str, int]:
@@ -97,6 +119,7 @@ class StatusHttp:
         self.app.router.add_get("/metrics", self.metrics_page)
         self.app.router.add_get("/events", self.events)
         self.app.on_shutdown.append(self._on_shutdown)
+        self.app.on_response_prepare.append(self._cors)
 
     @property
     def url(self) -> str:
@@ -187,6 +210,14 @@ class StatusHttp:
             pass
         return response
 
+    async def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
+        allow = self.settings.allow_origin
+        value = allowed_origin(allow, request.path, request.headers.get("Origin"))
+        if value is not None:
+            response.headers["Access-Control-Allow-Origin"] = value
+        if not isinstance(allow, str) and allow:
+            response.headers["Vary"] = "Origin"
+
     async def _on_shutdown(self, _app: web.Application) -> None:
         self._closing = True
 
@@ -205,12 +236,12 @@ class StatusHttp:
         return ctx
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
         await runner.setup()
         try:
-            site = web.TCPSite(
-                runner, self.host, self.port, ssl_context=self._ssl(), shutdown_timeout=2.0
-            )
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl())
             try:
                 await site.start()
             except OSError as exc:

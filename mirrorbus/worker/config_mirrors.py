@@ -229,6 +229,8 @@ def build_mirror(leaf: Leaf, d: Defaults, warnings: list[str]) -> MirrorConfig:
         ),
         upstream_host=upstream_host(upstream),
         keep_logs=(c.integer("keep_logs") if "keep_logs" in c.values else d.keep_logs) or 1,
+        desc=c.text("desc"),
+        help=c.text("help"),
         origin=f"{where.file}: {where.job}",
     )
 

@@ -154,6 +154,11 @@ class MirrorConfig:
     """mirrorbus: wait this long before the 2nd attempt of a run, doubling after each."""
     upstream_host: str = ""
     """The upstream's host name (for ``[upstream_limits]``); "" when it has none."""
+    desc: str = field(default="", compare=False)
+    """mirrorbus: what mirrorz.json says of the job (``desc``); not compared, so a reload
+    that only changes it re-announces the job without restarting it."""
+    help: str = field(default="", compare=False)
+    """mirrorbus: the job's help page for mirrorz.json (``help``), like ``desc``."""
     origin: str = field(default="", compare=False)
     """Where the job was defined, e.g. ``worker.toml: mirrors[1].mirrors[0] (ubuntu)``."""
 

@@ -60,6 +60,8 @@ MIRROR_KEYS: Mapping[str, Kind] = {
     "jitter": Kind.NUMBER,  # mirrorbus only
     "retry_backoff": Kind.NUMBER,  # mirrorbus only
     "keep_logs": _INT,  # mirrorbus only
+    "desc": _STR,  # mirrorbus only: mirrorz.json's desc
+    "help": _STR,  # mirrorbus only: mirrorz.json's help (a URL)
     "name": _STR,
     "provider": _STR,
     "upstream": _STR,

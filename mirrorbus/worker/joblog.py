@@ -13,12 +13,54 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 DEFAULT_KEEP = 10
+
+HEADER_PREFIX = "# mirrorbus: "
+"""Each line of an attempt's command header starts with this (never rsync's or a job's)."""
+
+_ENV_OPTIONS = ("-e", "--env")
+
+
+def _redacted(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the values of ``-e KEY=VALUE`` (docker's environment) left out: the
+    credentials of a job travel there, and the log is readable by more people."""
+    shown: list[str] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] in _ENV_OPTIONS and "=" in arg:
+            arg = arg.split("=", 1)[0] + "=..."
+        elif arg.startswith("--env=") and arg.count("=") > 1:
+            arg = "--env=" + arg[len("--env=") :].split("=", 1)[0] + "=..."
+        shown.append(arg)
+    return shown
+
+
+def command_header(
+    argv: Sequence[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    base: Mapping[str, str],
+    launched: Sequence[str] | None = None,
+) -> str:
+    """The lines an attempt's log starts with: the command as a shell would take it, where
+    it ran, and the names (never the values) of the variables it got beyond ``base`` (the
+    worker's own environment).  ``launched`` is the command actually executed when a docker
+    or cgroup launcher wrapped ``argv``.  What operators need when an upstream misbehaves:
+    the exact command to run again by hand."""
+    keys = sorted(k for k, v in env.items() if base.get(k) != v)
+    lines = [
+        f"command: {shlex.join(argv)}",
+        f"working dir: {cwd}",
+        f"environment set: {' '.join(keys) if keys else '(none)'}",
+    ]
+    if launched is not None and list(launched) != list(argv):
+        lines.append(f"launched as: {shlex.join(_redacted(launched))}")
+    return "".join(f"{HEADER_PREFIX}{line}\n" for line in lines)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from typing import IO, Protocol
 
 import anyio
 
+from mirrorbus.worker.joblog import command_header
+
 KILL_GRACE = 2.0
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,7 @@ class ProcessResult:
     exit_code: int | None  # None: never started, or ended by a signal we sent
     error: str  # "" on exit 0
     timed_out: bool = False
+    header: str = ""  # the command header written before the output ("" if none)
 
 
 def _reap_exited(pid: int) -> int:
@@ -264,8 +267,12 @@ async def run_process(
     output: IO[bytes],
     timeout: float | None,
     launcher: Launcher | _Default | None = _DEFAULT,
+    header: bool = False,
 ) -> ProcessResult:
     """Run ``argv`` to completion (or timeout), output to ``output``.
+
+    With ``header``, ``output`` first gets the command, working dir and the names of the
+    environment variables set (:func:`~mirrorbus.worker.joblog.command_header`).
 
     Cancellation (stop, disable, restart, shutdown) ends the process group before it
     propagates; the caller reports the reason.  ``launcher`` (default: the attempt's
@@ -278,10 +285,16 @@ async def run_process(
     command, environment = (
         chosen.command(argv, env, cwd) if chosen is not None else (list(argv), env)
     )
+    text = ""
+    if header:
+        text = command_header(argv, cwd, env, os.environ, command)
+        output.write(text.encode(errors="surrogateescape"))
     try:
         process = await start_process(command, cwd=cwd, env=environment, output=output)
     except OSError as exc:
-        return ProcessResult(exit_code=None, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+        return ProcessResult(
+            exit_code=None, error=f"cannot start {argv[0]}: {exc.strerror or exc}", header=text
+        )
     try:
         if chosen is not None:
             await chosen.started(process.pid)
@@ -289,11 +302,18 @@ async def run_process(
             code = await process.wait()
         if scope.cancelled_caught:
             return ProcessResult(
-                exit_code=None, error=f"timeout after {_human(timeout)}", timed_out=True
+                exit_code=None,
+                error=f"timeout after {_human(timeout)}",
+                timed_out=True,
+                header=text,
             )
         if code < 0:
-            return ProcessResult(exit_code=code, error=f"signal: {_signal_name(-code)}")
-        return ProcessResult(exit_code=code, error="" if code == 0 else f"exit status {code}")
+            return ProcessResult(
+                exit_code=code, error=f"signal: {_signal_name(-code)}", header=text
+            )
+        return ProcessResult(
+            exit_code=code, error="" if code == 0 else f"exit status {code}", header=text
+        )
     finally:
         with anyio.CancelScope(shield=True):
             if chosen is not None:

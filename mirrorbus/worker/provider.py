@@ -5,7 +5,9 @@
 
 The ``command`` provider runs the configured argv (shlex-split, no shell) in the job's working
 directory (made by the run: :func:`mirrorbus.worker.run.prepare_attempt`) with tunasync's
-``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the attempt's log file.
+``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the attempt's log file after
+the command header (the argv, working dir and environment keys set, which the patterns below
+never see).
 Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit; the size is group 1
 of the last ``size_pattern`` match in the log.
 """
@@ -92,6 +94,7 @@ class CommandProvider:
                 env=self.environment(log.path),
                 output=output,
                 timeout=None if m.timeout is None else m.timeout.total_seconds(),
+                header=True,
             )
         code = result.exit_code
         allowed = code == 0 or (code is not None and code in m.success_exit_codes)
@@ -99,7 +102,9 @@ class CommandProvider:
             return AttemptOutcome(ok=False, exit_code=code, error=result.error)
         if m.fail_on_match is None and m.size_pattern is None:
             return AttemptOutcome(ok=True, exit_code=code)
-        text = await anyio.to_thread.run_sync(_read_log, log.path)
+        # The command header is ours: a pattern that happens to match the command itself
+        # must not fail (or size) the run.
+        text = (await anyio.to_thread.run_sync(_read_log, log.path)).replace(result.header, "", 1)
         if m.fail_on_match is not None:
             hits = len(m.fail_on_match.findall(text))
             if hits:

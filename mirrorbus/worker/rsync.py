@@ -248,7 +248,12 @@ async def _run_stages(
         for stage, argv in enumerate(argvs, 1):
             remaining = None if deadline is None else max(deadline - anyio.current_time(), 0.0)
             result = await run_process(
-                argv, cwd=mirror.working_dir, env=env, output=output, timeout=remaining
+                argv,
+                cwd=mirror.working_dir,
+                env=env,
+                output=output,
+                timeout=remaining,
+                header=True,
             )
             code = result.exit_code
             if result.timed_out:

@@ -319,7 +319,7 @@ class Worker:
         interval = int(mirror.interval.total_seconds())
         wanted = (mirror.upstream, interval, mirror.is_master, mirror.provider, False)
         have = (state.upstream, state.interval, state.is_master, state.provider, state.removed)
-        if not known or wanted != have:
+        if not known or wanted != have or (mirror.desc, mirror.help) != (state.desc, state.help):
             self.emit(
                 JobConfigured(
                     **self.job_meta(job),
@@ -327,6 +327,8 @@ class Worker:
                     interval=interval,
                     is_master=mirror.is_master,
                     provider=mirror.provider,
+                    desc=mirror.desc,
+                    help=mirror.help,
                 )
             )
 
@@ -380,6 +382,11 @@ class Worker:
                         self.schedule(job, self.clock.now())
             for mirror in change.added:
                 self.schedule(self._add_job(mirror, None), self.clock.now())
+            for mirror in new.mirrors:  # what is not compared (desc, help): no restart
+                same = self.jobs.get(mirror.name)
+                if same is not None and same.mirror is not mirror and same.mirror == mirror:
+                    same.mirror = mirror
+                    self._configured(same)
             message = f"reloaded {path}: {change.summary()}"
             log.info("%s", message)
             return True, message
