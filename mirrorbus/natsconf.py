@@ -17,6 +17,12 @@ Roles (prefix ``mirrorbus``, worker ``W``):
 - **reader** may query (``api.>``) and read events through its own consumers; nothing else.
 - **manager** reads events through JetStream and answers queries on ``api.>``
   (``allow_responses``: it may publish only to the reply subject of a request it received).
+- **gateway** (tunasync's HTTP API for old workers and tools) appends the events of workers
+  that have *no* certificate of their own (``evt.*``, ``evt.*.>`` with an explicit deny of
+  every worker certificate's subjects, so it can never speak for a native worker: the deny
+  list is rendered from the issued certificates, so re-render after ``certs issue worker``),
+  the operators' view changes (``rm-worker``, ``flush``) and commands; it consumes commands
+  through its own consumer to forward them to the old workers.
 
 There is no default user and no ``default_permissions``: a certificate from the CA that maps
 to no listed user is refused at connect time.
@@ -41,6 +47,7 @@ __all__ = [
     "REFERENCE_WORKER",
     "ClusterBlock",
     "Permissions",
+    "gateway_permissions",
     "render_authorization",
     "render_reference_config",
     "render_server_config",
@@ -137,6 +144,8 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             ),
             subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
         )
+    if role == "gateway":
+        return gateway_permissions(s, ())  # with no worker certificate issued yet
     if role == "manager":
         return Permissions(
             comment="manager: projects events and answers queries on the api subjects",
@@ -144,7 +153,40 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             allow_responses=True,
             subscribe_allow=("_INBOX.>", f"{p}.api.>", f"{p}.evt.>", f"{p}.hb.>"),
         )
-    raise ConfigError(f"unknown role {role!r}: use manager, worker, admin or reader")
+    raise ConfigError(f"unknown role {role!r}: use manager, worker, admin, reader or gateway")
+
+
+def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Permissions:
+    """The gateway's permissions: speak for every worker except ``native_workers`` (those
+    with a certificate of their own), which the server refuses to it explicitly."""
+    s = subjects
+    p = s.prefix
+    evt, cmd = s.evt_stream, s.cmd_stream
+    c = s.gateway_consumer
+    denied: list[str] = []
+    for w in sorted({check_name(w, "worker name") for w in native_workers}):
+        denied += [s.worker_events(w), s.worker_job_events(w)]
+    return Permissions(
+        comment="gateway: tunasync's HTTP API; speaks only for workers without a certificate",
+        publish_allow=(
+            f"{p}.evt.*",
+            f"{p}.evt.*.>",
+            f"{p}.cmd.>",
+            f"{p}.api.>",
+            # Its command consumer (commands for the old workers it forwards to).
+            f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.all_commands}",
+            f"$JS.API.CONSUMER.INFO.{cmd}.{c}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
+            f"$JS.ACK.{cmd}.{c}.>",
+            # Its follower of the workers' own events (registrations, native starts).
+            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{p}.evt.*",
+            f"$JS.API.CONSUMER.DELETE.{evt}.{c}",
+            f"$JS.API.CONSUMER.INFO.{evt}.{c}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{c}",
+        ),
+        publish_deny=(*denied, f"{p}.snap.>", f"{p}.hb.>"),
+        subscribe_allow=("_INBOX.>", f"{p}.evt.>"),
+    )
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -190,7 +232,8 @@ def _render_user(user: str, perm: Permissions, indent: str) -> str:
 
 
 def render_authorization(subjects: Subjects, workers: Iterable[str]) -> str:
-    """The ``authorization { users = [...] }`` block: manager, admin, reader, then each worker.
+    """The ``authorization { users = [...] }`` block: manager, admin, reader, gateway, then each
+    worker (the gateway's permissions depend on which workers have a certificate).
 
     Users are certificate identities (see :func:`mirrorbus.pki.identity`).  Worker names are
     validated, de-duplicated and sorted so the output is stable.
@@ -200,6 +243,7 @@ def render_authorization(subjects: Subjects, workers: Iterable[str]) -> str:
         (identity(role), role_permissions(subjects, role))
         for role in ("manager", "admin", "reader")
     ]
+    entries.append((identity("gateway"), gateway_permissions(subjects, names)))
     entries += [(identity("worker", w), role_permissions(subjects, "worker", w)) for w in names]
     users = "\n".join(_render_user(u, p, "    ") for u, p in entries)
     return (
@@ -324,6 +368,9 @@ _REFERENCE_HEADER = """\
 #   worker   (here "mirror1") appends only mirrorbus.evt.mirror1[.>], its snapshot and
 #            heartbeat; replays its own events and consumes its own commands through
 #            consumers named after itself; receives replies on _INBOX_mirror1.> only
+#   gateway  tunasync's HTTP API: appends events only for workers WITHOUT a certificate
+#            (each worker certificate's subjects are denied to it), commands and the
+#            operators' view changes; re-render after issuing a worker certificate
 #
 """
 

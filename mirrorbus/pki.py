@@ -58,7 +58,7 @@ __all__ = [
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 #: Roles a client certificate can be issued for; only ``worker`` takes a name.
-ROLES: tuple[str, ...] = ("manager", "worker", "admin", "reader")
+ROLES: tuple[str, ...] = ("manager", "worker", "admin", "reader", "gateway")
 #: The identity of ``route.crt``, the certificate cluster nodes present to each other.
 ROUTE_IDENTITY = "CN=mirrorbus-route"
 
@@ -389,7 +389,8 @@ def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) ->
 
     Creates the CA (and server certificate) if there is none, re-issues the server
     certificate if it does not cover every one of ``hosts`` (e.g. after ``--host`` changed),
-    and issues manager, admin, reader and a certificate for each of ``workers`` that lacks one.
+    and issues manager, admin, reader, gateway and a certificate for each of ``workers`` that
+    lacks one.
     Safe to call on every start.
     """
     directory = Path(directory)
@@ -398,7 +399,12 @@ def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) ->
         init_ca(directory, hosts)
     elif not _server_covers(directory, hosts):
         _issue_server(directory, hosts)
-    wanted: list[tuple[str, str | None]] = [("manager", None), ("admin", None), ("reader", None)]
+    wanted: list[tuple[str, str | None]] = [
+        ("manager", None),
+        ("admin", None),
+        ("reader", None),
+        ("gateway", None),
+    ]
     wanted += [("worker", w) for w in workers]
     for role, name in wanted:
         c = issued_cert(directory, role, name)

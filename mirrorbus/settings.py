@@ -16,6 +16,7 @@ from typing import Any, cast
 from mirrorbus.bus import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
+from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
 from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
 from mirrorbus.manager.outputs import OutputSettings
@@ -204,6 +205,31 @@ class ManagerConfig:
     database_url: str
     streams: StreamSettings
     outputs: OutputSettings = field(default_factory=OutputSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    state_dir: Path | None = None
+
+    def gateway_bus(self) -> BusSettings:
+        """The gateway's own connection: its certificate (role ``gateway``) from the state
+        directory, or ``[tunasync_api] bus_cert``/``bus_key``, else ``gateway.crt``/``.key``
+        beside the manager's ``[bus] cert``."""
+        if self.state_dir is not None:
+            return Instance(self.state_dir).bus_settings("gateway")
+        g = self.gateway
+        settings = replace(
+            self.bus,
+            cert=g.bus_cert or self.bus.cert.parent / "gateway.crt",
+            key=g.bus_key or self.bus.key.parent / "gateway.key",
+            name="gateway",
+        )
+        for path in (settings.cert, settings.key):
+            if not path.is_file():
+                raise ConfigError(
+                    f"the gateway's certificate {path} does not exist: `mirrorbus certs issue "
+                    "gateway --dir DIR`, or set [tunasync_api] bus_cert and bus_key",
+                    file="manager",
+                    key="tunasync_api.bus_cert",
+                )
+        return settings
 
 
 def _table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -298,8 +324,9 @@ def with_http(outputs: OutputSettings, listen: str | None) -> OutputSettings:
 def manager_config(
     config: Path | None, state_dir: Path | None, database_url: str | None
 ) -> ManagerConfig:
-    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``, and the
-    status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see :func:`output_settings`)."""
+    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``, the
+    status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see :func:`output_settings`) and
+    tunasync's API ``[tunasync_api]`` (see :mod:`mirrorbus.gateway.settings`)."""
     streams = StreamSettings()
     if config is not None:
         bus, doc, _ = read_bus_file(config)
@@ -333,6 +360,8 @@ def manager_config(
             database_url=database_url or url or "",
             streams=streams,
             outputs=output_settings(doc, config),
+            gateway=gateway_settings(doc, config),
+            state_dir=state_dir,
         )
     root = state_dir or env_state_dir()
     if root is None:
@@ -347,6 +376,7 @@ def manager_config(
         # An `up --cluster` instance keeps its streams at three replicas (the manager
         # updates the streams to these settings at start).
         streams=StreamSettings(replicas=instance.read().replicas),
+        state_dir=root,
     )
 
 

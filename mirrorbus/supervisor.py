@@ -212,8 +212,10 @@ def up(
     nats_binary: str | None,
     http: str | None = None,
     clustered: bool = False,
+    tunasync_api: str | None = None,
 ) -> None:
-    """Run the embedded default until SIGINT or SIGTERM (``clustered``: on three nodes)."""
+    """Run the embedded default until SIGINT or SIGTERM (``clustered``: on three nodes;
+    ``tunasync_api``: the manager also serves tunasync's API there)."""
     instance = Instance(state_dir)
     info = prepare(instance, cfg, port, clustered)
     binary = find_nats_server(nats_binary)
@@ -234,7 +236,14 @@ def up(
     children = [
         Child(
             "manager",
-            [*python, "manager", "--state-dir", root, *(["--http", http] if http else [])],
+            [
+                *python,
+                "manager",
+                "--state-dir",
+                root,
+                *(["--http", http] if http else []),
+                *(["--tunasync-api", tunasync_api] if tunasync_api else []),
+            ],
             instance.logs_dir / "manager.log",
             stop_timeout=15,
         ),
@@ -254,7 +263,7 @@ def up(
             child.start()
         if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
             log.warning("the manager does not answer yet; see %s", children[0].log_file)
-        print(_banner(instance, info, cfg, config_path, http), flush=True)
+        print(_banner(instance, info, cfg, config_path, http, tunasync_api), flush=True)
         while True:
             now = time.monotonic()
             for server in servers:
@@ -296,7 +305,12 @@ def _stop_all(servers: list[NatsServer]) -> None:
 
 
 def _banner(
-    instance: Instance, info: InstanceInfo, cfg: WorkerConfig, config: Path, http: str | None
+    instance: Instance,
+    info: InstanceInfo,
+    cfg: WorkerConfig,
+    config: Path,
+    http: str | None,
+    tunasync_api: str | None = None,
 ) -> str:
     root = instance.root.resolve()
     nodes = f"{len(info.urls)}-node cluster, streams R{info.replicas}; " if info.clustered else ""
@@ -310,6 +324,11 @@ def _banner(
             f"  view       {instance.db_path.resolve()} (SQLite)",
             f"  logs       {root / 'logs'}",
             *(status if http else []),
+            *(
+                [f"  tunasync   http://{tunasync_api}/  (old workers' api_base, tunasynctl)"]
+                if tunasync_api
+                else []
+            ),
             "",
             "Control it from another terminal:",
             f"  export MIRRORBUS_STATE_DIR={root}",

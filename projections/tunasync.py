@@ -66,6 +66,11 @@ def _rfc3339(value: datetime | None) -> str:
     return text + ("Z" if offset == "+0000" else f"{offset[:3]}:{offset[3:]}")
 
 
+def go_time_text(value: datetime | None) -> str:
+    """A time as Go's ``encoding/json`` writes a ``time.Time`` (what tunasync's API sends)."""
+    return _rfc3339(value)
+
+
 def size_text(state: JobState) -> str:
     return state.size or "unknown"
 

@@ -143,7 +143,7 @@ def test_ensure_pki_is_idempotent(tmp_path: Path) -> None:
     files = {p.name: p.read_bytes() for p in d.iterdir()}
     assert set(files) == {
         f"{stem}.{ext}"
-        for stem in ("ca", "server", "manager", "admin", "reader", "worker-w1")
+        for stem in ("ca", "server", "manager", "admin", "reader", "gateway", "worker-w1")
         for ext in ("crt", "key")
     }
     pki.ensure_pki(d, ["localhost", "127.0.0.1"], ["w1", "w2"])

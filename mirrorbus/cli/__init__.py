@@ -102,6 +102,15 @@ def up(
             show_default=False,
         ),
     ] = None,
+    tunasync_api: Annotated[
+        str | None,
+        typer.Option(
+            "--tunasync-api",
+            help="Serve tunasync's manager API on this address (e.g. 127.0.0.1:14242) for "
+            "tunasync workers and tunasynctl that are not switched yet.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run NATS, the manager and a worker on this machine, TLS on, SQLite view.
@@ -116,8 +125,17 @@ def up(
         typer.echo(f"warning: {warning}", err=True)
     if http is not None:
         parse_listen(http, "--http")  # a bad address fails here, not in the manager
+    if tunasync_api is not None:
+        parse_listen(tunasync_api, "--tunasync-api")
     run_up(
-        config, cfg, state_dir or default_state_dir(), port, nats_server, http, clustered=cluster
+        config,
+        cfg,
+        state_dir or default_state_dir(),
+        port,
+        nats_server,
+        http,
+        clustered=cluster,
+        tunasync_api=tunasync_api,
     )
 
 

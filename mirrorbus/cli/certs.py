@@ -84,7 +84,7 @@ def init(
 @app.command()
 @_one_line_errors
 def issue(
-    role: Annotated[str, typer.Argument(help="manager, worker, admin or reader.")],
+    role: Annotated[str, typer.Argument(help="manager, worker, admin, reader or gateway.")],
     directory: DirOption,
     name: Annotated[
         str | None, typer.Argument(help="Worker name (only for role worker).", show_default=False)
@@ -96,7 +96,9 @@ def issue(
     """
     cert = pki.issue(directory, role, name)
     typer.echo(f"{cert.cert} (key {cert.key}), nats user {cert.identity!r}")
-    if role == "worker":
+    if role in ("worker", "gateway"):
+        # A worker's certificate also takes its subjects away from the gateway: the users
+        # block must be rendered again for either.
         typer.echo(
             "add it to the server's users: `mirrorbus certs authorization --dir "
             f"{directory}`, then reload nats-server (SIGHUP)",
@@ -110,7 +112,7 @@ def authorization(
     directory: DirOption,
     prefix: Annotated[str, typer.Option(help="Subject prefix of the site.")] = DEFAULT_PREFIX,
 ) -> None:
-    """Print the nats.conf users block for manager, admin, reader and each worker cert in --dir.
+    """Print the nats.conf users block: manager, admin, reader, gateway, each worker cert in --dir.
 
     Example: mirrorbus certs authorization --dir /etc/mirrorbus/pki >> nats.conf
     """

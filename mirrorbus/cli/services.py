@@ -19,6 +19,7 @@ import typer
 from mirrorbus.bus import Bus, BusSettings, connect
 from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
 from mirrorbus.errors import BusError
+from mirrorbus.gateway import Gateway, with_listen
 from mirrorbus.manager import Manager, catch_up
 from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
 from mirrorbus.worker import Worker, load_worker_config
@@ -144,7 +145,7 @@ ManagerConfigOpt = Annotated[
         "--config",
         "-c",
         help="Manager config: \\[bus], \\[database] url, \\[streams], \\[http], \\[files], "
-        "\\[mirrorz].",
+        "\\[mirrorz], \\[tunasync_api].",
         show_default=False,
     ),
 ]
@@ -169,6 +170,16 @@ def manager(
             show_default=False,
         ),
     ] = None,
+    tunasync_api: Annotated[
+        str | None,
+        typer.Option(
+            "--tunasync-api",
+            help="Serve tunasync's manager API (old workers, tunasynctl) on HOST:PORT "
+            "(e.g. 127.0.0.1:14242), with the gateway certificate; the same as "
+            "\\[tunasync_api] listen.",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Verbose = False,
     debug: Debug = False,
     with_systemd: WithSystemd = False,
@@ -180,18 +191,26 @@ def manager(
     setup_logging(verbose, debug, with_systemd, log_format)
     mc = manager_config(config, state_dir, db)
     outputs = with_http(mc.outputs, http)
+    gateway = with_listen(mc.gateway, tunasync_api)
+    gateway_bus = mc.gateway_bus() if gateway.enable else None
     view = StatusView(mc.database_url)
 
     async def main() -> None:
         bus = await connect(mc.bus)
+        gw_bus = None
         try:
             service = Manager(bus, view, streams=mc.streams, outputs=outputs)
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
+                if gateway_bus is not None:
+                    gw_bus = await connect(gateway_bus)
+                    await tg.start(Gateway(gw_bus, view, gateway).run)
                 await _until_signal(lambda _name: None)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if gw_bus is not None:
+                    await gw_bus.close()
                 await bus.close()
             view.close()
 

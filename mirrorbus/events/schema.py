@@ -155,11 +155,16 @@ class WorkerEvent(Message, frozen=True, kw_only=True):
 
 
 class WorkerStarted(WorkerEvent, frozen=True, kw_only=True, tag="worker.started"):
+    """A worker started (or, with ``url``, an unmodified tunasync worker registered through
+    the gateway: ``url`` is where it takes tunasync's commands; "" for a mirrorbus worker,
+    which takes them from the bus)."""
+
     version: str = ""
     hostname: str = ""
     pid: int = 0
     jobs: tuple[str, ...] = ()
     concurrent: int = 0
+    url: str = ""
 
 
 class WorkerStopped(WorkerEvent, frozen=True, kw_only=True, tag="worker.stopped"):

@@ -161,3 +161,9 @@ class Subjects:
     @property
     def manager_consumer(self) -> str:
         return "manager"
+
+    @property
+    def gateway_consumer(self) -> str:
+        """Name of the tunasync gateway's consumers (commands for the old workers it speaks
+        for, and the worker events it follows to know them)."""
+        return "gateway"

@@ -1,0 +1,170 @@
+"""The old tunasync workers the gateway speaks for: where they take commands, and their jobs.
+
+Which workers are old ones is in the log, nowhere else: an old worker's registration is a
+``WorkerStarted`` with the ``url`` it registered, appended by the gateway; a later
+``WorkerStarted`` without ``url`` (a mirrorbus worker of the same name started) or an
+operator's ``rm-worker`` ends it.  :meth:`Fleet.follow` reads those worker-level events from
+the start of the log and then keeps following them, so a restarted gateway knows every old
+worker again without any file of its own.
+
+:meth:`Fleet.emit` appends events on an old worker's behalf and folds them into the gateway's
+own copy of its jobs, which it takes from the status view the first time a worker is touched:
+the next report is then translated against what was just appended, not against a view that
+may not have applied it yet.  The server, not this code, decides whether the gateway may
+speak for a worker (a worker with its own certificate is refused to it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio
+import nats.errors
+import nats.js.errors
+from anyio.abc import TaskStatus
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from mirrorbus.bus import Bus
+from mirrorbus.errors import BusError, CodecError
+from mirrorbus.events import (
+    AdminEvent,
+    Event,
+    JobEvent,
+    JobState,
+    WorkerEvent,
+    WorkerForgotten,
+    WorkerStarted,
+    decode_event,
+    encode,
+    evolve,
+)
+from projections.status_view import StatusView
+
+log = logging.getLogger(__name__)
+
+FETCH_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class OldWorker:
+    """An old worker's registration: its command URL and when it registered."""
+
+    name: str
+    url: str
+    registered: datetime
+    token: str = ""
+
+
+class Fleet:
+    def __init__(self, bus: Bus, view: StatusView) -> None:
+        self.bus = bus
+        self.view = view
+        self.workers: dict[str, OldWorker] = {}
+        self._jobs: dict[str, dict[str, JobState]] = {}
+        self.lock = anyio.Lock()
+        """Held while a report is translated and appended: reports of one job stay in order,
+        as tunasync's manager serialised them with its database lock."""
+
+    # -- who is an old worker ------------------------------------------------------------------
+    def note(self, event: Event) -> None:
+        """Update the registrations with a worker-level event from the log."""
+        match event:
+            case WorkerStarted(url=url) if url:
+                self.workers[event.worker] = OldWorker(event.worker, url, event.at)
+            case WorkerStarted():
+                if self.workers.pop(event.worker, None) is not None:
+                    log.info(
+                        "worker %s now runs mirrorbus: no longer a tunasync worker", event.worker
+                    )
+                self._jobs.pop(event.worker, None)
+            case WorkerForgotten():
+                self.workers.pop(event.worker, None)
+
+    async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Read every worker-level event of the log, then keep following; ``started`` once
+        the past is read (the registrations are then complete)."""
+        s = self.bus.subjects
+        name = s.gateway_consumer
+        config = ConsumerConfig(
+            name=name,
+            filter_subject=f"{s.prefix}.evt.*",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=120.0,
+            mem_storage=True,
+        )
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.bus.js.delete_consumer(s.evt_stream, name)
+        try:
+            info = await self.bus.js.add_consumer(s.evt_stream, config)
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"cannot read the workers' events: {exc.description}") from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise BusError("cannot read the workers' events: no answer") from None
+        pending = int(info.num_pending or 0)
+        sub = await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.evt_stream)
+        ready = False
+        try:
+            while True:
+                if not pending and not ready:
+                    ready = True
+                    log.info("gateway knows %d tunasync worker(s)", len(self.workers))
+                    task_status.started()
+                try:
+                    msgs = await sub.fetch(FETCH_BATCH if pending else 1, timeout=5)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    continue
+                except nats.errors.Error as exc:
+                    log.warning("following the workers' events: %s", exc)
+                    await anyio.sleep(1)
+                    continue
+                for msg in msgs:
+                    pending = int(msg.metadata.num_pending)
+                    try:
+                        self.note(decode_event(msg.data))
+                    except CodecError:
+                        continue
+        finally:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    # -- their jobs ----------------------------------------------------------------------------
+    async def jobs(self, worker: str) -> dict[str, JobState]:
+        """The gateway's copy of ``worker``'s jobs (removed ones included)."""
+        jobs = self._jobs.get(worker)
+        if jobs is None:
+            states = await anyio.to_thread.run_sync(
+                lambda: self.view.jobs(worker, include_removed=True)
+            )
+            jobs = self._jobs.setdefault(worker, {s.name: s for s in states})
+        return jobs
+
+    def forget_jobs(self) -> None:
+        """Drop the copies of the jobs (after ``flush``): they are read from the view again."""
+        self._jobs.clear()
+
+    async def emit(
+        self, worker: str, events: Sequence[JobEvent | WorkerEvent | AdminEvent]
+    ) -> None:
+        """Append ``events`` of ``worker`` in order, each acknowledged; raises BusError (and
+        :class:`~mirrorbus.errors.PermissionDenied` when the server refuses the gateway this
+        worker) at the first that is not stored; those before it are."""
+        s = self.bus.subjects
+        jobs = await self.jobs(worker)
+        for event in events:
+            if isinstance(event, JobEvent):
+                subject = s.job_events(worker, event.job)
+            elif isinstance(event, AdminEvent):
+                subject = s.admin_events
+            else:
+                subject = s.worker_events(worker)
+            await self.bus.append(subject, encode(event), event.id)
+            if isinstance(event, JobEvent):
+                jobs[event.job] = evolve(jobs.get(event.job), event)
+            elif isinstance(event, WorkerStarted | WorkerForgotten):
+                self.note(event)
