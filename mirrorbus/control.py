@@ -8,6 +8,7 @@ that only gets it later answers "expired" instead of acting.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -216,16 +217,18 @@ class Control:
             except CodecError:
                 return
             if isinstance(ev, CommandAnswered | WorkerAnswered) and ev.cmd_id == cmd.id:
-                await send.send(
-                    Answer(
-                        verb=ev.verb,
-                        worker=ev.worker,
-                        job=ev.job,
-                        accepted=ev.accepted,
-                        message=ev.message,
-                        cmd_id=ev.cmd_id,
+                # (an answer after the wait ended finds the stream closed: dropped)
+                with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                    send.send_nowait(
+                        Answer(
+                            verb=ev.verb,
+                            worker=ev.worker,
+                            job=ev.job,
+                            accepted=ev.accepted,
+                            message=ev.message,
+                            cmd_id=ev.cmd_id,
+                        )
                     )
-                )
 
         subjects = [s.worker_events(worker)]
         if job is not None:
@@ -244,6 +247,9 @@ class Control:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+            # (closed, or a long-lived caller such as the gateway leaks them per command)
+            send.close()
+            receive.close()
         seen = _last_seen(await self._worker_row(worker))
         raise NoAnswer(
             f"no answer from worker {worker} within {timeout:g}s ({seen}); the command stays "

@@ -1,0 +1,124 @@
+"""Commands reach old tunasync workers: from the command stream to the URL they registered.
+
+A small aiohttp server stands in for the old worker's command endpoint and answers as
+tunasync's worker does; it checks the ``WorkerCmd`` JSON byte for byte as tunasync's manager
+forwards it.  Commands are sent as ``mirrorbus ctl`` sends them (admin certificate, through the
+command stream); the answers and the view are what a user sees.  The failure modes (500, a
+reply too slow, nobody listening) each end in a rejected answer with the reason, never a hang.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import RunningServer
+from gateway_harness import GatewaySite, OldWorker, bus_as, mirror_status, registration
+from gateway_harness import running_gateway as gateway
+
+from mirrorbus.control import Control
+from mirrorbus.errors import CommandRejected
+from mirrorbus.server import free_port
+
+pytestmark = pytest.mark.anyio
+JSON = "application/json; charset=utf-8"
+
+
+async def _old_worker(gw: GatewaySite, name: str, url: str, jobs: tuple[str, ...]) -> None:
+    assert (await gw.call("POST", "/workers", registration(name, url)))[0] == 200
+    for job in jobs:
+        report = mirror_status(job, name, "success", size="1G")
+        assert (await gw.call("POST", f"/workers/{name}/jobs/{job}", report))[0] == 200
+    for job in jobs:
+        await gw.wait_job(name, job, lambda s: s.status == "success")
+
+
+async def test_ctl_commands_are_posted_as_tunasync_worker_cmds(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    old = OldWorker(jobs={"debian", "ubuntu"})
+    admin = await bus_as(nats_server, "admin")
+    try:
+        async with old.serving(), gateway(nats_server, tmp_path) as gw:
+            await _old_worker(gw, "old1", old.url, ("debian", "ubuntu", "arch"))
+            ctl = Control(admin)
+
+            answer = await ctl.command("start", "old1", "debian", force=True)
+            assert (answer.accepted, answer.message) == (True, "OK")
+            assert old.requests[-1] == (
+                JSON,
+                b'{"cmd":"start","mirror_id":"debian","args":null,"options":{"force":true}}',
+            )
+            answer = await ctl.command("restart", "old1", "debian")
+            assert old.requests[-1][1] == (
+                b'{"cmd":"restart","mirror_id":"debian","args":null,"options":{}}'
+            )
+            assert (await ctl.command("ping", "old1", "debian")).accepted
+
+            # stop and disable: the old worker drops its own report of them, so they are
+            # recorded from its accepting answer
+            answer = await ctl.command("stop", "old1", "debian")
+            assert (answer.accepted, answer.message) == (True, "OK: paused")
+            assert old.requests[-1][1] == (
+                b'{"cmd":"stop","mirror_id":"debian","args":null,"options":{}}'
+            )
+            await gw.wait_job("old1", "debian", lambda s: s.status == "paused")
+            await ctl.command("disable", "old1", "ubuntu")
+            await gw.wait_job("old1", "ubuntu", lambda s: s.status == "disabled")
+
+            answer = await ctl.command("reload", "old1", None)
+            assert answer.accepted and "reload sent" in answer.message
+            assert old.requests[-1][1] == (
+                b'{"cmd":"reload","mirror_id":"","args":null,"options":null}'
+            )
+
+            # the view knows arch, the old worker does not: its 404 is the rejection
+            with pytest.raises(CommandRejected, match="Mirror ``arch'' not found"):
+                await ctl.command("start", "old1", "arch")
+
+            # set-size is the manager's business in tunasync: recorded, not posted
+            sent = len(old.requests)
+            answer = await ctl.command("set-size", "old1", "debian", size="7.5T")
+            assert answer.accepted and len(old.requests) == sent
+            await gw.wait_job("old1", "debian", lambda s: s.size == "7.5T")
+
+            # issuer and answer are in the view's command records
+            rows = gw.view.engine.connect()
+            try:
+                from sqlalchemy import text
+
+                got = rows.execute(
+                    text("SELECT verb, accepted, issuer FROM commands WHERE worker = 'old1'")
+                ).all()
+            finally:
+                rows.close()
+            assert ("stop", True, "CN=mirrorbus-admin") in [tuple(r) for r in got]
+    finally:
+        await admin.close()
+
+
+async def test_an_old_worker_failing_is_a_rejected_command(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    old = OldWorker(jobs={"debian"})
+    nobody = f"http://127.0.0.1:{free_port()}/"
+    admin = await bus_as(nats_server, "admin")
+    try:
+        async with old.serving(), gateway(nats_server, tmp_path, post_timeout=0.5) as gw:
+            await _old_worker(gw, "old1", old.url, ("debian",))
+            await _old_worker(gw, "gone", nobody, ("debian",))
+            ctl = Control(admin)
+
+            old.status = 500
+            with pytest.raises(CommandRejected, match=r"answered HTTP 500: boom"):
+                await ctl.command("start", "old1", "debian")
+            old.status, old.delay = None, 2.0
+            with pytest.raises(CommandRejected, match=r"no reply from .* within 0.5s"):
+                await ctl.command("start", "old1", "debian")
+            with pytest.raises(CommandRejected, match=rf"cannot reach {nobody}"):
+                await ctl.command("stop", "gone", "debian")
+            # a refused stop changes nothing
+            state = await gw.wait_job("gone", "debian", lambda s: True)
+            assert state.status == "success"
+    finally:
+        await admin.close()
