@@ -15,6 +15,7 @@ so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
     │   └── PermissionDenied   the server refused a subject for our certificate
     ├── CodecError             a message could not be decoded (kept for the dead letters)
     ├── ProjectionError        the SQL view cannot be opened or written
+    ├── SourceError            a tunasync status to import cannot be read
     └── CommandError           a ctl command failed
         ├── UnknownTarget      unknown worker or job
         ├── CommandRejected    the worker answered "rejected: reason"
@@ -102,6 +103,13 @@ class CodecError(MirrorbusError):
 
 class ProjectionError(MirrorbusError):
     """The SQL view cannot be opened, migrated or written."""
+
+
+class SourceError(MirrorbusError):
+    """A tunasync status to import (a manager's URL or a saved file) cannot be read; the
+    message names the URL or file and the item."""
+
+    exit_code = 2
 
 
 class CommandError(MirrorbusError):

@@ -6,6 +6,7 @@ mirrorbus manager                  the manager (``rebuild``, ``dead-letters``)
 mirrorbus ctl ...                  tunasynctl's verbs (also ``mirrorbusctl``)
 mirrorbus certs ...                CA and certificates
 mirrorbus project NAME...          status outputs on their own (reader certificate)
+mirrorbus import tunasync URL      a tunasync manager's job statuses into the log
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 
 from mirrorbus import __version__
-from mirrorbus.cli import certs, ctl, project, services
+from mirrorbus.cli import certs, ctl, importer, project, services
 from mirrorbus.cli.common import one_line_errors, setup_logging
 from mirrorbus.instance import default_state_dir
 from mirrorbus.manager.http import parse_listen
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(certs.app, name="certs")
 app.add_typer(ctl.app, name="ctl")
 app.add_typer(services.manager_app, name="manager")
+app.add_typer(importer.app, name="import")
 app.command("worker")(services.worker)
 app.command("project")(project.project)
 

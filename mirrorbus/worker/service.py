@@ -294,6 +294,11 @@ class Worker:
                 self.schedule(job, now)
             elif state.status not in ("paused", "disabled"):
                 due = state.next_schedule or now
+                if state.next_schedule is None and state.status == "success" and state.last_update:
+                    # No next run recorded (a history imported from tunasync, or reported by
+                    # an old worker that never sent its schedule): tunasync's own rule, one
+                    # interval after the last success, so a fresh success does not run twice.
+                    due = state.last_update + mirror.interval
                 self.schedule(job, min(due, now + mirror.interval))  # interval may have shrunk
         for name, state in states.items():
             if name not in self.jobs and not state.removed:
