@@ -29,6 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from mirrorbus.errors import BusError, ConfigError, PermissionDenied
+from mirrorbus.events.codec import MAX_MESSAGE_BYTES
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,15 @@ class Bus:
 
     # -- streams -------------------------------------------------------------------------
     async def ensure_streams(self, limits: StreamSettings | None = None) -> None:
-        """Create the streams if missing, or update their limits; safe to call any time."""
+        """Create the streams if missing, or update their limits; safe to call any time.
+
+        Called by the manager at start (only the manager's certificate may create or update
+        our streams).  Every stream denies deleting a message and purging: nats-server then
+        refuses both to everyone, and refuses ever to lift the flags again, so history ends
+        only by the limits configured here (``max_age``).  Streams made by an older version
+        get the flags at the manager's next start.  Events and commands are bounded by
+        :data:`~mirrorbus.events.codec.MAX_MESSAGE_BYTES`.
+        """
         limits = limits or StreamSettings()
         s = self.subjects
         configs = [
@@ -204,6 +213,9 @@ class Bus:
                 max_age=limits.max_age or None,
                 duplicate_window=limits.duplicate_window,
                 allow_direct=True,
+                max_msg_size=MAX_MESSAGE_BYTES,
+                deny_delete=True,
+                deny_purge=True,
             ),
             StreamConfig(
                 name=s.cmd_stream,
@@ -213,6 +225,9 @@ class Bus:
                 num_replicas=limits.replicas,
                 max_age=limits.command_max_age,
                 duplicate_window=limits.duplicate_window,
+                max_msg_size=MAX_MESSAGE_BYTES,
+                deny_delete=True,
+                deny_purge=True,
             ),
             StreamConfig(
                 name=s.snap_stream,
@@ -224,6 +239,8 @@ class Bus:
                 discard=DiscardPolicy.OLD,
                 allow_direct=True,
                 duplicate_window=limits.duplicate_window,
+                deny_delete=True,
+                deny_purge=True,
             ),
         ]
         for config in configs:

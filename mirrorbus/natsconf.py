@@ -12,11 +12,13 @@ Roles (prefix ``mirrorbus``, worker ``W``):
   consumes its commands through the consumer ``W`` on the command stream, and reads its last
   snapshot with a direct get.  Its replies come on ``_INBOX_W.>`` only, so it cannot see
   another client's answers.  It cannot publish commands, nor anything of another worker.
-- **admin** publishes commands and queries and may manage JetStream (streams, consumers);
-  it may never forge an event, snapshot or heartbeat (explicit deny).
+- **admin** publishes commands and queries and reads the event log; it may never forge an
+  event, snapshot or heartbeat (explicit deny) nor administer a stream.
 - **reader** may query (``api.>``) and read events through its own consumers; nothing else.
-- **manager** reads events through JetStream and answers queries on ``api.>``
-  (``allow_responses``: it may publish only to the reply subject of a request it received).
+- **manager** creates and updates the streams at its start (the only role that may; the
+  streams deny deleting and purging to everyone), reads events through JetStream and answers
+  queries on ``api.>`` (``allow_responses``: it may publish only to the reply subject of a
+  request it received).
 - **gateway** (tunasync's HTTP API for old workers and tools) appends the events of workers
   that have *no* certificate of their own (``evt.*``, ``evt.*.>`` with an explicit deny of
   every worker certificate's subjects, so it can never speak for a native worker: the deny
@@ -99,6 +101,48 @@ def _worker_permissions(s: Subjects, w: str) -> Permissions:
     )
 
 
+def _streams(s: Subjects) -> tuple[str, str, str]:
+    return (s.evt_stream, s.cmd_stream, s.snap_stream)
+
+
+def _manager_permissions(s: Subjects) -> Permissions:
+    """The manager: the one administrator of our streams (create, update at its start; no
+    client may delete or purge them), the only one that makes consumers, and the query
+    service.  Every right is spelled out per stream: ``$JS.API.>`` would also allow
+    deleting a stream or making one that republishes into the event subjects."""
+    p = s.prefix
+    evt = s.evt_stream
+    return Permissions(
+        comment="manager: administers the streams, projects events, answers queries",
+        publish_allow=(
+            "$JS.API.INFO",
+            *(
+                f"$JS.API.STREAM.{verb}.{stream}"
+                for stream in _streams(s)
+                for verb in ("CREATE", "UPDATE", "INFO")
+            ),
+            # Its consumers on the event stream (any name: every manager is trusted alike).
+            f"$JS.API.CONSUMER.CREATE.{evt}",
+            f"$JS.API.CONSUMER.CREATE.{evt}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{evt}.*",
+            f"$JS.API.CONSUMER.DELETE.{evt}.*",
+            f"$JS.API.CONSUMER.INFO.{evt}.*",
+            f"$JS.ACK.{evt}.>",
+            # The workers' command consumers (a worker only pulls from and acks its own).
+            f"$JS.API.CONSUMER.CREATE.{s.cmd_stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{s.cmd_stream}.*",
+            f"$JS.API.CONSUMER.INFO.{s.cmd_stream}.*",
+            # The log and the workers' snapshots, read without a consumer.
+            f"$JS.API.DIRECT.GET.{evt}",
+            f"$JS.API.DIRECT.GET.{s.snap_stream}",
+            f"$JS.API.DIRECT.GET.{s.snap_stream}.>",
+            f"$JS.API.STREAM.MSG.GET.{s.snap_stream}",
+        ),
+        allow_responses=True,
+        subscribe_allow=("_INBOX.>", f"{p}.api.>", f"{p}.evt.>", f"{p}.hb.>"),
+    )
+
+
 def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> Permissions:
     """The permissions of ``role`` (and worker ``name``) under ``subjects``' prefix."""
     s = subjects
@@ -108,17 +152,25 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             raise ConfigError("role 'worker' needs a worker name")
         return _worker_permissions(s, check_name(name, "worker name"))
     if role == "admin":
+        evt = s.evt_stream
         return Permissions(
-            comment="admin: sends commands and queries, manages streams; never forges events",
+            comment="admin: sends commands and queries, reads events; never forges events, "
+            "never administers streams",
             # Of the event subjects only the operators' own (rm-worker, flush): anything not
-            # allowed is refused, so no job or worker event can be forged.
+            # allowed is refused, so no job or worker event can be forged.  No stream API:
+            # only the manager creates and updates the streams, and nobody deletes or purges.
             publish_allow=(
                 f"{p}.cmd.>",
                 f"{p}.api.>",
                 s.admin_events,
                 f"{p}.logs.>",
-                "$JS.API.>",
-                "$JS.ACK.>",
+                "$JS.API.INFO",
+                *(f"$JS.API.STREAM.INFO.{stream}" for stream in _streams(s)),
+                f"$JS.API.CONSUMER.CREATE.{evt}.>",
+                f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
+                f"$JS.API.CONSUMER.DELETE.{evt}.>",
+                f"$JS.API.CONSUMER.INFO.{evt}.>",
+                f"$JS.ACK.{evt}.>",
             ),
             publish_deny=(f"{p}.snap.>", f"{p}.hb.>"),
             subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
@@ -147,12 +199,7 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
     if role == "gateway":
         return gateway_permissions(s, ())  # with no worker certificate issued yet
     if role == "manager":
-        return Permissions(
-            comment="manager: projects events and answers queries on the api subjects",
-            publish_allow=("$JS.API.>", "$JS.ACK.>"),
-            allow_responses=True,
-            subscribe_allow=("_INBOX.>", f"{p}.api.>", f"{p}.evt.>", f"{p}.hb.>"),
-        )
+        return _manager_permissions(s)
     raise ConfigError(f"unknown role {role!r}: use manager, worker, admin, reader or gateway")
 
 
@@ -361,9 +408,10 @@ _REFERENCE_HEADER = """\
 # `mirrorbus certs issue worker NAME --dir ...` for every worker.
 #
 # Roles (one user per client certificate; prefix "mirrorbus"):
-#   manager  reads the event stream, answers queries on mirrorbus.api.> (allow_responses)
-#   admin    publishes commands (mirrorbus.cmd.>) and queries, manages JetStream;
-#            may never publish events, snapshots or heartbeats
+#   manager  creates/updates the streams (no role may delete or purge them), reads the
+#            event stream, answers queries on mirrorbus.api.> (allow_responses)
+#   admin    publishes commands (mirrorbus.cmd.>) and queries, reads the event log;
+#            may never publish events, snapshots or heartbeats, nor administer a stream
 #   reader   queries and reads events; publishes nothing else
 #   worker   (here "mirror1") appends only mirrorbus.evt.mirror1[.>], its snapshot and
 #            heartbeat; replays its own events and consumes its own commands through

@@ -160,9 +160,10 @@ async def _create_streams(instance: Instance, replicas: int, timeout: float = 30
 
     A new cluster first elects its meta leader; until then a JetStream request gets "503
     temporarily unavailable" or no answer at all, so JetStream is asked with a short timeout
-    first (a stream request would wait out its full timeout instead).
+    first (a stream request would wait out its full timeout instead).  With the manager's
+    certificate: it is the only one allowed to create and update the streams.
     """
-    bus = await connect(instance.bus_settings("admin"), reconnect=False)
+    bus = await connect(instance.bus_settings("manager"), reconnect=False)
     try:
         deadline = time.monotonic() + timeout
         probe = bus.nc.jetstream(timeout=0.5)

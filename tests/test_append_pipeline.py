@@ -26,13 +26,13 @@ async def worker_bus(server: RunningServer, name: str = "w1") -> Bus:
 async def test_acks_come_in_order_and_a_resent_id_is_stored_once(
     nats_server: RunningServer,
 ) -> None:
-    admin = await connect(
-        settings_from_paths([nats_server.url], nats_server.pki_dir, "admin"), reconnect=False
+    manager = await connect(
+        settings_from_paths([nats_server.url], nats_server.pki_dir, "manager"), reconnect=False
     )
     bus = await worker_bus(nats_server)
     try:
-        await admin.ensure_streams()
-        before = await admin.last_sequence()
+        await manager.ensure_streams()
+        before = await manager.last_sequence()
         subject = bus.subjects.job_events("w1", "debian")
         pipe = AppendPipeline(bus)
         serials = [await pipe.send(subject, b'{"n":%d}' % n, f"id-{n}") for n in range(300)]
@@ -40,18 +40,18 @@ async def test_acks_come_in_order_and_a_resent_id_is_stored_once(
         assert seqs == list(range(before + 1, before + 301))  # stored in the order sent
         again = await pipe.send(subject, b'{"n":7}', "id-7")
         assert await pipe.ack(again) == before + 8  # the first sequence of that id
-        assert await admin.last_sequence() == before + 300  # nothing stored twice
+        assert await manager.last_sequence() == before + 300  # nothing stored twice
     finally:
         await bus.close()
-        await admin.close()
+        await manager.close()
 
 
 async def test_no_stream_is_an_error_and_given_up_replies_are_dropped(
     nats_server: RunningServer,
 ) -> None:
     bus = await worker_bus(nats_server)  # no streams yet: nothing stores the subject
-    admin = await connect(
-        settings_from_paths([nats_server.url], nats_server.pki_dir, "admin"), reconnect=False
+    manager = await connect(
+        settings_from_paths([nats_server.url], nats_server.pki_dir, "manager"), reconnect=False
     )
     try:
         subject = bus.subjects.job_events("w1", "debian")
@@ -60,8 +60,8 @@ async def test_no_stream_is_an_error_and_given_up_replies_are_dropped(
         with pytest.raises(BusError, match="no stream"):
             await pipe.ack(lost)
         pipe.forget()
-        await admin.ensure_streams()
-        before = await admin.last_sequence()
+        await manager.ensure_streams()
+        before = await manager.last_sequence()
         first = await pipe.send(subject, b"{}", "a")
         second = await pipe.send(subject, b"{}", "b")
         await anyio.sleep(0.3)  # their replies have arrived and wait
@@ -74,4 +74,4 @@ async def test_no_stream_is_an_error_and_given_up_replies_are_dropped(
                 await pipe.ack(first)  # forgotten: never answered again
     finally:
         await bus.close()
-        await admin.close()
+        await manager.close()

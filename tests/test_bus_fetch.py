@@ -21,7 +21,7 @@ async def test_the_next_fetch_takes_a_batch_only_while_messages_wait(
         settings_from_paths([nats_server.url], nats_server.pki_dir, "admin"), reconnect=False
     )
     try:
-        await admin.ensure_streams()
+        await bus.ensure_streams()
         s = bus.subjects
         for n in range(5):
             await admin.append(s.admin_events, b"{}", f"id{n}")

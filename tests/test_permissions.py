@@ -19,9 +19,9 @@ import pytest
 from conftest import RunningServer, connect, permission_violations
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus import pki
+from mirrorbus import bus, pki
 from mirrorbus.events.subjects import Subjects
 
 pytestmark = pytest.mark.anyio
@@ -31,22 +31,15 @@ DENIED = 0.3  # seconds to wait for an answer that a denial never gives
 
 
 async def _streams(server: RunningServer) -> Client:
-    """Create EVT, CMD and SNAP as the admin; return the admin connection."""
-    admin = await connect(server, "admin")
-    js = admin.jetstream()
-    await js.add_stream(
-        StreamConfig(name=S.evt_stream, subjects=[S.all_events], duplicate_window=120.0)
+    """Create EVT, CMD and SNAP as the manager does at its start; return an admin connection."""
+    manager = await bus.connect(
+        bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
     )
-    await js.add_stream(StreamConfig(name=S.cmd_stream, subjects=[S.all_commands], max_age=3600.0))
-    await js.add_stream(
-        StreamConfig(
-            name=S.snap_stream,
-            subjects=[S.all_snapshots],
-            allow_direct=True,
-            max_msgs_per_subject=1,
-        )
-    )
-    return admin
+    try:
+        await manager.ensure_streams()
+    finally:
+        await manager.close()
+    return await connect(server, "admin")
 
 
 async def _count(admin: Client, stream: str, subject: str) -> int:
@@ -189,10 +182,16 @@ async def test_worker_cannot_act_for_others(nats_server: RunningServer) -> None:
 
         # w2's commands: neither a consumer on them, nor pulling from w2's consumer,
         # nor a plain subscription.
-        await admin.jetstream().add_consumer(
-            S.cmd_stream,
-            ConsumerConfig(name="w2", durable_name="w2", filter_subject=S.worker_commands("w2")),
-        )
+        manager = await connect(nats_server, "manager")
+        try:
+            await manager.jetstream().add_consumer(
+                S.cmd_stream,
+                ConsumerConfig(
+                    name="w2", durable_name="w2", filter_subject=S.worker_commands("w2")
+                ),
+            )
+        finally:
+            await manager.close()
         await admin.jetstream().publish(S.job_command("w2", "job"), b"for w2 only")
         for name, filter_subject in (("w2", S.worker_commands("w2")), ("w1", S.all_commands)):
             with pytest.raises(nats.errors.TimeoutError):
@@ -206,7 +205,11 @@ async def test_worker_cannot_act_for_others(nats_server: RunningServer) -> None:
         with pytest.raises(nats.errors.TimeoutError):
             await stolen.fetch(1, timeout=DENIED)
         _assert_denied(errors, f"$JS.API.CONSUMER.MSG.NEXT.{S.cmd_stream}.w2")
-        info = await admin.jetstream().consumer_info(S.cmd_stream, "w2")
+        manager = await connect(nats_server, "manager")
+        try:
+            info = await manager.jetstream().consumer_info(S.cmd_stream, "w2")
+        finally:
+            await manager.close()
         assert info.num_pending == 1 and info.delivered.stream_seq == 0
 
         await w1.subscribe(S.worker_commands("w2"))

@@ -81,11 +81,11 @@ async def _append_all(
 
 
 async def test_restore_equals_the_fold_and_does_not_grow_with_history(nats_server) -> None:  # type: ignore[no-untyped-def]
-    admin = await _bus(nats_server, "admin")
+    manager = await _bus(nats_server, "manager")
     try:
-        await admin.ensure_streams()
+        await manager.ensure_streams()
     finally:
-        await admin.close()
+        await manager.close()
     bus = await _bus(nats_server, "worker", "w1")
     try:
         short = _runs("w1", jobs=5, runs=2)
@@ -108,11 +108,11 @@ async def test_restore_equals_the_fold_and_does_not_grow_with_history(nats_serve
 
 
 async def test_another_worker_cannot_restore_from_w1s_events(nats_server) -> None:  # type: ignore[no-untyped-def]
-    admin = await _bus(nats_server, "admin")
+    manager = await _bus(nats_server, "manager")
     try:
-        await admin.ensure_streams()
+        await manager.ensure_streams()
     finally:
-        await admin.close()
+        await manager.close()
     w1 = await _bus(nats_server, "worker", "w1")
     try:
         await _append_all(w1, "w1", _runs("w1", jobs=2, runs=1), {}, 0, snapshot_every=1)

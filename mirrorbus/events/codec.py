@@ -31,6 +31,12 @@ from mirrorbus.events.schema import Command, Event, Message, WorkerSnapshot
 
 MAX_EVENT_BYTES = 64 * 1024
 """Largest event accepted; larger ones are dead letters (an event is a few hundred bytes)."""
+MAX_HEADER_BYTES = 1024
+"""Room for an append's headers (``Nats-Msg-Id`` and the like) beside the event itself."""
+MAX_MESSAGE_BYTES = MAX_EVENT_BYTES + MAX_HEADER_BYTES
+"""The event and command streams' ``max_msg_size``: nats-server counts headers and payload
+together, and refuses a larger append, so nobody can fill the log (or a projector's fetch)
+with messages the codec would only set aside."""
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
