@@ -34,6 +34,11 @@ from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
 
 log = logging.getLogger(__name__)
 
+HEDGE_FIRST_WAIT = 0.25
+"""Seconds a hedged request waits for an answer before it is sent again (see
+:meth:`Bus.request_hedged`): well above a query's usual answer time, well below a timeout."""
+HEDGE_MAX_WAIT = 2.0
+
 
 @dataclass(frozen=True, slots=True)
 class BusSettings:
@@ -122,12 +127,15 @@ class Bus:
         assert scope.cancelled_caught
         raise self._denied(subject)
 
-    async def serve(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
-        """Subscribe ``cb`` to ``subject`` and wait until the server has the subscription (one
-        PING/PONG round trip), so that a service that then says it is ready can be reached:
-        right after a bare ``subscribe`` the SUB may still sit in this client's buffer, and a
-        request from another connection finds no responders (seen once in the test suite)."""
-        sub = await self.nc.subscribe(subject, cb=cb)
+    async def serve(
+        self, subject: str, cb: Callable[[Msg], Awaitable[None]], *, queue: str = ""
+    ) -> Subscription:
+        """Subscribe ``cb`` to ``subject`` (in queue group ``queue`` if given) and wait until
+        the server has the subscription (one PING/PONG round trip), so that a service that
+        then says it is ready can be reached: right after a bare ``subscribe`` the SUB may
+        still sit in this client's buffer, and a request from another connection finds no
+        responders (seen once in the test suite)."""
+        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
         await self.nc.flush()
         return sub
 
@@ -144,6 +152,79 @@ class Bus:
             except nats.errors.Error as exc:
                 raise BusError(f"request on {subject} failed: {exc}") from None
             return bytes(msg.data)
+        assert scope.cancelled_caught
+        raise self._denied(subject)
+
+    async def request_hedged(
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        timeout: float = 5.0,
+        headers: dict[str, str] | None = None,
+        usable: Callable[[bytes], bool] | None = None,
+        first_wait: float = HEDGE_FIRST_WAIT,
+    ) -> bytes:
+        """A request to a queue group of replicas, sent again while no usable answer comes.
+
+        In a queue group the server hands each request to one member.  A member that is
+        connected but hung (SIGSTOP, swapped out, a long stall) keeps its subscription until
+        the server gives up on its connection (missed pings: minutes), and the requests it
+        is handed are swallowed: a plain request would wait its whole timeout, on a third of
+        the calls with one hung replica out of three.  So the request is sent again (hedged)
+        when no answer came within ``first_wait`` seconds, again after twice that, and so
+        on (at most :data:`HEDGE_MAX_WAIT` apart), every copy left open on one inbox: the
+        first usable answer wins, so a replica that is merely slow still counts, and the
+        extra load stays small (one more request after ``first_wait``, fewer and fewer
+        after).  An answer that ``usable`` refuses (a replica behind the position asked
+        for) is asked again at once, likely of another replica.  A "no responders" status
+        (no replica subscribed at all) ends it at once.
+        """
+        started = time.monotonic()
+        deadline = started + timeout
+        inbox = self.nc.new_inbox()
+        send, receive = anyio.create_memory_object_stream[Msg](64)
+
+        async def on_reply(msg: Msg) -> None:
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
+                send.send_nowait(msg)
+
+        refused = 0
+        with self._guard(subject) as scope:
+            try:
+                sub = await self.nc.subscribe(inbox, cb=on_reply)
+            except nats.errors.Error as exc:
+                raise BusError(f"request on {subject} failed: {exc}") from None
+            try:
+                wait = first_wait
+                while True:
+                    try:
+                        await self.nc.publish(subject, data, reply=inbox, headers=headers)
+                    except nats.errors.Error as exc:
+                        raise BusError(f"request on {subject} failed: {exc}") from None
+                    remaining = deadline - time.monotonic()
+                    msg: Msg | None = None
+                    with anyio.move_on_after(min(wait, remaining)):
+                        msg = await receive.receive()
+                    if msg is None:
+                        wait = min(wait * 2, HEDGE_MAX_WAIT)
+                    elif msg.headers and msg.headers.get("Status") == "503":
+                        raise BusError(f"nobody answers on {subject}: is the manager running?")
+                    elif usable is None or usable(msg.data):
+                        return bytes(msg.data)
+                    else:
+                        refused += 1
+                        await anyio.sleep(min(HEDGE_FIRST_WAIT / 5, remaining))
+                    if time.monotonic() >= deadline:
+                        break
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
+                send.close()
+                receive.close()
+            self.raise_if_denied(subject, started)
+            behind = f" ({refused} answers not usable)" if refused else ""
+            raise BusError(f"no answer on {subject} within {timeout:g}s{behind}")
         assert scope.cancelled_caught
         raise self._denied(subject)
 

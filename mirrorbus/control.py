@@ -4,17 +4,25 @@ A command is appended to the command stream (acknowledged, de-duplicated by its 
 client waits for the worker's answer event on the worker's subjects, which it subscribes to
 *before* sending, so a fast answer is never missed.  The command carries an expiry: a worker
 that only gets it later answers "expired" instead of acting.
+
+Queries go to whichever manager replica is alive (hedged: see ``Bus.request_hedged``).  A
+command's answer says at which event of the log it (and, for a start, the run it began) is
+stored; a client that then asks with that ``min_position`` is answered only by a replica whose
+view has it: it reads its own write on any replica.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
 import msgspec
+import nats.errors
+import nats.js.errors
 from cryptography import x509
 from nats.aio.msg import Msg
 
@@ -27,6 +35,7 @@ from mirrorbus.events import (
     CommandAnswered,
     DisabledFlushed,
     JobState,
+    RunStarted,
     Verb,
     WorkerAnswered,
     WorkerForgotten,
@@ -35,6 +44,7 @@ from mirrorbus.events import (
     encode,
 )
 from mirrorbus.manager.api import (
+    MIN_POSITION,
     HistoryQuery,
     JobsQuery,
     PingInfo,
@@ -57,6 +67,21 @@ class Answer:
     accepted: bool
     message: str
     cmd_id: str
+    position: int = 0
+    """The event of the log that holds the answer (or, for a start that began a run, the
+    run's start): a query with this ``min_position`` sees the command's effect."""
+
+
+RUN_STARTED_WAIT = 3.0
+"""Seconds a start that began a run waits for the run's first event (it follows the answer)."""
+STORED_WAIT = 2.0
+"""Seconds to find a seen event in the stream (it reaches subscribers as it is stored)."""
+
+
+class _ReplyMeta(msgspec.Struct):
+    ok: bool = False
+    replica: str = ""
+    position: int = 0
 
 
 def certificate_identity(path: str) -> str:
@@ -69,22 +94,61 @@ def certificate_identity(path: str) -> str:
 
 
 class Control:
-    def __init__(self, bus: Bus, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        clock: Clock | None = None,
+        *,
+        min_position: int = 0,
+        replica: str | None = None,
+    ) -> None:
+        """``min_position``: answers only from a replica whose view holds that event;
+        ``replica``: ask that manager replica only (by name) instead of any."""
         self.bus = bus
         self.clock = clock or SystemClock()
         self.issuer = certificate_identity(str(bus.settings.cert))
+        self.min_position = min_position
+        self.replica = None if replica is None else check_name(replica, "manager name")
+        self.answered_by: tuple[str, int] | None = None
+        """(replica, position) of the last query's answer."""
+        self.written = 0
+        """The log position of the last command's effect (0: none); see ``Answer.position``."""
 
     # -- queries -------------------------------------------------------------------------
+    def _usable(self, data: bytes) -> bool:
+        """False for a replica's "behind the position asked for": ask another."""
+        try:
+            meta = msgspec.json.decode(data, type=_ReplyMeta)
+        except msgspec.DecodeError:
+            return True  # _query says why
+        return meta.ok or meta.position >= self.min_position
+
     async def _query(self, name: str, payload: Any, kind: type[T], timeout: float) -> T:
-        data = await self.bus.request(
-            self.bus.subjects.api(name), _encoder.encode(payload), timeout=timeout
-        )
+        s = self.bus.subjects
+        subject = s.api(name) if self.replica is None else s.replica_api(self.replica, name)
+        try:
+            data = await self.bus.request_hedged(
+                subject,
+                _encoder.encode(payload),
+                timeout=timeout,
+                headers={MIN_POSITION: str(self.min_position)} if self.min_position else None,
+                usable=self._usable if self.min_position else None,
+            )
+        except BusError as exc:
+            if self.min_position and "not usable" in str(exc):
+                raise BusError(
+                    f"no manager replica reached event {self.min_position} of the log within "
+                    f"{timeout:g}s (--min-position 0 takes any replica)"
+                ) from None
+            raise
         try:
             reply = msgspec.json.decode(data, type=Reply[kind])  # type: ignore[valid-type]
         except msgspec.DecodeError as exc:
             raise BusError(f"unreadable answer to {name}: {exc}") from None
+        self.answered_by = (reply.replica, reply.position)
         if not reply.ok or reply.data is None:
-            raise BusError(f"the manager refused {name}: {reply.error}")
+            who = f"manager replica {reply.replica}" if reply.replica else "the manager"
+            raise BusError(f"{who} refused {name}: {reply.error}")
         return reply.data
 
     async def jobs(
@@ -210,13 +274,18 @@ class Control:
         )
         s = self.bus.subjects
         send, receive = anyio.create_memory_object_stream[Answer](8)
+        events: list[tuple[str, str]] = []  # (subject, event id) of every event, in order
+        answered: list[int] = []  # index in ``seen`` of the answer
+        run_started = anyio.Event()
 
         async def on_event(msg: Msg) -> None:
             try:
                 ev = decode_event(msg.data)
             except CodecError:
                 return
+            events.append((msg.subject, ev.id))
             if isinstance(ev, CommandAnswered | WorkerAnswered) and ev.cmd_id == cmd.id:
+                answered.append(len(events) - 1)
                 # (an answer after the wait ended finds the stream closed: dropped)
                 with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                     send.send_nowait(
@@ -229,6 +298,9 @@ class Control:
                             cmd_id=ev.cmd_id,
                         )
                     )
+            elif isinstance(ev, RunStarted) and answered and not run_started.is_set():
+                answered.append(len(events) - 1)
+                run_started.set()
 
         subjects = [s.worker_events(worker)]
         if job is not None:
@@ -243,7 +315,15 @@ class Control:
                 answer = await receive.receive()
                 if not answer.accepted:
                     raise CommandRejected(f"rejected: {answer.message}")
-                return answer
+                if verb in ("start", "restart") and _began_run(answer.message):
+                    # The answer goes out before the run's first event: wait for that too,
+                    # so that reading at this position shows the job syncing.
+                    with anyio.move_on_after(RUN_STARTED_WAIT):
+                        await run_started.wait()
+                subject, event_id = events[answered[-1]]
+                later = {i for _, i in events[answered[-1] :]}
+                self.written = await self._stored_at(subject, event_id, later)
+                return dataclasses.replace(answer, position=self.written)
         finally:
             for sub in subs:
                 await sub.unsubscribe()
@@ -256,10 +336,35 @@ class Control:
             f"queued until {cmd.expires_at.astimezone():%H:%M:%S} and is dropped after that"
         )
 
+    async def _stored_at(self, subject: str, event_id: str, later: set[str]) -> int:
+        """The stream sequence of event ``event_id`` seen on ``subject``, or of a later one
+        there (ids in ``later``): an event reaches subscribers as the stream stores it, so
+        the stored last message of the subject is asked until it is one of them.  0 if the
+        stream cannot tell (no position to wait for, then)."""
+        s = self.bus.subjects
+        js = self.bus.nc.jetstream(timeout=STORED_WAIT)
+        with anyio.move_on_after(STORED_WAIT):
+            while True:
+                try:
+                    raw = await js.get_last_msg(s.evt_stream, subject, direct=True)
+                    if decode_event(raw.data or b"").id in later:
+                        return int(raw.seq or 0)
+                except (nats.errors.Error, nats.js.errors.Error, CodecError, TimeoutError):
+                    return 0
+                await anyio.sleep(0.01)
+        return 0
+
+
+def _began_run(message: str) -> bool:
+    """Whether a worker's answer to start/restart says a run began (not queued, not
+    already running): its wording in ``worker.commands``."""
+    return message.startswith(("started", "killed the running sync and started"))
+
 
 async def _admin(control: Control, event: AdminEvent) -> int:
     bus = control.bus
-    return await bus.append(bus.subjects.admin_events, encode(event), event.id)
+    control.written = await bus.append(bus.subjects.admin_events, encode(event), event.id)
+    return control.written
 
 
 def _last_seen(row: WorkerRow | None) -> str:

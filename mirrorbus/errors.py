@@ -16,6 +16,7 @@ so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
     ├── CodecError             a message could not be decoded (kept for the dead letters)
     ├── ProjectionError        the SQL view cannot be opened or written
     ├── SourceError            a tunasync status to import cannot be read
+    ├── NameInUse              a manager replica's name is held by a running manager
     └── CommandError           a ctl command failed
         ├── UnknownTarget      unknown worker or job
         ├── CommandRejected    the worker answered "rejected: reason"
@@ -110,6 +111,10 @@ class SourceError(MirrorbusError):
     message names the URL or file and the item."""
 
     exit_code = 2
+
+
+class NameInUse(MirrorbusError):
+    """Another running manager holds this manager replica's name (its consumer and view)."""
 
 
 class CommandError(MirrorbusError):

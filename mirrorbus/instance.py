@@ -6,7 +6,7 @@
       nats/nats.conf       rendered server config (TLS verify_and_map, roles, JetStream)
       nats/jetstream/      the event log
       nats/node-N/         with ``up --cluster``: node N's nats.conf and jetstream/ (N = 1..3)
-      manager.db           the SQLite status view
+      manager-NAME.db      the SQLite status view of manager replica NAME (one per replica)
       logs/                output of nats-server, the manager and the worker
 
 ``ctl``, ``worker`` and ``manager`` accept ``--state-dir`` (or ``MIRRORBUS_STATE_DIR``) and read
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mirrorbus.bus import BusSettings, settings_from_paths
 from mirrorbus.errors import ConfigError
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
 
 STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
 DEFAULT_STATE_DIR = Path("mirrorbus-state")
@@ -106,9 +106,36 @@ class Instance:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
+    def view_path(self, replica: str) -> Path:
+        """The SQLite view of manager replica ``replica``: each replica has its own."""
+        return self.root / f"manager-{check_name(replica, 'manager name')}.db"
+
+    def view_url(self, replica: str) -> str:
+        return f"sqlite:///{self.view_path(replica).resolve()}"
+
+    @property
+    def legacy_db_path(self) -> Path:
+        """The one view of a state directory made before managers were replicas."""
+        return self.root / "manager.db"
+
+    def adopt_legacy_view(self, replica: str) -> None:
+        """Rename a view made before managers had names to ``replica``'s, if that has none:
+        its position and its consumer's are lost anyway, but not the view (the log may have
+        aged out)."""
+        target = self.view_path(replica)
+        if not self.legacy_db_path.exists() or target.exists():
+            return
+        for suffix in ("-wal", "-shm", ""):  # the database file last: it marks the move done
+            old = self.legacy_db_path.with_name(self.legacy_db_path.name + suffix)
+            if old.exists():
+                old.replace(target.with_name(target.name + suffix))
+
     @property
     def db_path(self) -> Path:
-        return self.root / "manager.db"
+        """The view of the replica a manager started without a name uses."""
+        from mirrorbus.manager.replica import default_name
+
+        return self.view_path(default_name())
 
     @property
     def db_url(self) -> str:

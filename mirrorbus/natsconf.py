@@ -17,8 +17,9 @@ Roles (prefix ``mirrorbus``, worker ``W``):
 - **reader** may query (``api.>``) and read events through its own consumers; nothing else.
 - **manager** creates and updates the streams at its start (the only role that may; the
   streams deny deleting and purging to everyone), reads events through JetStream and answers
-  queries on ``api.>`` (``allow_responses``: it may publish only to the reply subject of a
-  request it received).
+  queries on ``api.>`` and, as one replica, on ``replica.<name>.*`` (``allow_responses``: it
+  may publish only to the reply subject of a request it received, and ``replica.*.ping`` to
+  find whether its name is held).
 - **gateway** (tunasync's HTTP API for old workers and tools) appends the events of workers
   that have *no* certificate of their own (``evt.*``, ``evt.*.>`` with an explicit deny of
   every worker certificate's subjects, so it can never speak for a native worker: the deny
@@ -137,9 +138,11 @@ def _manager_permissions(s: Subjects) -> Permissions:
             f"$JS.API.DIRECT.GET.{s.snap_stream}",
             f"$JS.API.DIRECT.GET.{s.snap_stream}.>",
             f"$JS.API.STREAM.MSG.GET.{s.snap_stream}",
+            # A replica asks whether its name is held before it takes the name's consumer.
+            s.all_replica_pings,
         ),
         allow_responses=True,
-        subscribe_allow=("_INBOX.>", f"{p}.api.>", f"{p}.evt.>", f"{p}.hb.>"),
+        subscribe_allow=("_INBOX.>", f"{p}.api.>", s.all_replica_api, f"{p}.evt.>", f"{p}.hb.>"),
     )
 
 
@@ -162,10 +165,14 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             publish_allow=(
                 f"{p}.cmd.>",
                 f"{p}.api.>",
+                s.all_replica_api,
                 s.admin_events,
                 f"{p}.logs.>",
                 "$JS.API.INFO",
                 *(f"$JS.API.STREAM.INFO.{stream}" for stream in _streams(s)),
+                # The last event of a subject: where a command's answer is stored (the ctl
+                # then reads its own write from any manager replica).
+                f"$JS.API.DIRECT.GET.{evt}.>",
                 f"$JS.API.CONSUMER.CREATE.{evt}.>",
                 f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
                 f"$JS.API.CONSUMER.DELETE.{evt}.>",
@@ -181,6 +188,7 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             comment="reader: queries and reads events; publishes nothing of its own",
             publish_allow=(
                 f"{p}.api.>",
+                s.all_replica_api,
                 f"{p}.logs.>",
                 "$JS.API.INFO",
                 f"$JS.API.STREAM.INFO.{evt}",

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from mirrorbus.bus import BusSettings, StreamSettings
-from mirrorbus.errors import ConfigError
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
+from mirrorbus.errors import ConfigError, InvalidName
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
 from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
@@ -207,6 +207,8 @@ class ManagerConfig:
     outputs: OutputSettings = field(default_factory=OutputSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     state_dir: Path | None = None
+    name: str = ""
+    """This manager replica's name (its consumer, and its view under a state directory)."""
 
     def gateway_bus(self) -> BusSettings:
         """The gateway's own connection: its certificate (role ``gateway``) from the state
@@ -230,6 +232,27 @@ class ManagerConfig:
                     key="tunasync_api.bus_cert",
                 )
         return settings
+
+
+def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> str:
+    """``--name``, else ``[manager] name``, else the host's name; checked like every name."""
+    from mirrorbus.manager.replica import default_name
+
+    key = "--name"
+    if name is None:
+        table = doc.get("manager", {})
+        if not isinstance(table, dict):
+            raise ConfigError("must be a table", file=source, key="manager")
+        name = table.get("name")
+        key = "manager.name"
+    if name is None:
+        return default_name()
+    if not isinstance(name, str):
+        raise ConfigError("must be a string", file=source, key=key)
+    try:
+        return check_name(name, "manager name")
+    except InvalidName as exc:
+        raise ConfigError(str(exc), file=source, key=key) from None
 
 
 def _table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
@@ -322,14 +345,17 @@ def with_http(outputs: OutputSettings, listen: str | None) -> OutputSettings:
 
 
 def manager_config(
-    config: Path | None, state_dir: Path | None, database_url: str | None
+    config: Path | None, state_dir: Path | None, database_url: str | None, name: str | None = None
 ) -> ManagerConfig:
-    """Settings of ``mirrorbus manager``: ``[bus]``, ``[database] url``, ``[streams]``, the
-    status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see :func:`output_settings`) and
-    tunasync's API ``[tunasync_api]`` (see :mod:`mirrorbus.gateway.settings`)."""
+    """Settings of ``mirrorbus manager``: ``[bus]``, ``[manager] name``, ``[database] url``,
+    ``[streams]``, the status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see
+    :func:`output_settings`) and tunasync's API ``[tunasync_api]`` (see
+    :mod:`mirrorbus.gateway.settings`).  Under a state directory each replica's view is its
+    own file."""
     streams = StreamSettings()
     if config is not None:
         bus, doc, _ = read_bus_file(config)
+        replica = manager_name(name, doc, config)
         db = doc.get("database", {})
         st = doc.get("streams", {})
         if not isinstance(db, dict) or not isinstance(st, dict):
@@ -349,9 +375,12 @@ def manager_config(
             if state_dir is not None
             else from_bus_config(bus, config, name="manager")
         )
+        if not (database_url or url) and state_dir is not None:
+            database_url = Instance(state_dir).view_url(replica)
         if not (database_url or url):
             raise ConfigError(
-                "missing: where the status view lives, e.g. sqlite:////var/lib/mirrorbus/view.db",
+                "missing: where this replica's status view lives, e.g. "
+                "sqlite:////var/lib/mirrorbus/view.db (every manager replica needs its own)",
                 file=config,
                 key="database.url",
             )
@@ -362,6 +391,7 @@ def manager_config(
             outputs=output_settings(doc, config),
             gateway=gateway_settings(doc, config),
             state_dir=state_dir,
+            name=replica,
         )
     root = state_dir or env_state_dir()
     if root is None:
@@ -370,9 +400,15 @@ def manager_config(
             file="manager",
         )
     instance = Instance(root)
+    replica = manager_name(name, {}, "manager")
+    from mirrorbus.manager.replica import default_name
+
+    if replica == default_name():
+        instance.adopt_legacy_view(replica)
     return ManagerConfig(
         bus=instance.bus_settings("manager"),
-        database_url=database_url or instance.db_url,
+        name=replica,
+        database_url=database_url or instance.view_url(replica),
         # An `up --cluster` instance keeps its streams at three replicas (the manager
         # updates the streams to these settings at start).
         streams=StreamSettings(replicas=instance.read().replicas),

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,19 @@ def _collect_garbage() -> Iterator[None]:
     reported (as an error, filterwarnings = error) against the test that leaked it."""
     yield
     gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``XDG_STATE_HOME`` in a temporary directory for the session (and the processes it
+    starts): the ctl's read-your-writes notes and default outboxes stay out of the home."""
+    old = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state-home"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_STATE_HOME", None)
+    else:
+        os.environ["XDG_STATE_HOME"] = old
 
 
 @pytest.fixture(scope="session")

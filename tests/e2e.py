@@ -142,8 +142,13 @@ class Site:
         self.procs[key] = proc
         return proc
 
-    def start_manager(self) -> subprocess.Popen[bytes]:
-        return self._spawn("manager", [*PYTHON, "manager", "--state-dir", str(self.root), "-v"])
+    def start_manager(self, name: str | None = None, *args: str) -> subprocess.Popen[bytes]:
+        """``mirrorbus manager`` (replica ``name``, key ``manager-NAME``; else the default
+        name, key ``manager``) with extra ``args``."""
+        argv = [*PYTHON, "manager", "--state-dir", str(self.root), "-v", *args]
+        if name is None:
+            return self._spawn("manager", argv)
+        return self._spawn(f"manager-{name}", [*argv, "--name", name])
 
     def start_worker(self, config: Path, key: str | None = None) -> subprocess.Popen[bytes]:
         key = key or f"worker-{config.stem}"

@@ -22,6 +22,7 @@ import typer
 
 from mirrorbus.bus import Bus, connect
 from mirrorbus.cli.common import one_line_errors, run_async
+from mirrorbus.cli.ctl_position import recall, remember
 from mirrorbus.cli.gotemplate import MIRROR_FIELDS, WEB_FIELDS, GoTemplate
 from mirrorbus.control import Control
 from mirrorbus.errors import ConfigError
@@ -47,6 +48,8 @@ class _Options:
     flags: BusFlags
     timeout: float = 15.0
     ttl: float = 60.0
+    min_position: int | None = None
+    replica: str | None = None
 
 
 @app.callback()
@@ -109,6 +112,25 @@ def ctl(
             "later answers 'expired' and does not act.",
         ),
     ] = 60.0,
+    min_position: Annotated[
+        int | None,
+        typer.Option(
+            "--min-position",
+            envvar="MIRRORBUS_MIN_POSITION",
+            help="Answers only from a manager replica whose view holds this event of the log "
+            "[env: MIRRORBUS_MIN_POSITION]; 0 takes any.  Default: the event of your last "
+            "command, so a query after it shows its effect on any replica.",
+            show_default=False,
+        ),
+    ] = None,
+    replica: Annotated[
+        str | None,
+        typer.Option(
+            "--replica",
+            help="Ask this manager replica (by name) only, instead of any that is alive.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Settings come from, later winning: /etc/mirrorbus/ctl.toml, ~/.config/mirrorbus/ctl.toml,
     -c FILE, environment variables, flags."""
@@ -118,6 +140,8 @@ def ctl(
         config=config,
         timeout=timeout,
         ttl=ttl,
+        min_position=min_position,
+        replica=replica,
         flags=BusFlags(
             state_dir=state_dir, url=url, ca_cert=ca_cert, cert=cert, key=key, prefix=prefix
         ),
@@ -128,10 +152,17 @@ def _with_control(ctx: typer.Context, fn: Callable[[Control], Awaitable[T]]) -> 
     opts: _Options = ctx.obj
     settings = ctl_settings(opts.config, flags=opts.flags)
 
+    if opts.min_position is not None and opts.min_position < 0:
+        raise ConfigError("must be 0 or more", key="--min-position")
+    min_position = recall(settings) if opts.min_position is None else opts.min_position
+
     async def main() -> T:
         bus: Bus = await connect(settings, reconnect=False)
         try:
-            return await fn(Control(bus))
+            control = Control(bus, min_position=min_position, replica=opts.replica)
+            result = await fn(control)
+            remember(settings, control.written)
+            return result
         finally:
             await bus.close()
 

@@ -152,6 +152,16 @@ ManagerConfigOpt = Annotated[
 DbOpt = Annotated[
     str | None, typer.Option("--db", help="SQLAlchemy URL of the status view.", show_default=False)
 ]
+NameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--name",
+        help="This manager replica's name: its own consumer on the event log and, under "
+        "--state-dir, its own view (manager-NAME.db); the same as \\[manager] name "
+        "(default: the host name).",
+        show_default=False,
+    ),
+]
 
 
 @manager_app.callback(invoke_without_command=True)
@@ -161,6 +171,7 @@ def manager(
     config: ManagerConfigOpt = None,
     state_dir: StateDir = None,
     db: DbOpt = None,
+    name: NameOpt = None,
     http: Annotated[
         str | None,
         typer.Option(
@@ -189,7 +200,7 @@ def manager(
     if ctx.invoked_subcommand is not None:
         return
     setup_logging(verbose, debug, with_systemd, log_format)
-    mc = manager_config(config, state_dir, db)
+    mc = manager_config(config, state_dir, db, name)
     outputs = with_http(mc.outputs, http)
     gateway = with_listen(mc.gateway, tunasync_api)
     gateway_bus = mc.gateway_bus() if gateway.enable else None
@@ -199,7 +210,7 @@ def manager(
         bus = await connect(mc.bus)
         gw_bus = None
         try:
-            service = Manager(bus, view, streams=mc.streams, outputs=outputs)
+            service = Manager(bus, view, name=mc.name, streams=mc.streams, outputs=outputs)
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 if gateway_bus is not None:
@@ -223,6 +234,7 @@ def rebuild(
     config: ManagerConfigOpt = None,
     state_dir: StateDir = None,
     db: DbOpt = None,
+    name: NameOpt = None,
     into: Annotated[
         str | None,
         typer.Option(
@@ -237,7 +249,7 @@ def rebuild(
     Example: mirrorbus manager rebuild --state-dir ./mirrorbus-state
     """
     setup_logging()
-    mc = manager_config(config, state_dir, db)
+    mc = manager_config(config, state_dir, db, name)
     view = StatusView(into or mc.database_url)
 
     async def main() -> int:
@@ -259,10 +271,11 @@ def dead_letters(
     config: ManagerConfigOpt = None,
     state_dir: StateDir = None,
     db: DbOpt = None,
+    name: NameOpt = None,
     limit: Annotated[int, typer.Option(help="How many to show.")] = 100,
 ) -> None:
     """List the events set aside as undecodable, with their sequence and reason."""
-    mc = manager_config(config, state_dir, db)
+    mc = manager_config(config, state_dir, db, name)
     view = StatusView(mc.database_url)
     try:
         rows = view.dead_letters(limit)

@@ -139,6 +139,30 @@ class Subjects:
     def all_api(self) -> str:
         return f"{self.prefix}.api.>"
 
+    @property
+    def manager_queue(self) -> str:
+        """Queue group of the manager replicas on :attr:`all_api`: each query goes to one
+        replica that is alive, whichever."""
+        return f"{self.prefix}-managers"
+
+    def replica_api(self, replica: str, query: str) -> str:
+        """The query ``query`` asked of the one manager replica ``replica`` (not of the queue
+        group): its presence check, and a read of that replica's own view."""
+        return f"{self.replica_all_api(replica)[:-1]}{check_name(query, 'query')}"
+
+    def replica_all_api(self, replica: str) -> str:
+        """Wildcard over every query of one replica."""
+        return f"{self.prefix}.replica.{check_name(replica, 'manager name')}.*"
+
+    @property
+    def all_replica_api(self) -> str:
+        return f"{self.prefix}.replica.>"
+
+    @property
+    def all_replica_pings(self) -> str:
+        """Every replica's ``ping`` (a starting replica asks whether its name is held)."""
+        return f"{self.prefix}.replica.*.ping"
+
     def heartbeat(self, worker: str) -> str:
         """Core-NATS liveness beat (may be lost; never stored)."""
         return f"{self.prefix}.hb.{check_name(worker, 'worker name')}"
@@ -158,9 +182,11 @@ class Subjects:
         """Name of the worker's consumers (command, replay); one exact token per worker."""
         return check_name(worker, "worker name")
 
-    @property
-    def manager_consumer(self) -> str:
-        return "manager"
+    @staticmethod
+    def manager_consumer(replica: str) -> str:
+        """Name of manager replica ``replica``'s durable consumer on the event stream: each
+        replica reads the whole log at its own pace into its own view."""
+        return f"manager-{check_name(replica, 'manager name')}"
 
     @property
     def gateway_consumer(self) -> str:

@@ -40,14 +40,14 @@ class Projector:
         view: StatusView,
         *,
         batch: int = 512,
-        consumer: str | None = None,
+        consumer: str,
         on_applied: Callable[[ApplyResult], None] | None = None,
         inactive_threshold: float | None = None,
     ) -> None:
         self.bus = bus
         self.view = view
         self.batch = batch
-        self.consumer = consumer or bus.subjects.manager_consumer
+        self.consumer = consumer
         self.on_applied = on_applied
         self.inactive_threshold = inactive_threshold
         self.position = 0

@@ -3,6 +3,11 @@
 It is not a relay: workers never wait for it, and while it is down nothing is lost; on start
 it catches up from the position stored in the view.  With ``outputs`` it also serves the
 read API, metrics and status page over HTTP and writes the status files, all from the view.
+
+Any number of managers run against one log as *replicas*: each has a name, its own durable
+consumer (``Subjects.manager_consumer(name)``) and its own view, and answers queries in one
+queue group with the others (see :mod:`mirrorbus.manager.replica` for why a name is never
+held twice).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, StreamSettings
+from mirrorbus.events.subjects import check_name
 from mirrorbus.manager.liveness import Liveness
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
-from mirrorbus.manager.queries import QueryService
+from mirrorbus.manager.queries import PositionWatch, QueryService, ReplicaIdentity
+from mirrorbus.manager.replica import check_alone, claim, default_name
 from projections.changes import Changes
-from projections.status_view import StatusView
+from projections.status_view import ApplyResult, StatusView
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +36,7 @@ class Manager:
         bus: Bus,
         view: StatusView,
         *,
+        name: str | None = None,
         streams: StreamSettings | None = None,
         batch: int = 512,
         outputs: OutputSettings | None = None,
@@ -37,20 +45,42 @@ class Manager:
         self.view = view
         self.streams = streams or StreamSettings()
         self.outputs = outputs or OutputSettings()
+        self.name = check_name(name if name is not None else default_name(), "manager name")
+        self.identity = ReplicaIdentity(name=self.name)
         self.changes = Changes()
-        self.projector = Projector(bus, view, batch=batch, on_applied=self.changes.applied)
-        self.queries = QueryService(bus, view)
+        self.watch = PositionWatch()
+        self.projector = Projector(
+            bus,
+            view,
+            batch=batch,
+            consumer=bus.subjects.manager_consumer(self.name),
+            on_applied=self._applied,
+        )
+        self.queries = QueryService(bus, view, identity=self.identity, watch=self.watch)
         self.liveness = Liveness(bus, view)
+
+    def _applied(self, result: ApplyResult) -> None:
+        self.changes.applied(result)
+        self.watch.advance(result.position)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.bus.ensure_streams(self.streams)
+        # Before the consumer is touched: the projector re-creates it from this view.
+        await claim(self.bus, self.name)
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
+            self.watch.advance(self.projector.position)
             await tg.start(self.queries.run)
+            await check_alone(self.bus, self.identity)
             await tg.start(self.liveness.run)
             if self.outputs.active:
                 await tg.start(
                     run_outputs, self.view, self.changes, self.outputs, self.bus.last_sequence
                 )
-            log.info("manager ready (view %s, position %d)", self.view.url, self.projector.position)
+            log.info(
+                "manager ready (replica %s, view %s, position %d)",
+                self.name,
+                self.view.url,
+                self.projector.position,
+            )
             task_status.started()

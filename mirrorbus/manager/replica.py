@@ -1,0 +1,121 @@
+"""Manager replicas: one name per running manager, never two processes behind one name.
+
+A manager's name is its durable consumer on the event stream (``Subjects.manager_consumer``)
+and, under ``mirrorbus up``, its view's file.  Two processes with one name would split the
+consumer's events between them (each view missing what the other got), and a manager that
+starts deletes and re-creates its consumer from its own view's position.  So a manager first
+asks ``<prefix>.replica.<name>.ping``, the subject only the replica of that name answers:
+
+- "no responders": nobody holds the name, the manager may take it.  A replica that was
+  SIGKILLed or crashed lost its connection with its process, so the server no longer knows
+  its subscription: it never blocks the name.  (A host that vanished without closing its
+  connections is dropped by the server after its missed pings, two minutes by default.)
+- an answer: a live replica holds the name; refused, saying where it runs.
+- no answer in time: a process holds the name but does not answer (stopped with SIGSTOP,
+  or stuck); refused too, since it may resume and go on reading from the consumer.
+
+Once it answers on that subject itself, the manager asks again and gathers every answer for
+a moment: of two managers started with one name at the same instant, both see the other, and
+the later one (by start time, then instance id) gives way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import time
+from datetime import UTC, datetime
+
+import anyio
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+
+from mirrorbus.bus import Bus
+from mirrorbus.errors import BusError, NameInUse
+from mirrorbus.manager.api import PingInfo, Reply
+from mirrorbus.manager.queries import ReplicaIdentity
+
+CLAIM_TIMEOUT = 2.0
+"""Seconds a starting manager waits for the holder of its name to answer."""
+RACE_WINDOW = 0.5
+"""Seconds a started manager gathers the answers of others with its name."""
+
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def default_name(hostname: str | None = None) -> str:
+    """The replica name a manager takes when given none: its host's name (the first label,
+    made a valid name), else ``manager``."""
+    label = (hostname if hostname is not None else socket.gethostname()).split(".", 1)[0]
+    name = _NOT_TOKEN.sub("-", label).lstrip("-")[:64]
+    return name or "manager"
+
+
+def _holder(info: PingInfo) -> str:
+    since = datetime.fromtimestamp(info.started_at, UTC).astimezone()
+    return (
+        f"it runs on {info.host or '?'} (pid {info.pid}, since {since:%Y-%m-%d %H:%M:%S}, "
+        f"view at event {info.position})"
+    )
+
+
+def _in_use(name: str, why: str) -> NameInUse:
+    return NameInUse(
+        f"manager name {name!r} is in use: {why}; give this manager another name "
+        "(--name, or [manager] name) or stop that one first"
+    )
+
+
+async def claim(bus: Bus, name: str, *, timeout: float = CLAIM_TIMEOUT) -> None:
+    """Raise :class:`NameInUse` if a manager with ``name`` is connected (see the module)."""
+    subject = bus.subjects.replica_api(name, "ping")
+    started = time.monotonic()
+    try:
+        msg = await bus.nc.request(subject, b"{}", timeout=timeout)
+    except nats.errors.NoRespondersError:
+        return
+    except (nats.errors.TimeoutError, TimeoutError):
+        bus.raise_if_denied(subject, started)
+        raise _in_use(
+            name,
+            f"a process answering for it is connected but did not answer within {timeout:g}s "
+            "(stopped or stuck?); the server drops its connection once it stops answering "
+            "the server's pings",
+        ) from None
+    except nats.errors.Error as exc:
+        raise BusError(f"cannot check whether manager name {name!r} is free: {exc}") from None
+    try:
+        reply = msgspec.json.decode(msg.data, type=Reply[PingInfo])
+    except msgspec.DecodeError:
+        raise _in_use(name, "another process answers for it") from None
+    if reply.data is None:
+        raise _in_use(name, "another process answers for it")
+    raise _in_use(name, _holder(reply.data))
+
+
+async def check_alone(bus: Bus, me: ReplicaIdentity, *, window: float = RACE_WINDOW) -> None:
+    """Once this replica answers for its name: raise :class:`NameInUse` if another process
+    with the same name answers too and started first."""
+    subject = bus.subjects.replica_api(me.name, "ping")
+    inbox = bus.nc.new_inbox()
+    others: list[PingInfo] = []
+
+    async def on_reply(msg: Msg) -> None:
+        with contextlib.suppress(msgspec.DecodeError):
+            reply = msgspec.json.decode(msg.data, type=Reply[PingInfo])
+            if reply.data is not None and reply.data.instance != me.instance:
+                others.append(reply.data)
+
+    sub = await bus.nc.subscribe(inbox, cb=on_reply)
+    try:
+        await bus.nc.publish(subject, b"{}", reply=inbox)
+        await anyio.sleep(window)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    mine = (me.started_at, me.instance)
+    first = min(others, key=lambda o: (o.started_at, o.instance), default=None)
+    if first is not None and (first.started_at, first.instance) < mine:
+        raise _in_use(me.name, _holder(first))
