@@ -11,6 +11,7 @@ and answers as tunasync's worker does (or as told: an error status, a slow reply
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -103,18 +104,28 @@ async def running_gateway(
     *,
     allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
     post_timeout: float = 4.0,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    ca_cert: Path | None = None,
 ) -> AsyncIterator[GatewaySite]:
     view = StatusView(f"sqlite:///{tmp_path / 'view.db'}")
     manager_bus = await bus_as(server, "manager")
     gateway_bus = await bus_as(server, "gateway")
     listen = f"127.0.0.1:{free_port()}"
-    settings = GatewaySettings(enable=True, listen=listen, allow=allow)
+    settings = GatewaySettings(
+        enable=True,
+        listen=listen,
+        allow=allow,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_cert=ca_cert,
+    )
     gateway = Gateway(gateway_bus, view, settings, post_timeout=post_timeout)
     try:
         async with aiohttp.ClientSession() as http, anyio.create_task_group() as tg:
             await tg.start(Manager(manager_bus, view).run)
             await tg.start(gateway.run)
-            yield GatewaySite(f"http://{listen}", view, http, gateway, server)
+            yield GatewaySite(gateway.url, view, http, gateway, server)
             tg.cancel_scope.cancel()
     finally:
         await gateway_bus.close()
@@ -131,9 +142,12 @@ class OldWorker:
     status: int | None = None  # answer this instead of tunasync's logic
     delay: float = 0.0
     port: int = field(default_factory=free_port)
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this context
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"https://localhost:{self.port}/"
         return f"http://127.0.0.1:{self.port}/"
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -161,7 +175,7 @@ class OldWorker:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
             yield self
         finally:
             await runner.cleanup()

@@ -9,8 +9,10 @@ reply too slow, nobody listening) each end in a rejected answer with the reason,
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
+import aiohttp
 import pytest
 from conftest import RunningServer
 from gateway_harness import GatewaySite, OldWorker, bus_as, mirror_status, registration
@@ -122,3 +124,51 @@ async def test_an_old_worker_failing_is_a_rejected_command(
             assert state.status == "success"
     finally:
         await admin.close()
+
+
+def _server_tls(pki: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(pki / "server.crt"), str(pki / "server.key"))
+    return ctx
+
+
+@pytest.mark.parametrize("with_ca", [True, False])
+async def test_https_to_the_api_and_to_old_workers(
+    nats_server: RunningServer, tmp_path: Path, with_ca: bool
+) -> None:
+    """The API served over HTTPS (tls_cert/tls_key), and an old worker with an https URL
+    verified with ``ca_cert``; without that CA its certificate is refused: a rejection."""
+    pki = nats_server.pki_dir
+    old = OldWorker(jobs={"debian"}, tls=_server_tls(pki))
+    https = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=str(pki / "ca.crt")))
+    async with (
+        old.serving(),
+        gateway(
+            nats_server,
+            tmp_path,
+            tls_cert=pki / "server.crt",
+            tls_key=pki / "server.key",
+            ca_cert=pki / "ca.crt" if with_ca else None,
+        ) as gw,
+        aiohttp.ClientSession(connector=https) as client,
+    ):
+        assert gw.url.startswith("https://127.0.0.1:")
+
+        async def post(path: str, body: object) -> tuple[int, object]:
+            async with client.post(gw.url + path, json=body) as r:
+                return r.status, await r.json()
+
+        assert (await post("/workers", registration("old1", old.url)))[0] == 200
+        report = mirror_status("debian", "old1", "success")
+        assert (await post("/workers/old1/jobs/debian", report))[0] == 200
+        await gw.wait_job("old1", "debian", lambda s: s.status == "success")
+        cmd = {"cmd": "start", "mirror_id": "debian", "worker_id": "old1", "args": None}
+        status, body = await post("/cmd", {**cmd, "options": {}})
+        if with_ca:
+            assert (status, body) == (200, {"message": "successfully send command to worker old1"})
+            assert old.requests[-1][1] == (
+                b'{"cmd":"start","mirror_id":"debian","args":null,"options":{}}'
+            )
+        else:
+            assert status == 500 and "certificate verify failed" in str(body)
+            assert old.requests == []

@@ -94,8 +94,9 @@ class Fleet:
             filter_subject=f"{s.prefix}.evt.*",
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.NONE,
-            inactive_threshold=120.0,
-            mem_storage=True,
+            # Kept on disk, so that it outlives a restart of nats-server (the gateway keeps
+            # following); one left by a gateway that is gone expires after an hour.
+            inactive_threshold=3600.0,
         )
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await self.bus.js.delete_consumer(s.evt_stream, name)
