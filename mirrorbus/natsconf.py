@@ -228,6 +228,9 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"{p}.evt.*.>",
             f"{p}.cmd.>",
             f"{p}.api.>",
+            s.all_replica_api,
+            # Where a command's answer is stored (what /cmd waits for, as the ctl does).
+            f"$JS.API.DIRECT.GET.{evt}.>",
             # Its command consumer (commands for the old workers it forwards to).
             f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.all_commands}",
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",

@@ -169,6 +169,8 @@ async def test_https_to_the_api_and_to_old_workers(
             assert old.requests[-1][1] == (
                 b'{"cmd":"start","mirror_id":"debian","args":null,"options":{}}'
             )
+            # everything /cmd does (ask, append, wait, read back) is the gateway's to do
+            assert gw.gateway.fleet.bus.violations == []
         else:
             assert status == 500 and "certificate verify failed" in str(body)
             assert old.requests == []
