@@ -45,12 +45,11 @@ def ctl_cmd(cmd: str, worker: str, mirror: str = "", force: bool = False) -> dic
 
 async def test_tunasynctl_requests(site: Site, tmp_path: Path) -> None:
     listen = f"127.0.0.1:{free_port()}"
+    status_http = f"127.0.0.1:{free_port()}"
     base = f"http://{listen}"
     config = site.worker_config("w1", COUNTING_JOB.format(name="job", interval=3600))
-    site._spawn(
-        "manager",
-        [*PYTHON, "manager", "--state-dir", str(site.root), "-v", "--tunasync-api", listen],
-    )
+    manager = [*PYTHON, "manager", "--state-dir", str(site.root), "-v"]
+    site._spawn("manager", [*manager, "--tunasync-api", listen, "--http", status_http])
     site.start_worker(config)
     old = OldWorker(jobs={"debian"})
 
@@ -94,6 +93,19 @@ async def test_tunasynctl_requests(site: Site, tmp_path: Path) -> None:
         assert all(len(j) == 13 for j in every)
         status, workers = await call("GET", "/workers")
         assert sorted((w["id"], w["url"]) for w in workers) == [("old1", old.url), ("w1", "")]
+
+        # old and new alike for mirrorbus's own tools: ctl list, history, metrics
+        listed = site.ctl("list", "--all", "--json")
+        assert sorted((j["name"], j["status"]) for j in json.loads(listed.stdout)) == [
+            ("debian", "success"),
+            ("job", "success"),
+        ]
+        history = json.loads(site.ctl("history", "-w", "old1", "debian", "--json").stdout)
+        assert [(r["result"], r["size"]) for r in history] == [("success", "3G")]
+        async with http.get(f"http://{status_http}/metrics") as r:
+            metrics = await r.text()
+        sizes = [line for line in metrics.splitlines() if line.startswith("mirrorbus_job_size")]
+        assert any('worker="old1"' in line and line.endswith(" 3.221225472e+09") for line in sizes)
 
         # the command family, to the native worker through the bus
         ok = {"message": "successfully send command to worker w1"}
