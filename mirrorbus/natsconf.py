@@ -224,8 +224,8 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
     return Permissions(
         comment="gateway: tunasync's HTTP API; speaks only for workers without a certificate",
         publish_allow=(
-            f"{p}.evt.*",
-            f"{p}.evt.*.>",
+            s.all_worker_events,
+            f"{s.all_worker_events}.>",
             f"{p}.cmd.>",
             f"{p}.api.>",
             s.all_replica_api,
@@ -237,7 +237,7 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
             f"$JS.ACK.{cmd}.{c}.>",
             # Its follower of the workers' own events (registrations, native starts).
-            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{p}.evt.*",
+            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{s.all_worker_events}",
             f"$JS.API.CONSUMER.DELETE.{evt}.{c}",
             f"$JS.API.CONSUMER.INFO.{evt}.{c}",
             f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{c}",

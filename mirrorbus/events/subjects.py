@@ -82,6 +82,12 @@ class Subjects:
         return f"{self.prefix}.evt.>"
 
     @property
+    def all_worker_events(self) -> str:
+        """Every worker's own events (started, stopped, answers), and the operators': one
+        token after ``evt``, none of the job events."""
+        return f"{self.prefix}.evt.*"
+
+    @property
     def all_commands(self) -> str:
         return f"{self.prefix}.cmd.>"
 

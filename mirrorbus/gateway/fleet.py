@@ -91,7 +91,7 @@ class Fleet:
         name = s.gateway_consumer
         config = ConsumerConfig(
             name=name,
-            filter_subject=f"{s.prefix}.evt.*",
+            filter_subject=s.all_worker_events,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.NONE,
             # Kept on disk, so that it outlives a restart of nats-server (the gateway keeps
