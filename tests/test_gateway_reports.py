@@ -13,12 +13,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 from conftest import RunningServer
+from e2e import wait_for
 from gateway_harness import ZERO, bus_as, mirror_status, registration, running_gateway
 
+from mirrorbus.bus import connect, settings_from_paths
 from mirrorbus.errors import PermissionDenied
-from mirrorbus.events import JobConfigured, Subjects, encode
+from mirrorbus.events import JobConfigured, Subjects, WorkerStarted, encode
 
 pytestmark = pytest.mark.anyio
 S = Subjects()
@@ -179,3 +182,38 @@ async def test_the_gateway_cannot_speak_for_a_worker_with_its_own_certificate(
             assert gw.view.jobs("w1") == []
     finally:
         await gateway.close()
+
+
+async def test_the_gateway_follows_workers_after_losing_its_consumer(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """Its follower of worker events deleted under it (here by the admin), the gateway makes
+    it again and still sees a native worker of an old one's name start."""
+    admin = await bus_as(nats_server, "admin")
+    try:
+        async with running_gateway(nats_server, tmp_path) as gw:
+            assert (await gw.call("POST", "/workers", registration("old9", "http://h:1/")))[
+                0
+            ] == 200
+            await admin.js.delete_consumer(S.evt_stream, S.gateway_consumer)
+            nats_server.add_worker("old9")
+            native = await connect(
+                settings_from_paths(
+                    [nats_server.url],
+                    nats_server.pki_dir,
+                    "worker-old9",
+                    inbox_prefix=S.worker_inbox("old9"),
+                ),
+                reconnect=False,
+            )
+            try:
+                started = WorkerStarted(id="n1", at=datetime.now(UTC), worker="old9")
+                await native.append(S.worker_events("old9"), encode(started), started.id)
+            finally:
+                await native.close()
+            fleet = gw.gateway.fleet
+            await anyio.to_thread.run_sync(
+                lambda: wait_for(lambda: "old9" not in fleet.workers, 15, "old9 seen native")
+            )
+    finally:
+        await admin.close()

@@ -26,6 +26,7 @@ import anyio
 import nats.errors
 import nats.js.errors
 from anyio.abc import TaskStatus
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
@@ -86,13 +87,47 @@ class Fleet:
 
     async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Read every worker-level event of the log, then keep following; ``started`` once
-        the past is read (the registrations are then complete)."""
+        the past is read (the registrations are then complete).  A consumer lost meanwhile
+        (deleted, or a server that lost it) is made again from the next event not yet read."""
+        seen = 0
+        ready = False
+        while True:
+            sub, pending = await self._open(seen)
+            try:
+                while True:
+                    if not pending and not ready:
+                        ready = True
+                        log.info("gateway knows %d tunasync worker(s)", len(self.workers))
+                        task_status.started()
+                    try:
+                        msgs = await sub.fetch(FETCH_BATCH if pending else 1, timeout=5)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        continue
+                    except nats.errors.Error as exc:
+                        log.warning("following the workers' events (%s); reopening", exc)
+                        break
+                    for msg in msgs:
+                        pending = int(msg.metadata.num_pending)
+                        seen = max(seen, int(msg.metadata.sequence.stream))
+                        try:
+                            self.note(decode_event(msg.data))
+                        except CodecError:
+                            continue
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            await anyio.sleep(1)
+
+    async def _open(self, seen: int) -> tuple[JetStreamContext.PullSubscription, int]:
+        """(Re)make the follower's consumer from the event after ``seen``; (it, how many
+        events it has to deliver now)."""
         s = self.bus.subjects
         name = s.gateway_consumer
         config = ConsumerConfig(
             name=name,
             filter_subject=s.all_worker_events,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if seen else DeliverPolicy.ALL,
+            opt_start_seq=seen + 1 if seen else None,
             ack_policy=AckPolicy.NONE,
             # Kept on disk, so that it outlives a restart of nats-server (the gateway keeps
             # following); one left by a gateway that is gone expires after an hour.
@@ -106,33 +141,8 @@ class Fleet:
             raise BusError(f"cannot read the workers' events: {exc.description}") from None
         except (nats.errors.TimeoutError, TimeoutError):
             raise BusError("cannot read the workers' events: no answer") from None
-        pending = int(info.num_pending or 0)
         sub = await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.evt_stream)
-        ready = False
-        try:
-            while True:
-                if not pending and not ready:
-                    ready = True
-                    log.info("gateway knows %d tunasync worker(s)", len(self.workers))
-                    task_status.started()
-                try:
-                    msgs = await sub.fetch(FETCH_BATCH if pending else 1, timeout=5)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("following the workers' events: %s", exc)
-                    await anyio.sleep(1)
-                    continue
-                for msg in msgs:
-                    pending = int(msg.metadata.num_pending)
-                    try:
-                        self.note(decode_event(msg.data))
-                    except CodecError:
-                        continue
-        finally:
-            with anyio.CancelScope(shield=True):
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+        return sub, int(info.num_pending or 0)
 
     # -- their jobs ----------------------------------------------------------------------------
     async def jobs(self, worker: str) -> dict[str, JobState]:

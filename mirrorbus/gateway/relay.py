@@ -20,6 +20,7 @@ here without a POST.  A command past its expiry is answered "expired", as a work
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import nats.errors
 import nats.js.errors
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.clock import Clock, SystemClock, new_id
@@ -82,26 +84,7 @@ class Relay:
         self.post_timeout = post_timeout
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        s = self.bus.subjects
-        name = s.gateway_consumer
-        config = ConsumerConfig(
-            name=name,
-            durable_name=name,
-            filter_subject=s.all_commands,
-            # Made once: only commands given from then on (older ones are a worker's past).
-            deliver_policy=DeliverPolicy.NEW,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=30,
-            max_ack_pending=256,
-        )
-        try:
-            await self.bus.js.add_consumer(s.cmd_stream, config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != 10148:  # exists with another start policy: keep its position
-                raise BusError(f"cannot consume commands: {exc.description}") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            raise BusError("cannot consume commands: no answer") from None
-        sub = await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.cmd_stream)
+        sub = await self._open()
         timeout = aiohttp.ClientTimeout(total=self.post_timeout)
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
@@ -114,12 +97,39 @@ class Relay:
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue
                 except nats.errors.Error as exc:
-                    log.warning("fetching commands failed: %s", exc)
+                    # (its consumer deleted, or lost with a server: made again)
+                    log.warning("fetching commands failed (%s); reopening", exc)
                     await anyio.sleep(1)
+                    with contextlib.suppress(BusError, nats.errors.Error):
+                        await sub.unsubscribe()
+                        sub = await self._open()
                     continue
                 for msg in msgs:
                     await msg.ack()  # at most once, as a worker: never a start twice
                     tg.start_soon(self._handle, http, msg)
+
+    async def _open(self) -> JetStreamContext.PullSubscription:
+        """The gateway's durable command consumer, made if missing (then from the next
+        command on: older ones are the workers' past)."""
+        s = self.bus.subjects
+        name = s.gateway_consumer
+        config = ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=s.all_commands,
+            deliver_policy=DeliverPolicy.NEW,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30,
+            max_ack_pending=256,
+        )
+        try:
+            await self.bus.js.add_consumer(s.cmd_stream, config)
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != 10148:  # exists with another start policy: keep its position
+                raise BusError(f"cannot consume commands: {exc.description}") from None
+        except (nats.errors.TimeoutError, TimeoutError):
+            raise BusError("cannot consume commands: no answer") from None
+        return await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.cmd_stream)
 
     async def _handle(self, http: aiohttp.ClientSession, msg: Msg) -> None:
         try:
