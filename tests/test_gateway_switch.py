@@ -146,6 +146,7 @@ def test_import_of_a_saved_tunasync_jobs(
             "manager", [*PYTHON, "manager", "--state-dir", str(site.root), "--http", listen]
         )
 
+        wait_for(lambda: site.ctl("list", "--all").returncode == 0, 30, "the manager's streams")
         no_worker = site.cli("import", "tunasync", str(saved), "--state-dir", str(site.root))
         assert no_worker.returncode == 2
         assert no_worker.stderr == (
@@ -179,3 +180,84 @@ def test_import_of_a_saved_tunasync_jobs(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+@pytest.mark.anyio
+async def test_import_from_a_running_tunasync_manager(site: Site) -> None:
+    """The manager's base URL: every worker of GET /workers, each through
+    GET /workers/<id>/jobs (MirrorStatus: worker names and RFC 3339 times with nanoseconds);
+    a worker without jobs answers null, as tunasync does."""
+    from aiohttp import web
+
+    jobs = {
+        "w-a": [
+            {
+                "name": "debian",
+                "worker": "w-a",
+                "is_master": True,
+                "status": "success",
+                "last_update": "2024-03-01T10:00:00.123456789+08:00",
+                "last_started": "2024-03-01T09:55:00.5+08:00",
+                "last_ended": "2024-03-01T10:00:00.123456789+08:00",
+                "next_schedule": "2024-03-01T11:00:00+08:00",
+                "upstream": "rsync://example.org/debian/",
+                "size": "9.1T",
+                "error_msg": "",
+            },
+            {
+                "name": "arch",
+                "worker": "w-a",
+                "is_master": False,
+                "status": "disabled",
+                "last_update": "0001-01-01T00:00:00Z",
+                "last_started": "0001-01-01T00:00:00Z",
+                "last_ended": "0001-01-01T00:00:00Z",
+                "next_schedule": "0001-01-01T00:00:00Z",
+                "upstream": "rsync://example.org/arch/",
+                "size": "unknown",
+                "error_msg": "",
+            },
+        ],
+        "w-b": None,
+    }
+    app = web.Application()
+    workers = [{"id": w, "url": "http://x/", "token": "REDACTED"} for w in jobs]
+
+    async def list_workers(_request: web.Request) -> web.Response:
+        return web.json_response(workers)
+
+    async def worker_jobs(request: web.Request) -> web.Response:
+        return web.json_response(jobs[request.match_info["id"]])
+
+    app.router.add_get("/workers", list_workers)
+    app.router.add_get("/workers/{id}/jobs", worker_jobs)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        site.start_manager()
+        await anyio.to_thread.run_sync(  # the manager has made the streams
+            lambda: wait_for(lambda: site.ctl("list", "--all").returncode == 0, 30, "manager")
+        )
+        out = await anyio.to_thread.run_sync(
+            lambda: site.cli(
+                "import", "tunasync", f"http://127.0.0.1:{port}", "--state-dir", str(site.root)
+            )
+        )
+    finally:
+        await runner.cleanup()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "w-a: 2 job(s) imported (1 disabled, 1 success)",
+        f"2 job(s), 6 event(s) recorded from http://127.0.0.1:{port}",
+    ]
+    debian = await anyio.to_thread.run_sync(
+        lambda: site.wait_job("w-a", "debian", lambda s: s.next_schedule is not None)
+    )
+    assert debian.last_update == datetime(2024, 3, 1, 2, 0, 0, 123456, tzinfo=UTC)
+    assert debian.last_started == datetime(2024, 3, 1, 1, 55, 0, 500000, tzinfo=UTC)
+    assert debian.next_schedule == datetime(2024, 3, 1, 3, 0, 0, tzinfo=UTC)
+    assert (debian.status, debian.size, debian.provider) == ("success", "9.1T", "tunasync")
+    arch = site.wait_job("w-a", "arch", lambda s: s.status == "disabled")
+    assert (arch.is_master, arch.last_update, arch.size) == (False, None, "")
