@@ -13,6 +13,7 @@ import ssl
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from conftest import RunningServer
 from gateway_harness import GatewaySite, OldWorker, bus_as, mirror_status, registration
@@ -174,3 +175,38 @@ async def test_https_to_the_api_and_to_old_workers(
         else:
             assert status == 500 and "certificate verify failed" in str(body)
             assert old.requests == []
+
+
+async def test_the_relay_makes_its_consumer_again(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """Its command consumer deleted under it (here with the manager's certificate, which may
+    do that), the gateway makes it again and old workers get their commands."""
+    import nats.js.errors
+
+    from mirrorbus.events import Subjects
+
+    s = Subjects()
+    old = OldWorker(jobs={"debian"})
+    admin = await bus_as(nats_server, "admin")
+    manager = await bus_as(nats_server, "manager")
+    try:
+        async with old.serving(), gateway(nats_server, tmp_path) as gw:
+            await _old_worker(gw, "old1", old.url, ("debian",))
+            await manager.js.delete_consumer(s.cmd_stream, s.gateway_consumer)
+
+            async def made_again() -> bool:
+                try:
+                    await manager.js.consumer_info(s.cmd_stream, s.gateway_consumer)
+                    return True
+                except nats.js.errors.NotFoundError:
+                    return False
+
+            with anyio.fail_after(20):
+                while not await made_again():  # noqa: ASYNC110 (a server-side state)
+                    await anyio.sleep(0.1)
+            answer = await Control(admin).command("ping", "old1", "debian")
+            assert answer.accepted and old.requests[-1][1].startswith(b'{"cmd":"ping"')
+    finally:
+        await manager.close()
+        await admin.close()
