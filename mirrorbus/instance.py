@@ -23,6 +23,7 @@ from pathlib import Path
 from mirrorbus.bus import BusSettings, settings_from_paths
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
+from mirrorbus.pki import cert_stem
 
 STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
 DEFAULT_STATE_DIR = Path("mirrorbus-state")
@@ -178,7 +179,7 @@ class Instance:
             return settings_from_paths(
                 info.urls,
                 self.pki_dir,
-                f"worker-{name}",
+                cert_stem("worker", name),
                 prefix=info.prefix,
                 inbox_prefix=Subjects.worker_inbox(name),
                 name=f"worker {name}",

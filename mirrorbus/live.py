@@ -32,7 +32,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError, CodecError, ConfigError
+from mirrorbus.errors import BusError, CodecError, ConfigError, InvalidName
 from mirrorbus.events import (
     AttemptFailed,
     AttemptStarted,
@@ -54,6 +54,7 @@ from mirrorbus.events import (
     decode_event,
     evolve,
 )
+from mirrorbus.events.subjects import ADMIN_TOKEN, Subjects
 
 __all__ = [
     "LiveTable",
@@ -122,16 +123,27 @@ class LogEntry:
         worker = getattr(self.event, "worker", None)
         if isinstance(worker, str) and worker:
             return worker
-        parts = self.subject.split(".")
-        return parts[2] if len(parts) > 2 else "-"
+        return _subject_names(self.subject)[0]
 
     @property
     def job(self) -> str:
         """The job the event is about, ``-`` for an event about a worker (or the site)."""
         if isinstance(self.event, JobEvent):
             return self.event.job
-        parts = self.subject.split(".")
-        return parts[3] if self.event is None and len(parts) > 3 else "-"
+        return _subject_names(self.subject)[1] if self.event is None else "-"
+
+
+def _subject_names(subject: str) -> tuple[str, str]:
+    """(worker, job) of an event subject, names as written; ``-`` for what it does not name
+    (the operators' events, a foreign subject).  The prefix is whatever the subject has."""
+    prefix, _, rest = subject.partition(".")
+    if rest == f"evt.{ADMIN_TOKEN}":
+        return ADMIN_TOKEN, "-"
+    try:
+        _, worker, job = Subjects(prefix).names_in(subject)
+    except InvalidName:
+        return "-", "-"
+    return worker, job or "-"
 
 
 def _stored_at(reply: str) -> datetime | None:

@@ -40,13 +40,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mirrorbus.errors import InvalidName, PkiError
-from mirrorbus.events.subjects import check_name
+from mirrorbus.events.subjects import check_name, file_token, fit, name_token, token_name
 
 __all__ = [
     "DEFAULT_HOSTS",
     "ROLES",
     "ROUTE_IDENTITY",
+    "WORKER_NAME_OID",
     "IssuedCert",
+    "cert_stem",
     "ensure_pki",
     "ensure_route_cert",
     "identity",
@@ -67,6 +69,15 @@ _CA_DAYS = 3650
 _LEAF_DAYS = 1825
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 _ORG = "mirrorbus"
+_WORKER_CN = "mirrorbus-worker-"
+_CN_MAX = 64  # X.509's upper bound for a common name, which cryptography enforces
+#: Where a worker certificate keeps its name's whole token: the common name holds the token
+#: cut to 64 characters for a long name, so only this says which name a cut one stands for.
+#: It is the Netscape comment extension (an IA5String, non-critical): every TLS stack skips
+#: it, and a private OID would need a registered arc (Go's parser, hence nats-server, refuses
+#: the 128-bit arcs of a UUID-based one).
+WORKER_NAME_OID = x509.ObjectIdentifier("2.16.840.1.113730.1.13")
+_TOKEN_NOTE = "mirrorbus worker "
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +108,73 @@ def _check_role(role: str, name: str | None) -> None:
 
 
 def _common_name(role: str, name: str | None) -> str:
+    """``mirrorbus-worker-<token>`` (the name's subject token, see
+    :func:`~mirrorbus.events.subjects.name_token`: no character RFC 2253 or nats.conf reads
+    specially), cut to a common name's 64 characters; ``mirrorbus-<role>`` for the others."""
     _check_role(role, name)
-    return f"mirrorbus-worker-{name}" if role == "worker" else f"mirrorbus-{role}"
+    if role == "worker":
+        assert name is not None
+        return _WORKER_CN + fit(name_token(name, "worker name"), _CN_MAX - len(_WORKER_CN))
+    return f"mirrorbus-{role}"
+
+
+def cert_stem(role: str, name: str | None = None) -> str:
+    """The file name, less ``.crt``/``.key``, of a role's certificate: ``worker-<token>`` (the
+    name's token cut to fit a file name) or the role."""
+    return _stem(role, name)
 
 
 def _stem(role: str, name: str | None) -> str:
     _check_role(role, name)
-    return f"worker-{name}" if role == "worker" else role
+    if role == "worker":
+        assert name is not None
+        return f"worker-{file_token(name, 'worker name')}"
+    return role
+
+
+def _der_ia5(text: str) -> bytes:
+    data = text.encode("ascii")
+    size = len(data)
+    if size < 0x80:
+        return b"\x16" + bytes([size]) + data
+    octets = size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return b"\x16" + bytes([0x80 | len(octets)]) + octets + data
+
+
+def _read_ia5(der: bytes) -> str | None:
+    if len(der) < 2 or der[0] != 0x16:
+        return None
+    if der[1] < 0x80:
+        start, size = 2, der[1]
+    else:
+        start = 2 + (der[1] & 0x7F)
+        size = int.from_bytes(der[2:start], "big")
+    body = der[start:]
+    return body.decode("ascii") if len(body) == size else None
+
+
+def _worker_name_of(cert: x509.Certificate) -> str | None:
+    """The worker name a certificate was issued for (None: not a worker certificate)."""
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = cns[0].value if len(cns) == 1 else None
+    if not isinstance(cn, str) or not cn.startswith(_WORKER_CN):
+        return None
+    token = cn[len(_WORKER_CN) :]  # issued before names could be cut: the CN says it all
+    try:
+        raw = cert.extensions.get_extension_for_oid(WORKER_NAME_OID).value
+        note = _read_ia5(raw.value) if isinstance(raw, x509.UnrecognizedExtension) else None
+        if note is None or not note.startswith(_TOKEN_NOTE):
+            return None
+        token = note[len(_TOKEN_NOTE) :]
+    except x509.ExtensionNotFound:
+        pass
+    except (UnicodeDecodeError, ValueError):
+        return None
+    try:
+        name = token_name(token, "worker name")
+        return name if _common_name("worker", name) == cn else None
+    except InvalidName:
+        return None
 
 
 def identity(role: str, name: str | None = None) -> str:
@@ -227,6 +298,7 @@ def _sign_leaf(
     subject: x509.Name,
     ekus: Sequence[x509.ObjectIdentifier],
     sans: Sequence[x509.GeneralName] = (),
+    extensions: Sequence[x509.ExtensionType] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _new_key()
     ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -241,6 +313,8 @@ def _sign_leaf(
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    for extension in extensions:
+        builder = builder.add_extension(extension, critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
 
 
@@ -325,7 +399,13 @@ def issue(directory: Path, role: str, name: str | None = None) -> IssuedCert:
     cn = _common_name(role, name)  # validates role and name before touching the disk
     ca_cert, ca_key = _load_ca(directory)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert, key = _sign_leaf(ca_cert, ca_key, subject, [ExtendedKeyUsageOID.CLIENT_AUTH])
+    extra = []
+    if name is not None:
+        note = _TOKEN_NOTE + name_token(name, "worker name")
+        extra.append(x509.UnrecognizedExtension(WORKER_NAME_OID, _der_ia5(note)))
+    cert, key = _sign_leaf(
+        ca_cert, ca_key, subject, [ExtendedKeyUsageOID.CLIENT_AUTH], extensions=extra
+    )
     stem = _stem(role, name)
     _write_pair(directory, stem, cert, key)
     return IssuedCert(
@@ -413,12 +493,16 @@ def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) ->
 
 
 def issued_workers(directory: Path) -> list[str]:
-    """Names of the workers that have a certificate (``worker-<name>.crt``) in ``directory``."""
+    """Names of the workers that have a certificate (``worker-<token>.crt``) in ``directory``,
+    as written: read from the certificates, since a file name holds only a (maybe cut) token.
+    A file that is not a worker certificate issued here is skipped."""
     names: list[str] = []
     for p in Path(directory).glob("worker-*.crt"):
-        name = p.name[len("worker-") : -len(".crt")]
         try:
-            names.append(check_name(name, "worker name"))
-        except InvalidName:
-            continue  # a stray file such as `worker-a.b.crt` is not a worker's certificate
+            cert = x509.load_pem_x509_certificate(p.read_bytes())
+        except (OSError, ValueError):
+            continue
+        name = _worker_name_of(cert)
+        if name is not None and p.name == f"{_stem('worker', name)}.crt":
+            names.append(name)
     return sorted(names)

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from mirrorbus.bus import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError, InvalidName
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name, file_token
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
 from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
@@ -55,9 +55,9 @@ def outbox_path(bus: BusConfig, worker: str, state_dir: Path | None) -> Path:
         return bus.outbox
     root = state_dir or (None if bus.urls else env_state_dir())
     if root is not None:
-        return root / "outbox" / f"{worker}.db"
+        return root / "outbox" / f"{file_token(worker, 'worker name')}.db"
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    return base / "mirrorbus" / f"outbox-{worker}.db"
+    return base / "mirrorbus" / f"outbox-{file_token(worker, 'worker name')}.db"
 
 
 def env_state_dir() -> Path | None:

@@ -50,8 +50,8 @@ def run_check(path: Path) -> subprocess.CompletedProcess[str]:
             id="duplicate-name",
         ),
         pytest.param(
-            GOOD.replace('name = "w1"', 'name = "w.1"'),
-            "[global]: key 'name': worker name 'w.1' is not allowed",
+            GOOD.replace('name = "w1"', 'name = "w/1"'),
+            "[global]: key 'name': worker name 'w/1' is not allowed",
             id="invalid-worker-name",
         ),
     ],

@@ -171,9 +171,17 @@ def test_unknown_worker_and_job_are_one_line_errors(site: Site) -> None:
     assert worker.stderr == (
         "mirrorbus ctl stop: error: unknown worker 'nobody' (known workers: w1)\n"
     )
-    bad = site.ctl("start", "-w", "w1", "a.b")
+    # A subject-like argument is only a name that nobody has; one that no job can have is
+    # refused as such.
+    for pattern in ("a.*", "*", ">"):
+        unknown = site.ctl("start", "-w", "w1", pattern)
+        assert unknown.returncode == 1
+        assert unknown.stderr == (
+            f"mirrorbus ctl start: error: unknown job {pattern!r} on worker w1\n"
+        )
+    bad = site.ctl("start", "-w", "w1", "..")
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
-    assert "job name 'a.b' is not allowed" in bad.stderr
+    assert "job name '..' is not allowed" in bad.stderr
 
 
 def test_env_fail_on_match_and_failed_logs(site: Site) -> None:

@@ -125,7 +125,7 @@ def test_bad_roles(ca_dir: Path, role: str, name: str | None, message: str) -> N
         pki.issue(ca_dir, role, name)
 
 
-@pytest.mark.parametrize("name", ["a.b", "w*", ">", "", "-w", "a b", "a/b"])
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\nb", "x" * 256])
 def test_bad_worker_names(ca_dir: Path, name: str) -> None:
     with pytest.raises(InvalidName):
         pki.issue(ca_dir, "worker", name)

@@ -39,7 +39,7 @@ from mirrorbus.cli.services import (
     _until_signal,
 )
 from mirrorbus.errors import BusError, ConfigError
-from mirrorbus.events.subjects import check_name
+from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.settings import project_config, with_http
@@ -202,7 +202,7 @@ def project(
     setup_logging(verbose, debug, with_systemd, log_format)
     pc = project_config(config, state_dir, view_url(view) if view else None)
     outputs = _outputs(names, pc.outputs, jobs_json, mirrorz_json, http, site_url, site_abbr)
-    name = check_name(consumer or default_consumer(pc.view_url), "consumer name")
+    name = check_token(consumer or default_consumer(pc.view_url), "consumer name")
     status_view = StatusView(pc.view_url)
 
     async def main() -> None:

@@ -20,7 +20,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock
 from mirrorbus.errors import InvalidName
-from mirrorbus.events import check_name
 from projections.status_view import StatusView
 
 log = logging.getLogger(__name__)
@@ -40,10 +39,11 @@ class Liveness:
         self._heard: dict[str, datetime] = {}
 
     def _on_beat(self, subject: str) -> None:
-        worker = subject.rsplit(".", 1)[-1]
         try:
-            check_name(worker, "worker name")
+            kind, worker, _ = self.bus.subjects.names_in(subject)
         except InvalidName:
+            return
+        if kind != "hb":
             return
         self._heard[worker] = self.clock.now()
 

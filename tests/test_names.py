@@ -1,0 +1,375 @@
+"""Job and worker names are data: the name rule, and the one mapping from names to tokens.
+
+What a site needs: every name tunasync accepts (dots, spaces, ``+``, ``@``, Unicode, up to
+255 bytes) is accepted, becomes a token that NATS reads as one plain token, and comes back
+as written; a plain name stays its own token so nothing made before changes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import nats.errors
+import pytest
+from conftest import RunningServer, connect, permission_violations
+from cryptography import x509
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+
+from mirrorbus import pki
+from mirrorbus.errors import InvalidName
+from mirrorbus.events.subjects import (
+    ADMIN_TOKEN,
+    MAX_CONSUMER_NAME,
+    WORKER_TOKEN,
+    Subjects,
+    check_name,
+    file_token,
+    fit,
+    name_token,
+    token_name,
+)
+
+S = Subjects()
+TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_%-]+")
+LONG = "é" * 127 + "x"  # 255 bytes of UTF-8; its token is 765 characters
+
+# Names a site really has, and the ones a mapping gets wrong first.
+TRICKY = [
+    "crates.io-index.git",
+    "u.sb",
+    "binutils-gdb.git",
+    "linux stable",
+    "é",
+    "café",
+    "日本語",
+    "-x",
+    "_y",
+    "+",
+    "@",
+    "~",
+    "a.b",
+    "a%2Eb",  # what a.b's token looks like, as a name of its own
+    "a%b",
+    "a b",
+    "a*",
+    "a.*",
+    "*",
+    ">",
+    "-worker",
+    "-admin",
+    "x" * 255,
+    LONG,
+]
+
+
+def valid(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+any_names = st.text(min_size=1, max_size=80).filter(valid) | st.sampled_from(TRICKY)
+
+
+@pytest.mark.parametrize(
+    ("name", "token"),
+    [
+        ("debian", "debian"),
+        ("crates.io-index.git", "crates%2Eio-index%2Egit"),
+        ("u.sb", "u%2Esb"),
+        ("linux stable", "linux%20stable"),
+        ("café", "caf%C3%A9"),
+        ("a%2Eb", "a%252Eb"),
+        ("-x", "%2Dx"),
+        ("_y", "_y"),
+        ("+", "%2B"),
+        ("a.*", "a%2E%2A"),
+        (">", "%3E"),
+    ],
+)
+def test_documented_examples(name: str, token: str) -> None:
+    assert name_token(name) == token
+    assert token_name(token) == name
+
+
+@settings(max_examples=400, deadline=None)
+@given(any_names, any_names)
+@example("a.b", "a%2Eb")
+@example("a b", "a%20b")
+@example("-x", "%2Dx")
+def test_the_mapping_is_injective_and_round_trips(a: str, b: str) -> None:
+    ta, tb = name_token(a), name_token(b)
+    assert token_name(ta) == a and token_name(tb) == b
+    assert (ta == tb) == (a == b)
+    for token in (ta, tb):
+        assert TOKEN_ALPHABET.fullmatch(token)  # so no '.', '*', '>', white space, '/'
+        assert not token.startswith("-")  # the bus's own words start with '-'
+        assert not re.search(r"[.*>\s/\\]", token)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,254}", fullmatch=True))
+def test_plain_names_map_to_themselves(name: str) -> None:
+    assert name_token(name) == name
+    assert S.job_events("w1", name) == f"mirrorbus.evt.w1.{name}"
+    assert S.worker_consumer(name) == name
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "a.b",  # a separator inside
+        "%41",  # 'A' needs no escape: not canonical
+        "%2e",  # lower-case hex
+        "%2",
+        "%",
+        "-x",  # a leading '-' is always escaped
+        WORKER_TOKEN,
+        ADMIN_TOKEN,
+        "%FF",  # not UTF-8
+        "%2F",  # '/' is no name
+        "%2E",  # '.' is no name
+        "a b",
+        "é",
+    ],
+)
+def test_only_canonical_tokens_read_back(token: str) -> None:
+    with pytest.raises(InvalidName):
+        token_name(token)
+
+
+@pytest.mark.parametrize("name", TRICKY)
+def test_every_subject_reads_back_as_written(name: str) -> None:
+    worker = "mirrors.example.org"
+    assert S.names_in(S.job_events(worker, name)) == ("evt", worker, name)
+    assert S.names_in(S.worker_events(name)) == ("evt", name, None)
+    assert S.names_in(S.job_command(worker, name)) == ("cmd", worker, name)
+    assert S.names_in(S.worker_command(name)) == ("cmd", name, None)
+    for kind, subject in (("snap", S.snapshot(name)), ("hb", S.heartbeat(name))):
+        assert S.names_in(subject) == (kind, name, None)
+    assert S.names_in(S.logs(name)) == ("logs", name, None)
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "mirrorbus.evt.-admin",
+        "other.evt.w1",
+        "mirrorbus.evt",
+        "mirrorbus.evt.w1.j.x",
+        "mirrorbus.evt.a%2e",
+        "mirrorbus.api.jobs",
+        "mirrorbus.hb.w1.x",
+    ],
+)
+def test_foreign_subjects_name_nobody(subject: str) -> None:
+    with pytest.raises(InvalidName):
+        S.names_in(subject)
+
+
+def test_a_long_token_is_cut_to_fit_and_stays_distinct() -> None:
+    near = [LONG, LONG[:-1] + "y", "x" * 255, "x" * 254 + ".", "x" * 254 + "%"]
+    consumers = [S.worker_consumer(n) for n in near]
+    assert len(set(consumers)) == len(near)
+    assert all(len(c.encode()) <= MAX_CONSUMER_NAME for c in consumers)
+    assert consumers[2] == "x" * 255  # a plain name that fits is untouched
+    assert "~" in consumers[0] and "~" not in name_token(LONG)  # a cut one never equals a token
+    assert S.worker_consumer(LONG) == consumers[0]  # stable
+    files = {file_token(n) for n in near}
+    assert len(files) == len(near) and all(len(f) <= 200 for f in files)
+    with pytest.raises(ValueError, match="no room"):
+        fit("x" * 100, 20)
+
+
+@pytest.mark.parametrize("name", ["mirrors.example.org", "a b", "é", "-x", LONG, "x" * 255])
+def test_worker_certificates_hold_any_name(tmp_path: Path, name: str) -> None:
+    pki.init_ca(tmp_path)
+    cert = pki.issue(tmp_path, "worker", name)
+    loaded = x509.load_pem_x509_certificate(cert.cert.read_bytes())
+    cn = loaded.subject.rfc4514_string()
+    assert cn == cert.identity == pki.identity("worker", name)
+    assert len(cn) <= 64 + 3 and len(cert.cert.name.encode()) <= 255
+    assert TOKEN_ALPHABET.fullmatch(cn.removeprefix("CN=mirrorbus-worker-").replace("~", "_"))
+    assert pki.issued_workers(tmp_path) == [name]
+
+
+def test_issued_workers_reads_names_from_the_certificates(tmp_path: Path) -> None:
+    pki.init_ca(tmp_path)
+    for name in ("w1", "a.b", "a%2Eb", LONG):
+        pki.issue(tmp_path, "worker", name)
+    (tmp_path / "worker-stray.crt").write_text("not a certificate")
+    (tmp_path / "worker-a.b.crt").write_bytes((tmp_path / "worker-a%2Eb.crt").read_bytes())
+    assert pki.issued_workers(tmp_path) == sorted(["w1", "a.b", "a%2Eb", LONG])
+
+
+# -- isolation, enforced by a real nats-server ---------------------------------------------
+
+DENIED = 0.3  # seconds to wait for an answer that a denial never gives
+
+
+async def _streams(server: RunningServer) -> Client:
+    admin = await connect(server, "admin")
+    js = admin.jetstream()
+    await js.add_stream(StreamConfig(name=S.evt_stream, subjects=[S.all_events]))
+    await js.add_stream(StreamConfig(name=S.cmd_stream, subjects=[S.all_commands]))
+    await js.add_stream(
+        StreamConfig(
+            name=S.snap_stream,
+            subjects=[S.all_snapshots],
+            allow_direct=True,
+            max_msgs_per_subject=1,
+        )
+    )
+    return admin
+
+
+def _denied(errors: list[Exception], subject: str) -> bool:
+    return any(subject.lower() in v.lower() for v in permission_violations(errors))
+
+
+async def _works_as_itself(server: RunningServer, admin: Client, name: str) -> None:
+    """Everything a worker does on the bus, as worker ``name``, with no violation."""
+    errors: list[Exception] = []
+    nc = await connect(server, "worker", name, errors=errors)
+    try:
+        js = nc.jetstream()
+        job = "crates.io-index.git"
+        await js.publish(S.job_events(name, job), b"e1")
+        await js.publish(S.worker_events(name), b"started")
+        await js.publish(S.snapshot(name), b"snap")
+        await nc.publish(S.heartbeat(name), b"beat")
+        consumer = S.worker_consumer(name)
+        await js.add_consumer(
+            S.evt_stream,
+            ConsumerConfig(
+                name=consumer,
+                filter_subject=S.worker_job_events(name),
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+            ),
+        )
+        replay = await js.pull_subscribe_bind(consumer, stream=S.evt_stream)
+        msgs = await replay.fetch(1, timeout=2)
+        assert [S.names_in(m.subject) for m in msgs] == [("evt", name, job)]
+        await msgs[0].ack_sync()
+        await replay.unsubscribe()
+        await js.delete_consumer(S.evt_stream, consumer)
+        await js.add_consumer(
+            S.cmd_stream,
+            ConsumerConfig(
+                name=consumer,
+                durable_name=consumer,
+                filter_subject=S.worker_commands(name),
+                ack_policy=AckPolicy.EXPLICIT,
+            ),
+        )
+        await admin.jetstream().publish(S.job_command(name, job), b"start")
+        commands = await js.pull_subscribe_bind(consumer, stream=S.cmd_stream)
+        msgs = await commands.fetch(1, timeout=2)
+        assert [m.data for m in msgs] == [b"start"]
+        await msgs[0].ack_sync()
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(b"log of " + msg.data)
+
+        await nc.subscribe(S.logs(name), cb=answer)
+        await nc.flush()
+        reply = await admin.request(S.logs(name), job.encode(), timeout=2)
+        assert reply.data == b"log of " + job.encode()
+        last = await js.get_last_msg(S.snap_stream, S.snapshot(name), direct=True)
+        assert last.data == b"snap"
+        await nc.flush()
+        assert errors == []
+    finally:
+        await nc.close()
+
+
+@pytest.mark.anyio
+async def test_a_worker_cannot_act_for_one_whose_token_starts_like_its_own(
+    nats_server: RunningServer,
+) -> None:
+    """Worker ``a`` against ``a.b`` (token ``a%2Eb``), ``a b`` and ``a%2Eb`` (token
+    ``a%252Eb``): each works as itself, and ``a`` can neither append, take commands, read
+    snapshots nor answer log requests for any of them."""
+    others = ["a.b", "a b", "a%2Eb"]
+    for name in ["a", *others]:
+        nats_server.add_worker(name)
+    admin = await _streams(nats_server)
+    try:
+        for name in ["a", *others]:
+            await _works_as_itself(nats_server, admin, name)
+        events_before = (await admin.jetstream().stream_info(S.evt_stream)).state.messages
+
+        errors: list[Exception] = []
+        a = await connect(nats_server, "worker", "a", errors=errors)
+        try:
+            js = a.jetstream()
+            for other in others:
+                for subject in (
+                    S.job_events(other, "j"),
+                    S.worker_events(other),
+                    S.snapshot(other),
+                ):
+                    with pytest.raises(nats.errors.TimeoutError):
+                        await js.publish(subject, b"forged", timeout=DENIED)
+                    assert _denied(errors, subject), (subject, errors)
+                consumer = S.worker_consumer(other)
+                for stream, filter_subject in (
+                    (S.cmd_stream, S.worker_commands(other)),
+                    (S.evt_stream, S.worker_job_events(other)),
+                ):
+                    with pytest.raises(nats.errors.TimeoutError):
+                        await js.add_consumer(
+                            stream,
+                            ConsumerConfig(name=consumer, filter_subject=filter_subject),
+                            timeout=DENIED,
+                        )
+                    assert _denied(errors, f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.")
+                stolen = await js.pull_subscribe_bind(consumer, stream=S.cmd_stream)
+                with pytest.raises(nats.errors.TimeoutError):
+                    await stolen.fetch(1, timeout=DENIED)
+                assert _denied(errors, f"$JS.API.CONSUMER.MSG.NEXT.{S.cmd_stream}.{consumer}")
+                await a.subscribe(S.logs(other))
+                await a.subscribe(S.worker_inbox(other) + ".>")
+            # Its own wildcard covers its own jobs only: "evt.a.b" is job "b" of worker "a".
+            await js.publish("mirrorbus.evt.a.b", b"its own job b")
+            assert S.names_in("mirrorbus.evt.a.b") == ("evt", "a", "b")
+            with pytest.raises(nats.errors.TimeoutError):
+                await a.request("nowhere", b"", timeout=0.2)  # lets the -ERRs arrive
+            for other in others:
+                assert _denied(errors, f'subscription to "{S.logs(other)}"')
+                assert _denied(errors, f'subscription to "{S.worker_inbox(other)}.>"')
+        finally:
+            await a.close()
+        info = await admin.jetstream().stream_info(S.evt_stream, subjects_filter=S.all_events)
+        subjects = info.state.subjects or {}
+        assert info.state.messages == events_before + 1
+        assert subjects.get("mirrorbus.evt.a.b") == 1  # and nothing under the others' tokens
+        for other in others:
+            assert subjects.get(S.job_events(other, "j")) is None
+    finally:
+        await admin.close()
+
+
+@pytest.mark.anyio
+async def test_a_255_byte_worker_name_works_end_to_end_on_the_bus(
+    nats_server: RunningServer,
+) -> None:
+    """Its token (765 characters) is cut for the certificate's CN and the consumer names;
+    the server takes the users block, and the worker does all its work with no violation."""
+    nats_server.add_worker(LONG)
+    admin = await _streams(nats_server)
+    try:
+        await _works_as_itself(nats_server, admin, LONG)
+        info = await admin.jetstream().consumer_info(S.cmd_stream, S.worker_consumer(LONG))
+        assert info.config.filter_subject == S.worker_commands(LONG)
+    finally:
+        await admin.close()
