@@ -18,9 +18,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus import pki
+from mirrorbus import bus, pki
 from mirrorbus.errors import InvalidName
 from mirrorbus.events.subjects import (
     ADMIN_TOKEN,
@@ -216,19 +216,15 @@ DENIED = 0.3  # seconds to wait for an answer that a denial never gives
 
 
 async def _streams(server: RunningServer) -> Client:
-    admin = await connect(server, "admin")
-    js = admin.jetstream()
-    await js.add_stream(StreamConfig(name=S.evt_stream, subjects=[S.all_events]))
-    await js.add_stream(StreamConfig(name=S.cmd_stream, subjects=[S.all_commands]))
-    await js.add_stream(
-        StreamConfig(
-            name=S.snap_stream,
-            subjects=[S.all_snapshots],
-            allow_direct=True,
-            max_msgs_per_subject=1,
-        )
+    """Create the streams as the manager does at its start; return an admin connection."""
+    manager = await bus.connect(
+        bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
     )
-    return admin
+    try:
+        await manager.ensure_streams()
+    finally:
+        await manager.close()
+    return await connect(server, "admin")
 
 
 def _denied(errors: list[Exception], subject: str) -> bool:
@@ -369,7 +365,11 @@ async def test_a_255_byte_worker_name_works_end_to_end_on_the_bus(
     admin = await _streams(nats_server)
     try:
         await _works_as_itself(nats_server, admin, LONG)
-        info = await admin.jetstream().consumer_info(S.cmd_stream, S.worker_consumer(LONG))
-        assert info.config.filter_subject == S.worker_commands(LONG)
     finally:
         await admin.close()
+    manager = await connect(nats_server, "manager")
+    try:
+        info = await manager.jetstream().consumer_info(S.cmd_stream, S.worker_consumer(LONG))
+        assert info.config.filter_subject == S.worker_commands(LONG)
+    finally:
+        await manager.close()
