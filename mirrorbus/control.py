@@ -43,6 +43,7 @@ from mirrorbus.events import (
     decode_event,
     encode,
 )
+from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.api import (
     MIN_POSITION,
     HistoryQuery,
@@ -108,7 +109,7 @@ class Control:
         self.clock = clock or SystemClock()
         self.issuer = certificate_identity(str(bus.settings.cert))
         self.min_position = min_position
-        self.replica = None if replica is None else check_name(replica, "manager name")
+        self.replica = None if replica is None else check_token(replica, "manager name")
         self.answered_by: tuple[str, int] | None = None
         """(replica, position) of the last query's answer."""
         self.written = 0

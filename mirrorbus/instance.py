@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mirrorbus.bus import BusSettings, settings_from_paths
 from mirrorbus.errors import ConfigError
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
 from mirrorbus.pki import cert_stem
 
 STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
@@ -109,7 +109,7 @@ class Instance:
 
     def view_path(self, replica: str) -> Path:
         """The SQLite view of manager replica ``replica``: each replica has its own."""
-        return self.root / f"manager-{check_name(replica, 'manager name')}.db"
+        return self.root / f"manager-{check_token(replica, 'manager name')}.db"
 
     def view_url(self, replica: str) -> str:
         return f"sqlite:///{self.view_path(replica).resolve()}"

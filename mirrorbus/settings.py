@@ -15,7 +15,7 @@ from typing import Any, cast
 
 from mirrorbus.bus import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError, InvalidName
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_name, file_token
+from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
 from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
@@ -250,7 +250,7 @@ def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> s
     if not isinstance(name, str):
         raise ConfigError("must be a string", file=source, key=key)
     try:
-        return check_name(name, "manager name")
+        return check_token(name, "manager name")
     except InvalidName as exc:
         raise ConfigError(str(exc), file=source, key=key) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import anyio
 import nats.errors
 import pytest
 from conftest import RunningServer, connect, permission_violations
@@ -278,7 +279,14 @@ async def _works_as_itself(server: RunningServer, admin: Client, name: str) -> N
 
         await nc.subscribe(S.logs(name), cb=answer)
         await nc.flush()
-        reply = await admin.request(S.logs(name), job.encode(), timeout=2)
+        for _ in range(50):  # bounded: the interest may reach the server a moment late
+            try:
+                reply = await admin.request(S.logs(name), job.encode(), timeout=2)
+                break
+            except nats.errors.NoRespondersError:
+                await anyio.sleep(0.05)
+        else:
+            pytest.fail(f"nobody answers on {S.logs(name)}")
         assert reply.data == b"log of " + job.encode()
         last = await js.get_last_msg(S.snap_stream, S.snapshot(name), direct=True)
         assert last.data == b"snap"

@@ -322,11 +322,11 @@ class Subjects:
     def replica_api(self, replica: str, query: str) -> str:
         """The query ``query`` asked of the one manager replica ``replica`` (not of the queue
         group): its presence check, and a read of that replica's own view."""
-        return f"{self.replica_all_api(replica)[:-1]}{check_name(query, 'query')}"
+        return f"{self.replica_all_api(replica)[:-1]}{check_token(query, 'query')}"
 
     def replica_all_api(self, replica: str) -> str:
         """Wildcard over every query of one replica."""
-        return f"{self.prefix}.replica.{check_name(replica, 'manager name')}.*"
+        return f"{self.prefix}.replica.{check_token(replica, 'manager name')}.*"
 
     @property
     def all_replica_api(self) -> str:
@@ -385,7 +385,7 @@ class Subjects:
     def manager_consumer(replica: str) -> str:
         """Name of manager replica ``replica``'s durable consumer on the event stream: each
         replica reads the whole log at its own pace into its own view."""
-        return f"manager-{check_name(replica, 'manager name')}"
+        return f"manager-{check_token(replica, 'manager name')}"
 
     @property
     def gateway_consumer(self) -> str:

@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, StreamSettings
-from mirrorbus.events.subjects import check_name
+from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.liveness import Liveness
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
@@ -45,7 +45,7 @@ class Manager:
         self.view = view
         self.streams = streams or StreamSettings()
         self.outputs = outputs or OutputSettings()
-        self.name = check_name(name if name is not None else default_name(), "manager name")
+        self.name = check_token(name if name is not None else default_name(), "manager name")
         self.identity = ReplicaIdentity(name=self.name)
         self.changes = Changes()
         self.watch = PositionWatch()
