@@ -468,6 +468,8 @@ async def connect(
     settings: BusSettings, *, connect_timeout: float = 5.0, reconnect: bool = True
 ) -> Bus:
     """Connect with mutual TLS; raise :class:`BusError` with the reason if refused."""
+    if any(url.startswith(("ws://", "wss://")) for url in settings.servers):
+        _restore_websocket_transport()
     violations: list[tuple[float, str]] = []
     errors: list[str] = []
     made: list[Bus] = []
@@ -515,6 +517,23 @@ async def connect(
     )
     made.append(bus)
     return bus
+
+
+def _restore_websocket_transport() -> None:
+    """Give nats-py its aiohttp back if :func:`mirrorbus.cli.common.without_websocket_transport`
+    kept it out, because a server URL is a websocket one after all."""
+    import importlib
+    import sys
+
+    import nats.aio.transport as transport
+
+    if getattr(transport, "aiohttp", None) is None:
+        if "aiohttp" in sys.modules and sys.modules["aiohttp"] is None:
+            del sys.modules["aiohttp"]
+        try:
+            setattr(transport, "aiohttp", importlib.import_module("aiohttp"))  # noqa: B010
+        except ImportError:
+            raise ConfigError("a ws:// or wss:// NATS URL needs aiohttp installed") from None
 
 
 def settings_from_paths(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -23,7 +24,6 @@ import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
-from cryptography import x509
 from nats.aio.msg import Msg
 
 from mirrorbus.bus import Bus
@@ -54,7 +54,7 @@ from mirrorbus.manager.api import (
     TargetQuery,
 )
 from mirrorbus.worker.logserve import LogChunk, LogRequest
-from projections.status_view import RunRow, WorkerRow
+from projections.rows import RunRow, WorkerRow
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
@@ -87,6 +87,8 @@ class _ReplyMeta(msgspec.Struct):
 
 def certificate_identity(path: str) -> str:
     """The subject of our client certificate, recorded as the issuer of commands."""
+    from cryptography import x509  # only a command needs it, not a query
+
     try:
         with open(path, "rb") as fh:
             return x509.load_pem_x509_certificate(fh.read()).subject.rfc4514_string()
@@ -107,13 +109,17 @@ class Control:
         ``replica``: ask that manager replica only (by name) instead of any."""
         self.bus = bus
         self.clock = clock or SystemClock()
-        self.issuer = certificate_identity(str(bus.settings.cert))
         self.min_position = min_position
         self.replica = None if replica is None else check_token(replica, "manager name")
         self.answered_by: tuple[str, int] | None = None
         """(replica, position) of the last query's answer."""
         self.written = 0
         """The log position of the last command's effect (0: none); see ``Answer.position``."""
+
+    @functools.cached_property
+    def issuer(self) -> str:
+        """Read from our certificate when a command first needs it (a query does not)."""
+        return certificate_identity(str(self.bus.settings.cert))
 
     # -- queries -------------------------------------------------------------------------
     def _usable(self, data: bytes) -> bool:

@@ -11,16 +11,20 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from mirrorbus.bus import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
-from mirrorbus.manager.http import DEFAULT_LISTEN, HttpSettings, parse_listen
-from mirrorbus.manager.outputs import OutputSettings
+from mirrorbus.listen import DEFAULT_LISTEN, parse_listen
 from mirrorbus.worker.config import BusConfig, read_bus_file
+
+if TYPE_CHECKING:
+    # The manager's output settings live beside the servers that use them (aiohttp, the
+    # view); they are imported where a manager or project config is read, never by the ctl.
+    from mirrorbus.manager.outputs import OutputSettings
 
 CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
 
@@ -204,7 +208,7 @@ class ManagerConfig:
     bus: BusSettings
     database_url: str
     streams: StreamSettings
-    outputs: OutputSettings = field(default_factory=OutputSettings)
+    outputs: OutputSettings = field(default_factory=lambda: _outputs_type()())
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     state_dir: Path | None = None
     name: str = ""
@@ -255,6 +259,12 @@ def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> s
         raise ConfigError(str(exc), file=source, key=key) from None
 
 
+def _outputs_type() -> type[OutputSettings]:
+    from mirrorbus.manager.outputs import OutputSettings
+
+    return OutputSettings
+
+
 def _table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
     value = doc.get(name, {})
     if not isinstance(value, dict):
@@ -276,6 +286,8 @@ def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
     """``[http]`` (enable, listen, tls_cert, tls_key), ``[files]`` (jobs_json, mirrorz_json)
     and ``[mirrorz.site]`` of a manager or project config.  Relative paths are relative to the
     config file."""
+    from mirrorbus.manager.http import HttpSettings
+    from mirrorbus.manager.outputs import OutputSettings
     from projections.mirrorz import check_site
 
     http = _table(doc, "http", source)
@@ -455,5 +467,5 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
     return ProjectConfig(
         bus=instance.bus_settings("reader"),
         view_url=view or f"sqlite:///{(root / 'project.db').resolve()}",
-        outputs=OutputSettings(),
+        outputs=_outputs_type()(),
     )

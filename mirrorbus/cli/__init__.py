@@ -11,30 +11,88 @@ mirrorbus import tunasync URL      a tunasync manager's job statuses into the lo
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
 
 from mirrorbus import __version__
-from mirrorbus.cli import certs, ctl, importer, project, services
-from mirrorbus.cli.common import one_line_errors, setup_logging
-from mirrorbus.instance import default_state_dir
-from mirrorbus.manager.http import parse_listen
-from mirrorbus.worker.config import load_worker_config
+from mirrorbus.cli.common import one_line_errors, setup_logging, without_websocket_transport
+from mirrorbus.listen import parse_listen
+
+# Sub-commands are imported when they run (or when completion or their own --help asks),
+# not before: `mirrorbus ctl list` must not pay for the manager's SQL and HTTP stacks or the
+# worker, and `mirrorbus --help` for none of them.  name -> (module, attribute, short help);
+# the short help is written here so that the top-level --help imports nothing.
+_LAZY: dict[str, tuple[str, str, str]] = {
+    "certs": ("mirrorbus.cli.certs", "app", "Make the CA and the certificates of each role."),
+    "ctl": ("mirrorbus.cli.ctl", "app", "Control and inspect jobs (tunasynctl's verbs)."),
+    "import": (
+        "mirrorbus.cli.importer",
+        "app",
+        "Record a tunasync manager's job statuses in the log (switching all at once).",
+    ),
+    "manager": (
+        "mirrorbus.cli.services",
+        "manager_app",
+        "The manager: projects the event log into the status view, answers queries.",
+    ),
+    "project": (
+        "mirrorbus.cli.project",
+        "project",
+        "Keep status outputs current on another host (reader certificate).",
+    ),
+    "worker": ("mirrorbus.cli.services", "worker", "Run the jobs of a tunasync worker config."),
+}
+
+_NO_HTTP = ("ctl", "worker")
+"""Commands that never serve or speak HTTP: nats-py is kept from importing aiohttp."""
+
+
+class _LazyGroup(typer.core.TyperGroup):
+    """The top-level group: its own commands (``up``) plus the lazily imported ones."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY})
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in _LAZY:
+            return super().get_command(ctx, cmd_name)
+        module, attr, _ = _LAZY[cmd_name]
+        if cmd_name in _NO_HTTP:
+            without_websocket_transport()
+        target = getattr(import_module(module), attr)
+        command: Any
+        if isinstance(target, typer.Typer):
+            command = typer.main.get_group(target)
+        else:
+            single = typer.Typer(add_completion=False, rich_markup_mode=None)
+            single.command(cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name = cmd_name
+        return command
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, help_) for name, (_, _, help_) in _LAZY.items()]
+        for name in super().list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width)))
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     help="mirrorbus: mirror-sync jobs on NATS JetStream with mutual TLS (a tunasync "
     "replacement).\n\nStart here: mirrorbus up -c examples/worker.toml",
     no_args_is_help=True,
     add_completion=True,
+    # Plain click help: typer's rich help would import rich for every --help.
+    rich_markup_mode=None,
 )
-app.add_typer(certs.app, name="certs")
-app.add_typer(ctl.app, name="ctl")
-app.add_typer(services.manager_app, name="manager")
-app.add_typer(importer.app, name="import")
-app.command("worker")(services.worker)
-app.command("project")(project.project)
 
 
 def _version(value: bool) -> None:
@@ -119,7 +177,10 @@ def up(
 
     Example: mirrorbus up -c examples/worker.toml   (or: ... --cluster)
     """
+    without_websocket_transport()  # the supervisor only starts and watches processes
+    from mirrorbus.instance import default_state_dir
     from mirrorbus.supervisor import up as run_up
+    from mirrorbus.worker.config import load_worker_config
 
     setup_logging(verbose=verbose)
     cfg = load_worker_config(config)
@@ -147,4 +208,7 @@ def main() -> None:
 
 def ctl_main() -> None:
     """``mirrorbusctl``: the same as ``mirrorbus ctl``."""
+    without_websocket_transport()
+    from mirrorbus.cli import ctl
+
     typer.main.get_command(ctl.app)()

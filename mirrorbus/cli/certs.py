@@ -31,6 +31,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich costs an import on every --help
 )
 
 P = ParamSpec("P")

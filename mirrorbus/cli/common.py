@@ -131,3 +131,16 @@ def setup_logging(
     if not debug:
         logging.getLogger("nats").setLevel(logging.CRITICAL)
     _quiet_asyncio()
+
+
+def without_websocket_transport() -> None:
+    """Keep nats-py from importing aiohttp, in a process that connects over ``tls://`` only.
+
+    nats-py imports aiohttp when it is first imported, for its websocket transport
+    (``ws://``, ``wss://``), and treats it as optional.  aiohttp is most of what importing
+    nats-py costs, and the ctl and the worker never serve or speak HTTP, so before nats-py is
+    imported aiohttp is marked absent; :func:`mirrorbus.bus.connect` brings it back if a
+    server URL is a websocket one.  A process that has already imported either is left alone.
+    """
+    if "nats" not in sys.modules and "aiohttp" not in sys.modules:
+        sys.modules["aiohttp"] = None  # type: ignore[assignment]

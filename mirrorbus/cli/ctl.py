@@ -15,20 +15,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import anyio
 import typer
 
-from mirrorbus.bus import Bus, connect
 from mirrorbus.cli.common import one_line_errors, run_async
 from mirrorbus.cli.ctl_position import recall, remember
 from mirrorbus.cli.gotemplate import MIRROR_FIELDS, WEB_FIELDS, GoTemplate
-from mirrorbus.control import Control
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import STATUSES, JobState, Verb
 from mirrorbus.settings import BusFlags, ctl_settings
 from projections.tunasync import mirror_status, web_mirror_status
+
+if TYPE_CHECKING:
+    # Imported where a command connects, not by `mirrorbus ctl --help`.
+    from mirrorbus.control import Control
 
 T = TypeVar("T")
 
@@ -39,6 +41,7 @@ app = typer.Typer(
     "  mirrorbus ctl start -w worker1 debian --force",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich costs an import on every --help
 )
 
 
@@ -60,7 +63,7 @@ def ctl(
         typer.Option(
             "--config",
             "-c",
-            help="ctl config with a \\[bus] section (over "
+            help="ctl config with a [bus] section (over "
             "/etc/mirrorbus/ctl.toml and ~/.config/mirrorbus/ctl.toml).",
             show_default=False,
         ),
@@ -157,7 +160,10 @@ def _with_control(ctx: typer.Context, fn: Callable[[Control], Awaitable[T]]) -> 
     min_position = recall(settings) if opts.min_position is None else opts.min_position
 
     async def main() -> T:
-        bus: Bus = await connect(settings, reconnect=False)
+        from mirrorbus.bus import connect
+        from mirrorbus.control import Control
+
+        bus = await connect(settings, reconnect=False)
         try:
             control = Control(bus, min_position=min_position, replica=opts.replica)
             result = await fn(control)

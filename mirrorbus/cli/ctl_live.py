@@ -17,29 +17,25 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from mirrorbus.bus import Bus
+if TYPE_CHECKING:
+    # rich is imported by the live table only (``watch`` on a terminal), never by a
+    # command that prints plain lines.
+    from rich.console import RenderableType
+    from rich.text import Text
+
+    from mirrorbus.bus import Bus
+    from mirrorbus.control import Control
+    from mirrorbus.live import LiveTable, LogEntry
 from mirrorbus.cli.common import one_line_errors
 from mirrorbus.cli.ctl import _ago, _with_control, app
-from mirrorbus.control import Control
-from mirrorbus.live import (
-    LiveTable,
-    LogEntry,
-    checked_workers,
-    describe,
-    event_fields,
-    follow_events,
-    parse_since,
-    utc_text,
-)
+
+# The bus, the control client and the event reader are imported when a command runs, so
+# that `mirrorbus ctl --help` (which imports this module) does not import nats-py.
 
 STATUS_STYLES = {
     "success": "green",
@@ -104,6 +100,8 @@ def _emit(line: str) -> None:
 @contextlib.asynccontextmanager
 async def _entries(bus: Bus, **kwargs: Any) -> AsyncIterator[AsyncIterator[LogEntry]]:
     """``follow_events`` closed on exit, so that its consumer is deleted at once."""
+    from mirrorbus.live import follow_events
+
     events = follow_events(bus, **kwargs)
     try:
         yield events
@@ -116,6 +114,8 @@ async def _entries(bus: Bus, **kwargs: Any) -> AsyncIterator[AsyncIterator[LogEn
 
 def plain_line(entry: LogEntry) -> str:
     """``2026-11-28T15:04:05Z w1 debian syncing attempt 1``: time, worker, job, what."""
+    from mirrorbus.live import describe, utc_text
+
     if entry.event is None:
         return (
             f"{utc_text(entry.time)} {entry.worker} {entry.job} "
@@ -125,10 +125,16 @@ def plain_line(entry: LogEntry) -> str:
 
 
 def _status(status: str) -> Text:
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
 def render_table(live: LiveTable, last: str) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
     """The table of ``watch``: like ``list``'s, with coloured statuses and ages kept fresh."""
     now = datetime.now(UTC)
     table = Table(box=None, header_style="bold", pad_edge=False, expand=False)
@@ -172,6 +178,8 @@ def watch(
 
     Example: mirrorbus ctl watch -w worker1 --plain
     """
+    from mirrorbus.live import LiveTable, checked_workers
+
     workers = checked_workers(worker or [])
 
     async def plain_mode(control: Control) -> None:
@@ -192,6 +200,9 @@ def watch(
         await _bounded(body, timeout)
 
     async def table_mode(control: Control) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
         bus = control.bus
         position = (await control.ping()).position
         live = LiveTable(workers=frozenset(workers), last_seq=position)
@@ -238,6 +249,8 @@ def _value(value: Any) -> str:
 
 def event_line(entry: LogEntry) -> str:
     """``SEQ TIME SUBJECT TYPE key=value...`` (TIME: when the stream stored it)."""
+    from mirrorbus.live import event_fields, utc_text
+
     head = f"{entry.seq} {utc_text(entry.time)} {entry.subject}"
     if entry.event is None:
         return f"{head} undecodable reason={_value(entry.error)}"
@@ -257,6 +270,8 @@ def event_line(entry: LogEntry) -> str:
 def event_json(entry: LogEntry) -> str:
     """``{"seq", "subject", "time", "event"}``; an undecodable event has ``event`` null, its
     ``error`` and its ``data`` (as text, cut at 1000 characters)."""
+    from mirrorbus.live import event_fields
+
     item: dict[str, Any] = {
         "seq": entry.seq,
         "subject": entry.subject,
@@ -297,6 +312,8 @@ def events(
 
     Example: mirrorbus ctl events --since 1h -w worker1 --json
     """
+    from mirrorbus.live import checked_workers, parse_since
+
     workers = checked_workers(worker or [])
     start: int | datetime = 1 if since is None else parse_since(since, datetime.now(UTC))
     show = event_json if as_json else event_line

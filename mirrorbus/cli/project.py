@@ -138,8 +138,8 @@ def project(
         typer.Option(
             "--config",
             "-c",
-            help="Config: \\[bus] (a reader certificate), \\[database] url (this tool's own view), "
-            "\\[http], \\[files], \\[mirrorz].",
+            help="Config: [bus] (a reader certificate), [database] url (this tool's own view), "
+            "[http], [files], [mirrorz].",
             show_default=False,
         ),
     ] = None,
@@ -149,7 +149,7 @@ def project(
         typer.Option(
             "--view",
             help="This tool's own view: a SQLite file or SQLAlchemy URL "
-            "\\[default: \\[database] url, or STATE/project.db].",
+            "[default: [database] url, or STATE/project.db].",
             show_default=False,
         ),
     ] = None,
@@ -166,19 +166,19 @@ def project(
     site_url: Annotated[
         str | None,
         typer.Option(
-            "--site-url", help="mirrorz site.url (else \\[mirrorz.site]).", show_default=False
+            "--site-url", help="mirrorz site.url (else [mirrorz.site]).", show_default=False
         ),
     ] = None,
     site_abbr: Annotated[
         str | None,
         typer.Option(
-            "--site-abbr", help="mirrorz site.abbr (else \\[mirrorz.site]).", show_default=False
+            "--site-abbr", help="mirrorz site.abbr (else [mirrorz.site]).", show_default=False
         ),
     ] = None,
     http: Annotated[
         str | None,
         typer.Option(
-            "--http", help="HOST:PORT for http \\[default: \\[http] listen].", show_default=False
+            "--http", help="HOST:PORT for http [default: [http] listen].", show_default=False
         ),
     ] = None,
     consumer: Annotated[
@@ -186,7 +186,7 @@ def project(
         typer.Option(
             "--consumer",
             help="Name of this tool's consumer on the event stream "
-            "\\[default: derived from the host and the view].",
+            "[default: derived from the host and the view].",
             show_default=False,
         ),
     ] = None,

@@ -19,14 +19,10 @@ import typer
 from mirrorbus.bus import Bus, BusSettings, connect
 from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
 from mirrorbus.errors import BusError
-from mirrorbus.gateway import Gateway, with_listen
-from mirrorbus.manager import Manager, catch_up
 from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
-from mirrorbus.worker import Worker, load_worker_config
-from mirrorbus.worker.cgroup import worker_cgroups
-from mirrorbus.worker.config import check_report
-from mirrorbus.worker.journal import Journal
-from projections.status_view import StatusView
+
+# Each service imports its own parts in its command (below), so that `mirrorbus worker`
+# never imports the manager's view (SQLAlchemy) or HTTP server, and the manager no worker.
 
 log = logging.getLogger("mirrorbus")
 
@@ -101,6 +97,11 @@ def worker(
     Example: mirrorbus worker -c /etc/mirrorbus/worker.toml
     """
     setup_logging(verbose, debug, with_systemd, log_format)
+    from mirrorbus.worker.cgroup import worker_cgroups
+    from mirrorbus.worker.config import check_report, load_worker_config
+    from mirrorbus.worker.journal import Journal
+    from mirrorbus.worker.service import Worker
+
     cfg = load_worker_config(config)
     for warning in cfg.warnings:
         log.warning("%s", warning)
@@ -137,6 +138,7 @@ manager_app = typer.Typer(
     "Example: mirrorbus manager --state-dir ./mirrorbus-state",
     no_args_is_help=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain help: rich costs an import on every --help
 )
 
 ManagerConfigOpt = Annotated[
@@ -144,8 +146,8 @@ ManagerConfigOpt = Annotated[
     typer.Option(
         "--config",
         "-c",
-        help="Manager config: \\[bus], \\[database] url, \\[streams], \\[http], \\[files], "
-        "\\[mirrorz], \\[tunasync_api].",
+        help="Manager config: [bus], [database] url, [streams], [http], [files], "
+        "[mirrorz], [tunasync_api].",
         show_default=False,
     ),
 ]
@@ -177,7 +179,7 @@ def manager(
         typer.Option(
             "--http",
             help="Serve tunasync's read API, /metrics and the status page on HOST:PORT "
-            "(e.g. 127.0.0.1:14280); the same as \\[http] enable = true.",
+            "(e.g. 127.0.0.1:14280); the same as [http] enable = true.",
             show_default=False,
         ),
     ] = None,
@@ -202,6 +204,10 @@ def manager(
     setup_logging(verbose, debug, with_systemd, log_format)
     mc = manager_config(config, state_dir, db, name)
     outputs = with_http(mc.outputs, http)
+    from mirrorbus.gateway import Gateway, with_listen
+    from mirrorbus.manager.service import Manager
+    from projections.status_view import StatusView
+
     gateway = with_listen(mc.gateway, tunasync_api)
     gateway_bus = mc.gateway_bus() if gateway.enable else None
     view = StatusView(mc.database_url)
@@ -250,6 +256,9 @@ def rebuild(
     """
     setup_logging()
     mc = manager_config(config, state_dir, db, name)
+    from mirrorbus.manager.projector import catch_up
+    from projections.status_view import StatusView
+
     view = StatusView(into or mc.database_url)
 
     async def main() -> int:
@@ -276,6 +285,8 @@ def dead_letters(
 ) -> None:
     """List the events set aside as undecodable, with their sequence and reason."""
     mc = manager_config(config, state_dir, db, name)
+    from projections.status_view import StatusView
+
     view = StatusView(mc.database_url)
     try:
         rows = view.dead_letters(limit)

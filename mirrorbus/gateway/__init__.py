@@ -8,11 +8,17 @@ workers that have no mirrorbus certificate: the server enforces that.
 Uses ``events``, ``bus``, ``control`` and the status view; nothing imports it but the CLI.
 """
 
-from mirrorbus.gateway.api import TunasyncApi
-from mirrorbus.gateway.fleet import Fleet, OldWorker
-from mirrorbus.gateway.relay import Relay
-from mirrorbus.gateway.service import Gateway
-from mirrorbus.gateway.settings import GatewaySettings, gateway_settings, with_listen
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mirrorbus.gateway.api import TunasyncApi
+    from mirrorbus.gateway.fleet import Fleet, OldWorker
+    from mirrorbus.gateway.relay import Relay
+    from mirrorbus.gateway.service import Gateway
+    from mirrorbus.gateway.settings import GatewaySettings, gateway_settings, with_listen
 
 __all__ = [
     "Fleet",
@@ -24,3 +30,22 @@ __all__ = [
     "gateway_settings",
     "with_listen",
 ]
+
+# Loaded on first use: the settings are read by every program's config code, the server
+# (aiohttp) only by a manager that serves tunasync's API.
+_WHERE = {
+    "Fleet": "mirrorbus.gateway.fleet",
+    "Gateway": "mirrorbus.gateway.service",
+    "GatewaySettings": "mirrorbus.gateway.settings",
+    "OldWorker": "mirrorbus.gateway.fleet",
+    "Relay": "mirrorbus.gateway.relay",
+    "TunasyncApi": "mirrorbus.gateway.api",
+    "gateway_settings": "mirrorbus.gateway.settings",
+    "with_listen": "mirrorbus.gateway.settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -83,7 +83,7 @@ from mirrorbus.gateway.wire import (
     decode,
     go_time,
 )
-from mirrorbus.manager.http import parse_listen
+from mirrorbus.listen import parse_listen
 from projections.status_view import StatusView
 from projections.tunasync import go_json, go_time_text, jobs_json, mirror_status, worker_status
 

@@ -1,7 +1,30 @@
-"""The manager: the projection runner and the query service over the status view."""
+"""The manager: the projection runner and the query service over the status view.
 
-from mirrorbus.manager.projector import Projector, catch_up
-from mirrorbus.manager.queries import QueryService
-from mirrorbus.manager.service import Manager
+The names below are loaded on first use: a client that imports the query protocol
+(``mirrorbus.manager.api``) must not import the view, SQLAlchemy or the HTTP server.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mirrorbus.manager.projector import Projector, catch_up
+    from mirrorbus.manager.queries import QueryService
+    from mirrorbus.manager.service import Manager
 
 __all__ = ["Manager", "Projector", "QueryService", "catch_up"]
+
+_WHERE = {
+    "Manager": "mirrorbus.manager.service",
+    "Projector": "mirrorbus.manager.projector",
+    "QueryService": "mirrorbus.manager.queries",
+    "catch_up": "mirrorbus.manager.projector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(_WHERE[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from mirrorbus.errors import ConfigError, MirrorbusError, PortInUseError
+from mirrorbus.listen import DEFAULT_LISTEN, parse_listen
 from projections.changes import Changes
 from projections.metrics import CONTENT_TYPE, Metrics
 from projections.status_view import StatusView
@@ -43,7 +44,6 @@ from projections.tunasync import go_json, jobs_json, mirror_status, worker_statu
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:14280"
 KEEPALIVE = 15.0
 
 
@@ -72,18 +72,6 @@ def allowed_origin(allow: str | tuple[str, ...], path: str, origin: str | None) 
     if isinstance(allow, str):
         return allow or None
     return origin if origin is not None and origin in allow else None
-
-
-def parse_listen(text: str, source: str = "http") -> tuple[str, int]:
-    """``"127.0.0.1:14280"``, ``"[::1]:14280"`` or ``":14280"`` (all addresses) -> host, port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(
-            f"listen address {text!r} is not HOST:PORT (e.g. 127.0.0.1:14280)",
-            file=source,
-            key="http.listen",
-        )
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _json(data: bytes, status: int = 200) -> web.Response:

@@ -1,0 +1,175 @@
+"""Each program imports only what it runs: the ctl no view, HTTP server, worker or manager;
+the worker no view or HTTP stack; the ``up`` supervisor neither.
+
+Measured as a user runs them: a real ``mirrorbus up`` (nats-server with TLS, manager, worker)
+started with ``PYTHONPROFILEIMPORTTIME=1``, so that every Python process it starts writes each
+import to its stderr (the supervisor's to its output, the worker's to ``logs/worker.log``),
+and ``mirrorbus ctl`` run with ``-X importtime`` against it.  The import list is Python's own
+record, not something the program reports about itself.
+
+The query and log wire types still live in ``mirrorbus.manager.api`` and
+``mirrorbus.worker.logserve``; importing those two modules is allowed here, what they must not
+pull in is the rest of their package.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e import up_children, wait_for
+
+from mirrorbus.server import free_port
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = """
+[global]
+name = "lean"
+mirror_dir = "mirrors"
+log_dir = "logs/{{.Name}}"
+concurrent = 2
+interval = 60
+
+[[mirrors]]
+name = "quick"
+provider = "command"
+command = "/bin/true"
+"""
+
+HEAVY = ("sqlalchemy", "aiohttp", "prometheus_client", "psycopg")
+"""Stacks only the manager's view and HTTP server need."""
+
+SERVICES = (
+    "mirrorbus.worker.service",
+    "mirrorbus.worker.run",
+    "mirrorbus.manager.service",
+    "mirrorbus.manager.projector",
+    "mirrorbus.manager.queries",
+    "mirrorbus.manager.http",
+    "projections.status_view",
+    "mirrorbus.supervisor",
+)
+
+_IMPORT = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)\s*$")
+
+
+def imported(text: str) -> set[str]:
+    """The modules named by ``-X importtime`` lines in ``text``."""
+    return {m.group(1) for line in text.splitlines() if (m := _IMPORT.match(line))}
+
+
+def offending(modules: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    """The modules of ``forbidden`` that were loaded.
+
+    A package counts as loaded when one of its submodules was: ``-X importtime`` also lists
+    an import that was refused at once, and the ctl refuses nats-py its optional aiohttp
+    (see ``without_websocket_transport``), which then shows as a bare ``aiohttp`` line.  Every
+    package here loads submodules when it really is imported.
+    """
+    return sorted(
+        m
+        for m in modules
+        for f in forbidden
+        if m.startswith(f + ".") or (m == f and ("." in f or f.startswith("mirrorbus")))
+    )
+
+
+class LeanUp:
+    def __init__(self, tmp: Path) -> None:
+        self.config = tmp / "worker.toml"
+        self.config.write_text(CONFIG)
+        self.state = tmp / "state"
+        self.out = tmp / "up.out"
+        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        self.env = env
+        with open(self.out, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *(sys.executable, "-m", "mirrorbus", "up", "-c", str(self.config)),
+                    *("--state-dir", str(self.state), "--port", str(free_port())),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+            )
+        wait_for(lambda: "Ctrl-C stops everything" in self.text(), 60, "the banner")
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "mirrorbus", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**self.env, "MIRRORBUS_STATE_DIR": str(self.state)},
+            stdin=subprocess.DEVNULL,
+        )
+
+
+@pytest.fixture
+def lean(tmp_path: Path) -> Iterator[LeanUp]:
+    u = LeanUp(tmp_path)
+    try:
+        yield u
+    finally:
+        if u.proc.poll() is None:
+            u.proc.send_signal(signal.SIGTERM)
+            try:
+                u.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                u.proc.kill()
+                u.proc.wait(10)
+        for pid in up_children(u.state).values():
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_ctl_worker_and_supervisor_import_only_what_they_run(lean: LeanUp) -> None:
+    def quick_ran() -> subprocess.CompletedProcess[str] | None:
+        listed = lean.ctl("ctl", "list", "--all")
+        return listed if listed.returncode == 0 and "success" in listed.stdout else None
+
+    listed = wait_for(quick_ran, 60, "job quick to succeed, listed by the ctl")
+    started = lean.ctl("ctl", "start", "-w", "lean", "quick")
+    assert started.returncode == 0, started.stderr
+    assert "accepted" in started.stdout
+    top_help = lean.ctl("--help")
+    ctl_help = lean.ctl("ctl", "--help")
+    assert top_help.returncode == 0 and "ctl" in top_help.stdout
+    assert ctl_help.returncode == 0 and "start" in ctl_help.stdout
+
+    # The ctl: no view, no HTTP stack, no service; no certificate parsing for a query;
+    # no rich when the output is not a terminal.
+    ctl_list = imported(listed.stderr)
+    assert "mirrorbus.control" in ctl_list  # the record is real: it names what did run
+    assert offending(ctl_list, (*HEAVY, *SERVICES, "rich", "cryptography")) == []
+    assert offending(imported(started.stderr), (*HEAVY, *SERVICES, "rich")) == []
+    # Help connects to nothing: not even nats-py for the top level.
+    assert offending(imported(top_help.stderr), (*HEAVY, *SERVICES, "nats", "rich")) == []
+    assert offending(imported(ctl_help.stderr), (*HEAVY, *SERVICES, "rich")) == []
+
+    lean.proc.send_signal(signal.SIGTERM)
+    assert lean.proc.wait(60) == 0
+
+    # The worker: its config, the bus and its jobs; nothing of the manager.
+    worker = imported((lean.state / "logs" / "worker.log").read_text(errors="replace"))
+    assert "mirrorbus.worker.service" in worker
+    assert offending(worker, (*HEAVY, "mirrorbus.manager", "projections.status_view")) == []
+    # The supervisor only starts and watches processes.
+    supervisor = imported(lean.text())
+    assert "mirrorbus.supervisor" in supervisor
+    assert (
+        offending(
+            supervisor, (*HEAVY, "mirrorbus.manager", "mirrorbus.worker.service", "projections")
+        )
+        == []
+    )
