@@ -134,7 +134,7 @@ class Instance:
     @property
     def db_path(self) -> Path:
         """The view of the replica a manager started without a name uses."""
-        from mirrorbus.manager.replica import default_name
+        from mirrorbus.manager.names import default_name
 
         return self.view_path(default_name())
 

@@ -240,7 +240,7 @@ class ManagerConfig:
 
 def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> str:
     """``--name``, else ``[manager] name``, else the host's name; checked like every name."""
-    from mirrorbus.manager.replica import default_name
+    from mirrorbus.manager.names import default_name
 
     key = "--name"
     if name is None:
@@ -413,7 +413,7 @@ def manager_config(
         )
     instance = Instance(root)
     replica = manager_name(name, {}, "manager")
-    from mirrorbus.manager.replica import default_name
+    from mirrorbus.manager.names import default_name
 
     if replica == default_name():
         instance.adopt_legacy_view(replica)

@@ -22,8 +22,6 @@ the later one (by start time, then instance id) gives way.
 from __future__ import annotations
 
 import contextlib
-import re
-import socket
 import time
 from datetime import UTC, datetime
 
@@ -41,16 +39,6 @@ CLAIM_TIMEOUT = 2.0
 """Seconds a starting manager waits for the holder of its name to answer."""
 RACE_WINDOW = 0.5
 """Seconds a started manager gathers the answers of others with its name."""
-
-_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def default_name(hostname: str | None = None) -> str:
-    """The replica name a manager takes when given none: its host's name (the first label,
-    made a valid name), else ``manager``."""
-    label = (hostname if hostname is not None else socket.gethostname()).split(".", 1)[0]
-    name = _NOT_TOKEN.sub("-", label).lstrip("-")[:64]
-    return name or "manager"
 
 
 def _holder(info: PingInfo) -> str:

@@ -20,10 +20,11 @@ from anyio.abc import TaskStatus
 from mirrorbus.bus import Bus, StreamSettings
 from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.liveness import Liveness
+from mirrorbus.manager.names import default_name
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.manager.queries import PositionWatch, QueryService, ReplicaIdentity
-from mirrorbus.manager.replica import check_alone, claim, default_name
+from mirrorbus.manager.replica import check_alone, claim
 from projections.changes import Changes
 from projections.status_view import ApplyResult, StatusView
 
@@ -70,13 +71,15 @@ class Manager:
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
             self.watch.advance(self.projector.position)
-            await tg.start(self.queries.run)
-            await check_alone(self.bus, self.identity)
-            await tg.start(self.liveness.run)
             if self.outputs.active:
+                # Before the queries: once a replica answers (``up`` waits for that), its
+                # HTTP API answers too.
                 await tg.start(
                     run_outputs, self.view, self.changes, self.outputs, self.bus.last_sequence
                 )
+            await tg.start(self.queries.run)
+            await check_alone(self.bus, self.identity)
+            await tg.start(self.liveness.run)
             log.info(
                 "manager ready (replica %s, view %s, position %d)",
                 self.name,
