@@ -210,3 +210,27 @@ async def test_the_relay_makes_its_consumer_again(
     finally:
         await manager.close()
         await admin.close()
+
+
+async def test_names_as_tunasync_allows_them(nats_server: RunningServer, tmp_path: Path) -> None:
+    """A worker and jobs named with dots and spaces report, are listed and take commands under
+    the names as written; a native worker so named is still refused to the gateway."""
+    old = OldWorker(jobs={"debian.iso", "ubuntu releases"})
+    admin = await bus_as(nats_server, "admin")
+    try:
+        async with old.serving(), gateway(nats_server, tmp_path) as gw:
+            await _old_worker(gw, "old.host", old.url, ("debian.iso", "ubuntu releases"))
+            status, jobs = await gw.call("GET", "/workers/old.host/jobs")
+            assert sorted(j["name"] for j in jobs) == ["debian.iso", "ubuntu releases"]
+            answer = await Control(admin).command("start", "old.host", "ubuntu releases")
+            assert answer.accepted
+            assert old.requests[-1][1] == (
+                b'{"cmd":"start","mirror_id":"ubuntu releases","args":null,"options":{}}'
+            )
+            nats_server.add_worker("na.tive")
+            status, body = await gw.call("POST", "/workers", registration("na.tive", old.url))
+            assert status == 500 and "has a mirrorbus certificate" in body["error"]
+            status, _ = await gw.call("POST", "/workers", registration("na", old.url))
+            assert status == 200
+    finally:
+        await admin.close()
