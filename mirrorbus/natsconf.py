@@ -229,8 +229,10 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"{p}.cmd.>",
             f"{p}.api.>",
             s.all_replica_api,
-            # Where a command's answer is stored (what /cmd waits for, as the ctl does).
+            # Where a command's answer is stored (what /cmd waits for, as the ctl does), and
+            # where the log ends (its copy of a worker's jobs waits for the view to get there).
             f"$JS.API.DIRECT.GET.{evt}.>",
+            f"$JS.API.STREAM.INFO.{evt}",
             # Its command consumer (commands for the old workers it forwards to).
             f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.all_commands}",
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",

@@ -120,10 +120,11 @@ async def running_gateway(
         tls_key=tls_key,
         ca_cert=ca_cert,
     )
-    gateway = Gateway(gateway_bus, view, settings, post_timeout=post_timeout)
+    manager = Manager(manager_bus, view)
+    gateway = Gateway(gateway_bus, view, manager.changes, settings, post_timeout=post_timeout)
     try:
         async with aiohttp.ClientSession() as http, anyio.create_task_group() as tg:
-            await tg.start(Manager(manager_bus, view).run)
+            await tg.start(manager.run)
             await tg.start(gateway.run)
             yield GatewaySite(gateway.url, view, http, gateway, server)
             tg.cancel_scope.cancel()

@@ -217,3 +217,24 @@ async def test_the_gateway_follows_workers_after_losing_its_consumer(
             )
     finally:
         await admin.close()
+
+
+async def test_reports_right_after_a_flush_continue_the_same_run(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A flush makes the gateway read its copy of the jobs from the view again (once the view
+    holds its own last report): the next report still continues the run it began."""
+    async with running_gateway(nats_server, tmp_path) as gw:
+        assert (await gw.call("POST", "/workers", registration("old1", "http://h:1/")))[0] == 200
+        path = "/workers/old1/jobs/debian"
+        for _ in range(3):
+            pre = mirror_status("debian", "old1", "pre-syncing")
+            assert (await gw.call("POST", path, pre))[0] == 200
+            assert await gw.call("DELETE", "/jobs/disabled") == (200, {"message": "flushed"})
+            status, body = await gw.call("POST", path, mirror_status("debian", "old1", "syncing"))
+            assert (status, body["status"]) == (200, "syncing")
+            ok = mirror_status("debian", "old1", "success")
+            assert (await gw.call("POST", path, ok))[0] == 200
+        await gw.wait_job("old1", "debian", lambda s: s.status == "success")
+        runs = gw.view.history("old1", "debian")
+        assert [(r.result, r.attempts) for r in runs] == [("success", 1)] * 3

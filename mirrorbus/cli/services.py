@@ -221,7 +221,7 @@ def manager(
                 await tg.start(service.run)
                 if gateway_bus is not None:
                     gw_bus = await connect(gateway_bus)
-                    await tg.start(Gateway(gw_bus, view, gateway).run)
+                    await tg.start(Gateway(gw_bus, view, service.changes, gateway).run)
                 await _until_signal(lambda _name: None)
                 tg.cancel_scope.cancel()
         finally:

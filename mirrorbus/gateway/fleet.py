@@ -43,11 +43,13 @@ from mirrorbus.events import (
     encode,
     evolve,
 )
+from projections.changes import Changes
 from projections.status_view import StatusView
 
 log = logging.getLogger(__name__)
 
 FETCH_BATCH = 256
+VIEW_WAIT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +63,15 @@ class OldWorker:
 
 
 class Fleet:
-    def __init__(self, bus: Bus, view: StatusView) -> None:
+    def __init__(self, bus: Bus, view: StatusView, changes: Changes) -> None:
         self.bus = bus
         self.view = view
+        self.changes = changes  # the projector's: when the view moved
         self.workers: dict[str, OldWorker] = {}
         self._jobs: dict[str, dict[str, JobState]] = {}
+        self.written = 0
+        """Stream sequence of the last event this gateway appended (or the log's end when it
+        started): what the view must have applied before a job copy is read from it."""
         self.lock = anyio.Lock()
         """Held while a report is translated and appended: reports of one job stay in order,
         as tunasync's manager serialised them with its database lock."""
@@ -146,14 +152,34 @@ class Fleet:
 
     # -- their jobs ----------------------------------------------------------------------------
     async def jobs(self, worker: str) -> dict[str, JobState]:
-        """The gateway's copy of ``worker``'s jobs (removed ones included)."""
+        """The gateway's copy of ``worker``'s jobs (removed ones included), read from the
+        view once it holds everything this gateway wrote (and the log held when it began)."""
         jobs = self._jobs.get(worker)
         if jobs is None:
+            await self._view_reached(self.written)
             states = await anyio.to_thread.run_sync(
                 lambda: self.view.jobs(worker, include_removed=True)
             )
             jobs = self._jobs.setdefault(worker, {s.name: s for s in states})
         return jobs
+
+    async def _view_reached(self, seq: int) -> None:
+        """Wait (at most :data:`VIEW_WAIT`) until the view has applied the log up to ``seq``;
+        a view further behind than that is read as it is, with a warning."""
+        with anyio.move_on_after(VIEW_WAIT):
+            seen = -1
+            while await anyio.to_thread.run_sync(self.view.position) < seq:
+                seen = await self.changes.wait(seen)
+            return
+        log.warning("the status view is behind the log (event %d not applied yet)", seq)
+
+    async def catch_up(self) -> None:
+        """Note where the log ends now: job copies are read from the view only once it has
+        applied that far (after a restart, the projector may still be catching up)."""
+        try:
+            self.written = max(self.written, await self.bus.last_sequence())
+        except BusError as exc:
+            log.warning("cannot tell where the log ends (%s)", exc)
 
     def forget_jobs(self) -> None:
         """Drop the copies of the jobs (after ``flush``): they are read from the view again."""
@@ -174,7 +200,9 @@ class Fleet:
                 subject = s.admin_events
             else:
                 subject = s.worker_events(worker)
-            await self.bus.append(subject, encode(event), event.id)
+            self.written = max(
+                self.written, await self.bus.append(subject, encode(event), event.id)
+            )
             if isinstance(event, JobEvent):
                 jobs[event.job] = evolve(jobs.get(event.job), event)
             elif isinstance(event, WorkerStarted | WorkerForgotten):

@@ -3,8 +3,9 @@
 It connects with its own certificate (role ``gateway``), follows which workers are old
 tunasync ones (:class:`~mirrorbus.gateway.fleet.Fleet`), forwards their commands
 (:class:`~mirrorbus.gateway.relay.Relay`) and serves the HTTP API
-(:class:`~mirrorbus.gateway.api.TunasyncApi`) from the manager's status view.  The streams
-must exist (the manager makes them) before it starts.
+(:class:`~mirrorbus.gateway.api.TunasyncApi`) from the manager's status view (``changes``:
+the manager's projector says when the view moved).  The streams must exist (the manager
+makes them) before it starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mirrorbus.gateway.api import CMD_WAIT, TunasyncApi
 from mirrorbus.gateway.fleet import Fleet
 from mirrorbus.gateway.relay import POST_TIMEOUT, Relay
 from mirrorbus.gateway.settings import GatewaySettings
+from projections.changes import Changes
 from projections.status_view import StatusView
 
 
@@ -26,13 +28,14 @@ class Gateway:
         self,
         bus: Bus,
         view: StatusView,
+        changes: Changes,
         settings: GatewaySettings,
         *,
         clock: Clock | None = None,
         post_timeout: float = POST_TIMEOUT,
         cmd_wait: float = CMD_WAIT,
     ) -> None:
-        self.fleet = Fleet(bus, view)
+        self.fleet = Fleet(bus, view, changes)
         self.relay = Relay(
             self.fleet, ca_cert=settings.ca_cert, clock=clock, post_timeout=post_timeout
         )
@@ -43,6 +46,7 @@ class Gateway:
         return self.api.url
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.fleet.catch_up()
         async with anyio.create_task_group() as tg:
             await tg.start(self.fleet.follow)
             await tg.start(self.relay.run)
