@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -257,9 +258,10 @@ class Control:
         size: str = "",
         timeout: float = 15.0,
         ttl: float = 60.0,
+        args: Sequence[str] | None = None,
     ) -> Answer:
         """Send ``verb`` for ``worker``/``job`` (``job`` None: to the worker itself, as
-        ``reload``) and return the worker's answer.
+        ``reload``) and return the worker's answer (``args``: tunasync's, see ``Command``).
 
         Raises UnknownTarget, CommandRejected (with the worker's reason) or NoAnswer.
         """
@@ -278,6 +280,7 @@ class Control:
             size=size,
             expires_at=now + timedelta(seconds=ttl),
             issuer=self.issuer,
+            args=None if args is None else tuple(args),
         )
         s = self.bus.subjects
         send, receive = anyio.create_memory_object_stream[Answer](8)

@@ -127,6 +127,11 @@ async def test_tunasynctl_requests(site: Site, tmp_path: Path) -> None:
             JSON,
             b'{"cmd":"start","mirror_id":"debian","args":null,"options":{}}',
         )
+        with_args = {**ctl_cmd("restart", "old1", "debian"), "args": ["a", "b"]}
+        assert await call("POST", "/cmd", with_args) == (200, old_ok)
+        assert old.requests[-1][1] == (
+            b'{"cmd":"restart","mirror_id":"debian","args":["a","b"],"options":{}}'
+        )
 
         # set-size: the returned size is what tunasynctl compares
         for worker, job in (("w1", "job"), ("old1", "debian")):

@@ -249,6 +249,9 @@ class Command(Message, frozen=True, kw_only=True, tag="command"):
 
     ``expires_at``: a worker that receives the command later answers "expired" instead of
     acting, so that a command given to an offline worker never fires hours later.
+
+    ``args``: the arguments ``tunasynctl`` sent with it (through the gateway), carried as
+    given to an old tunasync worker, which never reads them either; None when none came.
     """
 
     verb: Verb
@@ -258,6 +261,7 @@ class Command(Message, frozen=True, kw_only=True, tag="command"):
     size: str = ""  # set-size only
     expires_at: UTCTime
     issuer: str = ""
+    args: tuple[str, ...] | None = None
 
 
 # -- snapshots ------------------------------------------------------------------------------

@@ -379,7 +379,7 @@ class TunasyncApi:
         force = bool((body.options or {}).get("force", False))
         try:
             await self._control(request).command(
-                verb, worker, job, force=force, timeout=self.cmd_wait, ttl=CMD_TTL
+                verb, worker, job, force=force, timeout=self.cmd_wait, ttl=CMD_TTL, args=body.args
             )
         except (UnknownTarget, InvalidName) as exc:
             return _error(str(exc), 400)

@@ -115,12 +115,13 @@ def go_time(text: str) -> datetime | None:
 def worker_cmd(cmd: Command) -> bytes:
     """tunasync's ``WorkerCmd`` for ``cmd``, as its manager POSTs it to a worker.
 
-    Fields in Go's order (``cmd``, ``mirror_id``, ``args``, ``options``).  ``args`` is ``null``:
-    tunasync's workers never read it, and commands on the bus do not carry it.  ``options``
-    is what ``tunasynctl`` sends: ``{"force":true}`` for ``start -f``, ``{}`` for the other
-    job verbs and ``null`` for ``reload``.
+    Fields in Go's order (``cmd``, ``mirror_id``, ``args``, ``options``).  ``args`` as
+    ``tunasynctl`` gave them (``null`` when none, and from ``mirrorbus ctl``).  ``options`` is
+    what ``tunasynctl`` sends: ``{"force":true}`` for ``start -f``, ``{}`` for the other job
+    verbs and ``null`` for ``reload``.
     """
     options: dict[str, Any] | None = None
     if cmd.verb != "reload":
         options = {"force": True} if cmd.force else {}
-    return go_json({"cmd": cmd.verb, "mirror_id": cmd.job, "args": None, "options": options})
+    args = None if cmd.args is None else list(cmd.args)
+    return go_json({"cmd": cmd.verb, "mirror_id": cmd.job, "args": args, "options": options})
