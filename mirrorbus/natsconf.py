@@ -336,6 +336,9 @@ class ClusterBlock:
     host: str
     port: int
     routes: tuple[tuple[str, int], ...]
+    cert: str = "route"
+    """Stem of this node's route certificate in the PKI directory: ``route`` (one shared by
+    the nodes of ``mirrorbus up --cluster``) or ``route-<node>`` (``certs issue route``)."""
 
 
 def _render_cluster(cluster: ClusterBlock, pki: Path) -> str:
@@ -350,8 +353,8 @@ def _render_cluster(cluster: ClusterBlock, pki: Path) -> str:
         f"    user: {_q(ROUTE_IDENTITY)}\n"
         "  }\n"
         "  tls {\n"
-        f"    cert_file: {_q(str(pki / 'route.crt'))}\n"
-        f"    key_file: {_q(str(pki / 'route.key'))}\n"
+        f"    cert_file: {_q(str(pki / f'{cluster.cert}.crt'))}\n"
+        f"    key_file: {_q(str(pki / f'{cluster.cert}.key'))}\n"
         f"    ca_file: {_q(str(pki / 'ca.crt'))}\n"
         "    verify_and_map: true\n"
         f"    timeout: {TLS_HANDSHAKE_TIMEOUT}\n"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ __all__ = [
     "identity",
     "init_ca",
     "issue",
+    "issue_route",
     "issued_cert",
     "issued_workers",
 ]
@@ -462,6 +464,53 @@ def ensure_route_cert(directory: Path, hosts: Sequence[str] = DEFAULT_HOSTS) -> 
         )
         _write_pair(directory, "route", cert, key)
     return directory / "route.crt"
+
+
+_NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+
+def check_node(node: str) -> str:
+    """A cluster node's name, as it appears in a file name and a certificate: a host name
+    (letters, digits, ``.`` and ``-``) or an IPv4 address; :class:`PkiError` otherwise."""
+    if not _NODE.fullmatch(node) or ".." in node:
+        raise PkiError(
+            f"node name {node!r} is not allowed: use the node's host name, e.g. "
+            "nats2.example.org (letters, digits, '.' and '-')"
+        )
+    return node
+
+
+def issue_route(directory: Path, node: str, hosts: Sequence[str] = ()) -> IssuedCert:
+    """Issue (or re-issue) ``route-<node>.crt``/``.key``: the route certificate of one node
+    of a multi-host cluster, for ``node`` and ``hosts`` (the names and addresses its peers
+    dial).
+
+    Like ``route.crt`` (one certificate for every node of ``mirrorbus up --cluster`` on one
+    host) it is both a TLS server and client certificate with the route user's subject
+    :data:`ROUTE_IDENTITY`; one per node means a node's key never leaves its host, and a
+    peer dialing ``nats2.example.org`` checks that the node answering is that one.
+    """
+    directory = Path(directory)
+    check_node(node)
+    names = list(dict.fromkeys([node, *hosts]))
+    ca_cert, ca_key = _load_ca(directory)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROUTE_IDENTITY[3:])])
+    cert, key = _sign_leaf(
+        ca_cert,
+        ca_key,
+        subject,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        [_san(h) for h in names],
+    )
+    stem = f"route-{node}"
+    _write_pair(directory, stem, cert, key)
+    return IssuedCert(
+        role="route",
+        name=node,
+        cert=directory / f"{stem}.crt",
+        key=directory / f"{stem}.key",
+        identity=ROUTE_IDENTITY,
+    )
 
 
 def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) -> None:

@@ -15,9 +15,9 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 
 from mirrorbus import pki
-from mirrorbus.errors import MirrorbusError
+from mirrorbus.errors import ConfigError, MirrorbusError, PkiError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
-from mirrorbus.natsconf import render_authorization
+from mirrorbus.natsconf import ClusterBlock, render_authorization, render_server_config
 
 __all__ = ["app"]
 
@@ -27,7 +27,8 @@ app = typer.Typer(
         "Example:\n\n"
         "  mirrorbus certs init --dir /etc/mirrorbus/pki --host nats.example.org\n\n"
         "  mirrorbus certs issue worker mirror1 --dir /etc/mirrorbus/pki\n\n"
-        "  mirrorbus certs authorization --dir /etc/mirrorbus/pki"
+        "  mirrorbus certs authorization --dir /etc/mirrorbus/pki\n\n"
+        "  mirrorbus certs server-config --dir /etc/mirrorbus/pki > /etc/mirrorbus/nats.conf"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -85,16 +86,47 @@ def init(
 @app.command()
 @_one_line_errors
 def issue(
-    role: Annotated[str, typer.Argument(help="manager, worker, admin, reader or gateway.")],
+    role: Annotated[str, typer.Argument(help="manager, worker, admin, reader, gateway or route.")],
     directory: DirOption,
     name: Annotated[
-        str | None, typer.Argument(help="Worker name (only for role worker).", show_default=False)
+        str | None,
+        typer.Argument(
+            help="Worker name (role worker) or cluster node (role route).", show_default=False
+        ),
+    ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--host",
+            help="route only: another name or address the peers dial this node at "
+            "(repeatable; the node name is always one).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
-    """Issue (or re-issue) a client certificate from the CA in --dir.
+    """Issue (or re-issue) a client certificate, or a cluster node's route certificate, from
+    the CA in --dir.
 
     Example: mirrorbus certs issue worker mirror1 --dir /etc/mirrorbus/pki
+
+    Example: mirrorbus certs issue route nats2.example.org --dir /etc/mirrorbus/pki
     """
+    if role == "route":
+        if name is None:
+            raise PkiError(
+                "role 'route' needs the node's name, e.g. "
+                "`mirrorbus certs issue route nats2.example.org`"
+            )
+        route = pki.issue_route(directory, name, tuple(host or ()))
+        typer.echo(f"{route.cert} (key {route.key}), route user {route.identity!r}")
+        typer.echo(
+            "copy it with ca.crt to the node; its cluster block: `mirrorbus certs "
+            f"server-config --dir {directory} --name {name} --cluster NAME --route ...`",
+            err=True,
+        )
+        return
+    if host:
+        raise PkiError("--host is for role 'route' only (client certificates name no host)")
     cert = pki.issue(directory, role, name)
     typer.echo(f"{cert.cert} (key {cert.key}), nats user {cert.identity!r}")
     if role in ("worker", "gateway"):
@@ -118,3 +150,100 @@ def authorization(
     Example: mirrorbus certs authorization --dir /etc/mirrorbus/pki >> nats.conf
     """
     typer.echo(render_authorization(Subjects(prefix), pki.issued_workers(directory)), nl=False)
+
+
+def _host_port(text: str, option: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{text!r} is not HOST:PORT", file="mirrorbus certs", key=option)
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@app.command("server-config")
+@_one_line_errors
+def server_config(
+    directory: DirOption,
+    store_dir: Annotated[
+        Path, typer.Option("--store-dir", help="JetStream's store directory.")
+    ] = Path("/var/lib/mirrorbus/jetstream"),
+    listen: Annotated[
+        str, typer.Option(help="Where clients connect (HOST:PORT).")
+    ] = "0.0.0.0:14222",
+    name: Annotated[
+        str, typer.Option("--name", help="server_name, unique per node of a cluster.")
+    ] = "mirrorbus",
+    prefix: Annotated[str, typer.Option(help="Subject prefix of the site.")] = DEFAULT_PREFIX,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            help="Cluster name: add a cluster {} block (routes with route-NAME.crt).",
+            show_default=False,
+        ),
+    ] = None,
+    cluster_listen: Annotated[
+        str, typer.Option("--cluster-listen", help="Where the peers' routes connect.")
+    ] = "0.0.0.0:14248",
+    route: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--route", help="A peer's route address HOST:PORT (repeatable).", show_default=False
+        ),
+    ] = None,
+    pki_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--pki-path",
+            help="Where the node finds the certificate files, if not at --dir (a config made "
+            "on the CA's host for another node).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Print a complete nats.conf: client listener, JetStream, mutual TLS, the users of the
+    certificates in --dir and, with --cluster, this node's routes to its peers.
+
+    Example: mirrorbus certs server-config --dir /etc/mirrorbus/pki > /etc/mirrorbus/nats.conf
+
+    Example (node nats1 of three): mirrorbus certs server-config --dir /etc/mirrorbus/pki
+    --name nats1.example.org --cluster mirrorbus --route nats2.example.org:14248
+    --route nats3.example.org:14248
+    """
+    host, port = _host_port(listen, "--listen")
+    block: ClusterBlock | None = None
+    if cluster is not None:
+        pki.check_node(name)
+        stem = f"route-{name}"
+        for suffix in (".crt", ".key"):
+            if not (directory / f"{stem}{suffix}").is_file():
+                raise PkiError(
+                    f"no route certificate for node {name!r} in {directory} ({stem}{suffix} "
+                    f"is missing): run `mirrorbus certs issue route {name} --dir {directory}`"
+                )
+        if not route:
+            raise ConfigError(
+                "a cluster needs its peers: --route HOST:PORT for each other node",
+                file="mirrorbus certs",
+                key="--route",
+            )
+        route_host, route_port = _host_port(cluster_listen, "--cluster-listen")
+        block = ClusterBlock(
+            name=cluster,
+            host=route_host,
+            port=route_port,
+            routes=tuple(_host_port(r, "--route") for r in route),
+            cert=stem,
+        )
+    elif route:
+        raise ConfigError("--route needs --cluster NAME", file="mirrorbus certs", key="--route")
+    text = render_server_config(
+        pki_dir=pki_path or directory.resolve(),
+        store_dir=store_dir,
+        host=host,
+        port=port,
+        subjects=Subjects(prefix),
+        workers=pki.issued_workers(directory),
+        server_name=name,
+        cluster=block,
+    )
+    typer.echo(text, nl=False)

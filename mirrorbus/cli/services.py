@@ -3,6 +3,9 @@
 Both stop cleanly on SIGTERM or SIGINT: the worker ends every job's process group, records
 the runs as killed, flushes its events and writes a snapshot; the manager finishes the batch
 it is applying (the transaction either commits or not) and closes.
+
+Under systemd (``Type=notify``, see ``examples/systemd/``) both say ``READY=1`` once they
+serve on the bus and ping the watchdog while their connection lives (:mod:`mirrorbus.sdnotify`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from typing import Annotated
 
 import anyio
 import typer
+from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, BusSettings, connect
 from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
 from mirrorbus.errors import BusError
+from mirrorbus.sdnotify import Notifier
 from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
 
 # Each service imports its own parts in its command (below), so that `mirrorbus worker`
@@ -44,7 +49,7 @@ LogFormatOpt = Annotated[
 
 
 async def _until_signal(
-    on_stop: Callable[[str], None], on_hup: Callable[[], None] | None = None
+    on_stop: Callable[[str], object], on_hup: Callable[[], object] | None = None
 ) -> None:
     """Return after SIGTERM or SIGINT, having told ``on_stop`` its name; SIGHUP calls
     ``on_hup`` (config reload) when given."""
@@ -113,19 +118,37 @@ def worker(
     settings = worker_settings(cfg.bus, config, cfg.name, state_dir)
 
     journal = Journal(outbox_path(cfg.bus, cfg.name, state_dir))
+    notifier = Notifier.from_environment()  # before any job inherits the environment
 
     async def main() -> None:
+        notifier.status(f"connecting to {', '.join(settings.servers)}")
         bus = await _connect_patiently(settings)
         try:
             service = Worker(cfg, bus, journal=journal, freeze_gc=True)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(
-                    _until_signal,
-                    lambda name: service.stop(f"signal {name}"),
-                    service.request_reload,
-                )
-                await service.run()
+
+            def stop(name: str) -> None:
+                notifier.stopping(f"stopping on {name}")
+                if serving:
+                    service.stop(f"signal {name}")
+                else:  # still restoring (waiting for the streams): no job runs yet
+                    tg.cancel_scope.cancel()
+
+            async def reload() -> None:
+                notifier.reloading()
+                _, message = await service.reload()
+                notifier.ready(message)
+
+            async def serve(*, task_status: TaskStatus[None]) -> None:
+                await service.run(task_status=task_status)
                 tg.cancel_scope.cancel()
+
+            serving = False
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_signal, stop, lambda: tg.start_soon(reload))
+                await tg.start(serve)
+                serving = True
+                notifier.ready(f"worker {cfg.name}: {len(cfg.mirrors)} jobs, bus connected")
+                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
         finally:
             with anyio.CancelScope(shield=True):
                 await bus.close()
@@ -211,8 +234,10 @@ def manager(
     gateway = with_listen(mc.gateway, tunasync_api)
     gateway_bus = mc.gateway_bus() if gateway.enable else None
     view = StatusView(mc.database_url)
+    notifier = Notifier.from_environment()
 
     async def main() -> None:
+        notifier.status(f"connecting to {', '.join(mc.bus.servers)}")
         bus = await connect(mc.bus)
         gw_bus = None
         try:
@@ -222,7 +247,9 @@ def manager(
                 if gateway_bus is not None:
                     gw_bus = await connect(gateway_bus)
                     await tg.start(Gateway(gw_bus, view, service.changes, gateway).run)
-                await _until_signal(lambda _name: None)
+                notifier.ready("manager: bus connected, view projected, queries answered")
+                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
+                await _until_signal(lambda name: notifier.stopping(f"stopping on {name}"))
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
