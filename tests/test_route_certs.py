@@ -42,7 +42,7 @@ def ok(*args: str) -> str:
 def cluster(tmp_path: Path) -> Iterator[tuple[Path, list[NatsServer], list[int]]]:
     pki = tmp_path / "pki"
     ok("certs", "init", "--dir", str(pki), "--host", "127.0.0.1")
-    ok("certs", "issue", "admin", "--dir", str(pki))
+    ok("certs", "issue", "manager", "--dir", str(pki))
     ports = [free_port() for _ in NODES]
     route_ports = [free_port() for _ in NODES]
     servers: list[NatsServer] = []
@@ -77,7 +77,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Path, list[NatsServer], list[int]]
 
 
 async def _three_replicas(pki: Path, port: int) -> tuple[str, list[bool]] | None:
-    settings = settings_from_paths([f"tls://127.0.0.1:{port}"], pki, "admin")
+    settings = settings_from_paths([f"tls://127.0.0.1:{port}"], pki, "manager")
     bus = await connect(settings, reconnect=False)
     try:
         try:
