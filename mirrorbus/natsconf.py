@@ -5,7 +5,9 @@ to one user (``verify_and_map``) and each user may publish and subscribe to exac
 role needs.  Everything is rendered from :class:`~mirrorbus.events.subjects.Subjects`, so a
 different prefix gives a consistent config, never a hand-edited one that drifts.
 
-Roles (prefix ``mirrorbus``, worker ``W``):
+Roles (prefix ``mirrorbus``, worker ``W``; ``W`` here is the worker name's subject token,
+:func:`~mirrorbus.events.subjects.name_token`, so ``evt.W.>`` of worker ``a`` never covers
+worker ``a.b``, whose token is ``a%2Eb``):
 
 - **worker W** appends its own events (``evt.W``, ``evt.W.>``), writes its snapshot and
   heartbeat, replays its own events through a consumer named ``W`` filtered to ``evt.W.>``,

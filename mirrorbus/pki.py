@@ -18,6 +18,11 @@ Design decisions:
   certificate maps to one user and nothing else.  The role is part of the CN
   (``mirrorbus-worker-w1``, ``mirrorbus-admin``), so a worker called ``admin`` is still
   ``CN=mirrorbus-worker-admin`` and can never be mistaken for the admin.
+- A worker's CN and file names hold its name's subject token
+  (:func:`~mirrorbus.events.subjects.name_token`), never the name as written: a token has no
+  character RFC 2253, nats.conf or a file system reads specially.  A token too long for a
+  CN's 64 characters is cut (:func:`~mirrorbus.events.subjects.fit`); the whole token is
+  kept in the certificate's Netscape comment, from which ``issued_workers`` reads it back.
 - Private keys are never on disk with a wider mode than 0600, not even for an instant: they
   are written to a temporary file opened with mode 0600 and renamed into place, which also
   makes every write atomic (a crash leaves the old key or the new one, never half of one).

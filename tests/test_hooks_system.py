@@ -352,6 +352,47 @@ docker_image = "standin/tools:1"
     assert not list((standins / "containers").iterdir())  # no container left behind
 
 
+def test_docker_names_of_jobs_docker_would_refuse(site: Site, standins: Path) -> None:
+    """A job named ``linux stable`` (docker refuses the space) gets ``tunasync-job.linux.20stable``
+    and is stopped by that name; ``crates.io-index.git`` keeps tunasync's name, and the
+    ``ps`` filter (a regular expression) matches its dots literally.  ``docker`` is a
+    stand-in: no docker engine runs here."""
+    jobs = "".join(
+        f"""
+[[mirrors]]
+name = "{name}"
+provider = "command"
+command = "/bin/sh -c 'echo $$ > pid; exec sleep 300'"
+docker_image = "standin/tools:1"
+"""
+        for name in ("linux stable", "crates.io-index.git")
+    )
+    config = site.worker_config("w1", "[docker]\nenable = true\n" + jobs)
+    site.start_manager()
+    site.start_worker(config)
+    for name, container, pattern in (
+        ("linux stable", "tunasync-job.linux.20stable", r"tunasync-job\.linux\.20stable"),
+        (
+            "crates.io-index.git",
+            "tunasync-job-crates.io-index.git",
+            r"tunasync-job-crates\.io-index\.git",
+        ),
+    ):
+        _stop_in_container(site, standins, name, container, pattern)
+
+
+def _stop_in_container(site: Site, standins: Path, name: str, container: str, pattern: str) -> None:
+    pid = wait_for(lambda: read_pid(site.workdir("w1", name) / "pid"), what=f"{name}'s pid")
+    assert (standins / "containers" / container).exists()
+    assert site.ctl("stop", "-w", "w1", name).returncode == 0
+    site.wait_job("w1", name, lambda j: j.status == "paused")
+    wait_for(lambda: not alive(pid), 10, "the container's process to end")
+    ps = ["ps", "-a", "--filter", f"name=^{pattern}$", "--format", "{{.Status}}"]
+    wait_for(lambda: ps in calls(standins), what=f"the docker ps of {name}'s post_exec")
+    assert ["stop", "-t", "2", container] in calls(standins)
+    assert not (standins / "containers" / container).exists()
+
+
 def _mirror(tmp_path: Path, name: str = "boxed", **kw: object) -> MirrorConfig:
     return MirrorConfig(
         name=name,

@@ -7,8 +7,13 @@ as written; a plain name stays its own token so nothing made before changes.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
 import nats.errors
@@ -34,6 +39,11 @@ from mirrorbus.events.subjects import (
     name_token,
     token_name,
 )
+from mirrorbus.live import LogEntry
+from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
+from mirrorbus.worker.config import load_worker_config
+from mirrorbus.worker.docker import container_name, job_of_container
+from mirrorbus.worker.joblog import file_name_of, new_attempt_log
 
 S = Subjects()
 TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_%-]+")
@@ -381,3 +391,152 @@ async def test_a_255_byte_worker_name_works_end_to_end_on_the_bus(
         assert info.config.filter_subject == S.worker_commands(LONG)
     finally:
         await manager.close()
+
+
+# -- entry points: the worker config, log files, cgroups, containers -------------------------
+
+SITE_NAMES = [n for n in TRICKY if n not in ("-worker", "-admin")] + [
+    "gcc.git",
+    "glibc.git",
+    "llvm-project.git",
+    "qemu.git",
+    "gentoo-portage.git",
+    "crates.io-index",
+    "AOSP",
+    "Ubuntu Releases",
+    "ubuntu_ports",
+    "x" * 200 + ".git",
+]
+
+
+def _worker_toml(worker: str, jobs: list[str]) -> str:
+    def q(text: str) -> str:
+        return json.dumps(text)  # a JSON string is a TOML basic string
+
+    text = f'[global]\nname = {q(worker)}\nmirror_dir = "m"\nlog_dir = "l/{{{{.Name}}}}"\n'
+    for job in jobs:
+        text += f'\n[[mirrors]]\nname = {q(job)}\nprovider = "command"\ncommand = "/bin/true"\n'
+    return text
+
+
+def _check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mirrorbus", "worker", "-c", str(path), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_check_accepts_and_lists_every_name_a_site_uses(tmp_path: Path) -> None:
+    path = tmp_path / "workers.conf"
+    path.write_text(_worker_toml("mirrors.example.org", SITE_NAMES))
+    result = _check(path)
+    assert result.returncode == 0, result.stderr
+    assert f"worker 'mirrors.example.org' ({path}): {len(SITE_NAMES)} jobs" in result.stdout
+    heads = [line.split("  [")[0] for line in result.stdout.splitlines() if "  [command]" in line]
+    assert heads == SITE_NAMES
+    cfg = load_worker_config(path)
+    assert [m.name for m in cfg.mirrors] == SITE_NAMES
+    assert [m.log_dir.name for m in cfg.mirrors] == SITE_NAMES  # {{.Name}} as written
+
+
+@pytest.mark.parametrize(
+    ("worker", "job", "where", "shown"),
+    [
+        ("w1", "x" * 256, "mirrors[0]", "'" + "x" * 256 + "'"),
+        ("w1", "é" * 128, "mirrors[0]", "'" + "é" * 128 + "'"),
+        ("w1", "a/b", "mirrors[0] (a/b)", "'a/b'"),
+        ("w1", "..", "mirrors[0] (..)", "'..'"),
+        ("w1", "tab\there", "mirrors[0]", "'tab\\there'"),
+        ("x" * 256, "j", "[global]", "'" + "x" * 256 + "'"),
+        ("w/1", "j", "[global]", "'w/1'"),
+    ],
+)
+def test_a_name_outside_the_rule_is_a_one_line_error(
+    tmp_path: Path, worker: str, job: str, where: str, shown: str
+) -> None:
+    path = tmp_path / "workers.conf"
+    path.write_text(_worker_toml(worker, [job]))
+    result = _check(path)
+    assert result.returncode != 0 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    what = "worker" if where == "[global]" else "job"
+    assert lines[0].startswith(f"mirrorbus worker: error: {path}: {where}")
+    assert f"key 'name': {what} name {shown} is not allowed" in lines[0]
+    assert "1-255 bytes (UTF-8) of printable characters" in lines[0]
+
+
+@pytest.mark.parametrize("job", [*TRICKY, "memory.max", "cgroup.procs", "__worker", "__test"])
+def test_cgroup_directories_are_reversible_and_clear_of_the_kernels_files(job: str) -> None:
+    directory = cgroup_name(job)
+    assert "." not in directory and "/" not in directory
+    assert directory not in ("__worker", "__test")
+    assert len(directory.encode()) <= 255
+    assert job_of_cgroup(directory) == (job if "~" not in directory else None)
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", job):
+        assert directory == job  # plain names keep the directory they always had
+
+
+@settings(max_examples=300, deadline=None)
+@given(any_names, any_names)
+def test_cgroup_and_container_names_are_injective(a: str, b: str) -> None:
+    assert (cgroup_name(a) == cgroup_name(b)) == (a == b)
+    ca, cb = _container(a), _container(b)
+    assert (ca == cb) == (a == b)
+    assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+", ca)  # docker's rule for a name
+    assert job_of_container(ca) == a
+
+
+def _container(job: str) -> str:
+    mirror = SimpleNamespace(name=job)
+    return container_name(mirror)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("job", "container"),
+    [
+        ("crates.io-index.git", "tunasync-job-crates.io-index.git"),
+        ("debian", "tunasync-job-debian"),
+        ("-x", "tunasync-job--x"),
+        ("linux stable", "tunasync-job.linux.20stable"),
+        ("café", "tunasync-job.caf.C3.A9"),
+        ("a+b", "tunasync-job.a.2Bb"),
+    ],
+)
+def test_container_names(job: str, container: str) -> None:
+    assert _container(job) == container
+    assert job_of_container(container) == job
+
+
+def test_log_files_carry_the_name_as_written(tmp_path: Path) -> None:
+    now = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    for job in ("crates.io-index.git", "linux stable", "é", LONG, LONG[:-1] + "y"):
+        log = new_attempt_log(tmp_path, job, now)
+        assert len(log.path.name.encode()) <= 255
+        if len(job.encode()) <= 200:
+            assert log.path.name == f"{job}_{now.astimezone():%Y-%m-%d_%H_%M}.log"
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name != "latest")
+    assert len(names) == 5  # the two long names got files of their own
+    assert file_name_of(LONG) != file_name_of(LONG[:-1] + "y")
+    # Retention counts each job's own files: eleven attempts of one keep ten, others untouched.
+    for minute in range(11):
+        new_attempt_log(tmp_path, LONG, now + timedelta(minutes=minute + 1), keep=3)
+    stem = file_name_of(LONG)
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(stem + "_")]) == 3
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("crates.io-index.git_")]) == 1
+
+
+def test_event_log_lines_show_names_from_the_subject() -> None:
+    """``ctl events`` of an event it cannot decode still names its worker and job."""
+    entry = LogEntry(
+        seq=1,
+        subject=S.job_events("mirrors.example.org", "linux stable"),
+        time=datetime(2026, 12, 6, tzinfo=UTC),
+        event=None,
+    )
+    assert (entry.worker, entry.job) == ("mirrors.example.org", "linux stable")
+    admin = LogEntry(seq=2, subject=S.admin_events, time=entry.time, event=None)
+    assert (admin.worker, admin.job) == (ADMIN_TOKEN, "-")

@@ -44,7 +44,8 @@ from typing import Literal
 
 import anyio
 
-from mirrorbus.errors import ConfigError
+from mirrorbus.errors import ConfigError, InvalidName
+from mirrorbus.events.subjects import fit, name_token, token_name
 from mirrorbus.worker.config_model import CgroupConfig, MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
 from mirrorbus.worker.process import JobProcess
@@ -58,6 +59,34 @@ SHIM_NAME = "mirrorbus-exec"
 _V1_TRACKERS = ("memory", "pids", "freezer", "cpuacct", "cpu", "devices", "blkio")
 
 Mode = Literal["v2", "v1", "hybrid"]
+_CGROUP_NAME_MAX = 255
+
+
+def cgroup_name(job: str) -> str:
+    """The directory name of job ``job``'s cgroup: the job's subject token.
+
+    A name as written cannot always be one: the kernel's own files sit beside the job
+    directories and all have a dot (``cgroup.procs``, ``memory.max``), so a job named
+    ``memory.max`` could not get a directory.  A token has no dot; one starting with ``__``
+    (a plain name such as ``__worker``) gets its first ``_`` escaped, so no job is the
+    worker's own ``__worker`` child or the setup probe ``__test``.  Plain names keep their
+    directory (``debian`` is ``debian``); a token too long for a file name is cut by
+    :func:`~mirrorbus.events.subjects.fit`.  :func:`job_of_cgroup` reads a name back.
+    """
+    token = name_token(job, "job name")
+    if token.startswith("__"):
+        token = "%5F" + token[1:]
+    return fit(token, _CGROUP_NAME_MAX)
+
+
+def job_of_cgroup(directory: str) -> str | None:
+    """The job whose cgroup directory is ``directory``; None for anything else (the worker's
+    own ``__worker``, a cut long name)."""
+    token = "_" + directory[3:] if directory.startswith("%5F_") else directory
+    try:
+        return token_name(token, "job name")
+    except InvalidName:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,10 +256,10 @@ class Cgroups:
 
     def job(self, name: str) -> JobCgroup:
         """The (not yet created) cgroup of job ``name``."""
-        track = self.base(self.layout.track) / name
+        track = self.base(self.layout.track) / cgroup_name(name)
         memory = None
         if self.layout.memory is not None:
-            memory = self.base(self.layout.memory) / name
+            memory = self.base(self.layout.memory) / cgroup_name(name)
         return JobCgroup(track, memory, self.layout.memory_file)
 
 

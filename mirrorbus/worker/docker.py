@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import anyio
 
+from mirrorbus.errors import InvalidName
+from mirrorbus.events.subjects import name_token, token_name
 from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
 from mirrorbus.worker.process import JobProcess
@@ -40,9 +43,42 @@ DOCKER_COMMAND_TIMEOUT = 30.0
 """Seconds a ``docker stop`` or ``docker ps`` may take before we give up on it."""
 
 
+_CONTAINER = "tunasync-job"
+_DOCKER_SAFE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def container_name(mirror: MirrorConfig) -> str:
-    """tunasync's container name, kept so operators' ``docker`` habits still work."""
-    return f"tunasync-job-{mirror.name}"
+    """tunasync's container name ``tunasync-job-<name>``, kept so operators' ``docker``
+    habits still work, for every name docker accepts there (letters, digits, ``_.-``).
+
+    Docker refuses anything else (a space, ``+``, ``é``...); such a job's container is
+    ``tunasync-job.<token>``, its subject token with ``%`` spelled ``.``: the ``.`` after
+    ``tunasync-job`` keeps the two forms apart, and a token has no ``.`` of its own, so every
+    job has its own container name and :func:`job_of_container` reads it back.
+    """
+    name = mirror.name
+    if _DOCKER_SAFE.fullmatch(name):
+        return f"{_CONTAINER}-{name}"
+    return f"{_CONTAINER}.{name_token(name, 'job name').replace('%', '.')}"
+
+
+def _regex(container: str) -> str:
+    """``container`` as docker's name filter (a regular expression) must see it: a container
+    name's only special character is ``.``."""
+    return container.replace(".", "\\.")
+
+
+def job_of_container(container: str) -> str | None:
+    """The job whose container is named ``container`` (see :func:`container_name`)."""
+    rest = container[len(_CONTAINER) + 1 :]
+    if container.startswith(f"{_CONTAINER}-") and _DOCKER_SAFE.fullmatch(rest):
+        return rest
+    if container.startswith(f"{_CONTAINER}."):
+        try:
+            return token_name(rest.replace(".", "%"), "job name")
+        except InvalidName:
+            return None
+    return None
 
 
 def job_environment(mirror: MirrorConfig, env: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -165,7 +201,13 @@ class DockerHook(Hook):
         name = container_name(ctx.mirror)
         for _ in range(self.polls):
             result = await _docker(
-                self._docker, "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Status}}"
+                self._docker,
+                "ps",
+                "-a",
+                "--filter",
+                f"name=^{_regex(name)}$",
+                "--format",
+                "{{.Status}}",
             )
             if result is not None and result.returncode == 0 and not result.stdout.strip():
                 return

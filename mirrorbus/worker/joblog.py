@@ -6,11 +6,16 @@ renamed to ``.fail`` (and ``latest`` re-pointed) when the attempt fails, and the
 gets its own file (``..._HH_MM_SS.log``, then ``-2``, ``-3``...) instead of overwriting the
 first, and retention only counts files of this job (``debian`` no longer prunes
 ``debian-security``'s logs).
+
+The name in a file name is the job's name as written (``crates.io-index.git_2026-12-06_10_00.log``,
+``linux stable_...``).  Only a name too long to leave room for the suffix in a file name's
+255 bytes is cut, with ``~`` and 32 hex digits of its SHA-256 so that it stays its own.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shlex
@@ -103,15 +108,35 @@ def _listing(log_dir: Path, job: str) -> tuple[list[os.DirEntry[str]], set[str]]
             entries = list(it)
     except FileNotFoundError:
         return [], set()
+    stem = file_name_of(job)
     own = [
-        e for e in entries if (m := _LOG_NAME.fullmatch(e.name)) and m["job"] == job and e.is_file()
+        e
+        for e in entries
+        if (m := _LOG_NAME.fullmatch(e.name)) and m["job"] == stem and e.is_file()
     ]
     return own, {e.name for e in entries}
 
 
+_NAME_MAX = 255
+_SUFFIX_MAX = len("_2026-12-06_10_00_59-999.log.fail")
+_DIGEST = 32
+
+
+def file_name_of(job: str) -> str:
+    """The job's name as its log files spell it: as written, unless its UTF-8 would leave no
+    room for the longest suffix in 255 bytes; then the longest prefix that does, with ``~``
+    and 32 hex digits of the name's SHA-256."""
+    data = job.encode()
+    if len(data) + _SUFFIX_MAX <= _NAME_MAX:
+        return job
+    room = _NAME_MAX - _SUFFIX_MAX - _DIGEST - 1
+    head = data[:room].decode(errors="ignore")  # never half a character
+    return f"{head}~{hashlib.sha256(data).hexdigest()[:_DIGEST]}"
+
+
 def _names(job: str, local: datetime) -> Iterator[str]:
     """Candidate file stems, tunasync's first; made one at a time, as they are needed."""
-    minute = f"{job}_{local:%Y-%m-%d_%H_%M}"
+    minute = f"{file_name_of(job)}_{local:%Y-%m-%d_%H_%M}"
     second = f"{minute}_{local:%S}"
     yield minute
     yield second
