@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anyio
 
-from benchmarks import append, footprint, ingest, latency, restore, scheduler
+from benchmarks import append, ctl, footprint, freshness, ingest, latency, restore, scheduler
 from benchmarks.harness import Row, Stack, make_pki, stack, table
 from benchmarks.machine import describe
 
@@ -32,6 +32,8 @@ class Sizes:
     restore_runs: int = 100
     rebuild: int = 1_000_000
     footprint: int = 10_000
+    ctl_runs: int = 9
+    freshness_runs: int = 300
 
 
 FULL = Sizes()
@@ -44,6 +46,8 @@ QUICK = Sizes(
     restore_runs=20,
     rebuild=0,
     footprint=2_000,
+    ctl_runs=7,
+    freshness_runs=200,
 )
 GROWTH_JOBS = (100, 1_000, 10_000)
 GROWTH_RUNS = 10
@@ -86,6 +90,22 @@ async def run(sizes: Sizes, only: set[str], root: Path, growth: Path | None) -> 
     if sizes.rebuild:
         await scenario("rebuild", lambda st: one(ingest.rebuild(st, sizes.rebuild)))
     await scenario("footprint", lambda st: footprint.footprint(st, sizes.footprint, FULL.footprint))
+
+    async def whole(name: str, body: Callable[[Path], Awaitable[list[Row]]]) -> None:
+        """A scenario of whole processes against a `mirrorbus up` of its own (no stack)."""
+        if only and name not in only:
+            return
+        print(f"-- {name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        (root / name).mkdir()
+        got = await body(root / name)
+        rows.extend(got)
+        for r in got:
+            print(f"   {r.figure}: {r.value:,.2f} {r.unit}", file=sys.stderr)
+        print(f"   ({time.monotonic() - started:.1f}s)", file=sys.stderr, flush=True)
+
+    await whole("ctl", lambda d: anyio.to_thread.run_sync(ctl.ctl, d, sizes.ctl_runs))
+    await whole("freshness", lambda d: freshness.freshness(d, sizes.freshness_runs))
     if growth is not None:
         from benchmarks import plot
 
@@ -102,7 +122,7 @@ def main() -> int:
         default=[],
         metavar="SCENARIO",
         help="run only this scenario (ingest, append, control, scheduler, restore, rebuild, "
-        "footprint; growth with --plot); repeatable",
+        "footprint, ctl, freshness; growth with --plot); repeatable",
     )
     parser.add_argument(
         "--plot", type=Path, metavar="PNG", help="also measure cost vs jobs and plot it here"

@@ -23,7 +23,6 @@ from pathlib import Path
 from mirrorbus.bus import BusSettings, settings_from_paths
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
-from mirrorbus.pki import cert_stem
 
 STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
 DEFAULT_STATE_DIR = Path("mirrorbus-state")
@@ -174,6 +173,9 @@ class Instance:
         """Connection settings for ``role`` (manager, admin, reader, worker NAME)."""
         info = self.read()
         if role == "worker":
+            # pki's module imports cryptography, which a connecting client does not need.
+            from mirrorbus.pki import cert_stem
+
             if name is None:
                 raise ConfigError("a worker needs its name", file=self.root)
             return settings_from_paths(
