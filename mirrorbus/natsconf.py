@@ -240,11 +240,6 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",
             f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
             f"$JS.ACK.{cmd}.{c}.>",
-            # Its follower of the workers' own events (registrations, native starts).
-            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{s.all_worker_events}",
-            f"$JS.API.CONSUMER.DELETE.{evt}.{c}",
-            f"$JS.API.CONSUMER.INFO.{evt}.{c}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{c}",
         ),
         publish_deny=(*denied, f"{p}.snap.>", f"{p}.hb.>"),
         subscribe_allow=("_INBOX.>", f"{p}.evt.>"),

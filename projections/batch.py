@@ -367,6 +367,7 @@ class Batch:
                     "jobs": 0,
                     "concurrent": 0,
                     "seq": seq,
+                    "url": "",
                 }
         return self.workers[name]
 
@@ -390,6 +391,7 @@ class Batch:
                     pid=ev.pid,
                     jobs=len(ev.jobs),
                     concurrent=ev.concurrent,
+                    url=ev.url,
                 )
             case WorkerStopped():
                 w.update(online=False, stopped_at=to_us(ev.at))

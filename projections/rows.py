@@ -30,6 +30,7 @@ class WorkerRow(msgspec.Struct, frozen=True, kw_only=True):
     jobs: int
     concurrent: int
     last_heartbeat: datetime | None = None
+    url: str = ""  # where an old tunasync worker takes commands (through the gateway)
 
 
 class RunRow(msgspec.Struct, frozen=True, kw_only=True):

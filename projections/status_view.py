@@ -287,6 +287,7 @@ class StatusView:
                     jobs=r.jobs,
                     concurrent=r.concurrent,
                     last_heartbeat=beat,
+                    url=r.url,
                 )
             )
         return result

@@ -86,6 +86,7 @@ workers = Table(
     Column("jobs", Integer, nullable=False),
     Column("concurrent", Integer, nullable=False),
     Column("seq", BigInteger, nullable=False),
+    Column("url", Text, nullable=False, server_default=""),
 )
 
 commands = Table(
@@ -132,9 +133,10 @@ seed_floors = Table(
 ADDED_INDEXES = (runs_by_id,)
 """Indexes a view made by an earlier release may lack; each is created if missing."""
 
-ADDED_COLUMNS = ((jobs, ("description", "help")),)
+ADDED_COLUMNS = ((jobs, ("description", "help")), (workers, ("url",)))
 """Columns a view made by an earlier release may lack; each is added (empty) if missing:
-a job's ``desc`` and ``help`` for mirrorz.json, filled by its next ``JobConfigured``."""
+a job's ``desc`` and ``help`` for mirrorz.json, filled by its next ``JobConfigured``; an old
+tunasync worker's command ``url``, filled by its next registration."""
 
 NOT_FROM_THE_LOG = ("heartbeats", "seed_floors")
 """Tables a rebuild does not reproduce (and ``dump`` leaves out)."""

@@ -114,13 +114,14 @@ def mirror_status(state: JobState) -> dict[str, Any]:
 def worker_status(row: WorkerRow) -> dict[str, Any]:
     """tunasync's ``WorkerStatus`` as ``GET /workers`` shows it.
 
-    Workers here have no HTTP endpoint and no token (commands travel over the bus), so ``url``
-    is ``""`` and ``token`` is tunasync's constant ``"REDACTED"``.  ``last_online`` is the last
-    event of the worker, ``last_register`` its last start.
+    mirrorbus workers have no HTTP endpoint and no token (commands travel over the bus), so
+    ``url`` is ``""`` but for an old tunasync worker behind the gateway (the URL it registered),
+    and ``token`` is tunasync's constant ``"REDACTED"``.  ``last_online`` is the last event of
+    the worker, ``last_register`` its last start.
     """
     return {
         "id": row.name,
-        "url": "",
+        "url": row.url,
         "token": "REDACTED",
         "last_online": _rfc3339(row.last_seen),
         "last_register": _rfc3339(row.started_at),

@@ -107,7 +107,10 @@ async def running_gateway(
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
     ca_cert: Path | None = None,
+    name: str = "m1",
 ) -> AsyncIterator[GatewaySite]:
+    """A manager replica ``name`` (its view in ``tmp_path``) with a gateway."""
+    await anyio.Path(tmp_path).mkdir(parents=True, exist_ok=True)
     view = StatusView(f"sqlite:///{tmp_path / 'view.db'}")
     manager_bus = await bus_as(server, "manager")
     gateway_bus = await bus_as(server, "gateway")
@@ -120,7 +123,7 @@ async def running_gateway(
         tls_key=tls_key,
         ca_cert=ca_cert,
     )
-    manager = Manager(manager_bus, view)
+    manager = Manager(manager_bus, view, name=name)
     gateway = Gateway(gateway_bus, view, manager.changes, settings, post_timeout=post_timeout)
     try:
         async with aiohttp.ClientSession() as http, anyio.create_task_group() as tg:

@@ -13,15 +13,20 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import anyio
 import pytest
 from conftest import RunningServer
-from e2e import wait_for
-from gateway_harness import ZERO, bus_as, mirror_status, registration, running_gateway
+from gateway_harness import (
+    ZERO,
+    OldWorker,
+    bus_as,
+    mirror_status,
+    registration,
+    running_gateway,
+)
 
-from mirrorbus.bus import connect, settings_from_paths
+from mirrorbus.control import Control
 from mirrorbus.errors import PermissionDenied
-from mirrorbus.events import JobConfigured, Subjects, WorkerStarted, encode
+from mirrorbus.events import JobConfigured, Subjects, encode
 
 pytestmark = pytest.mark.anyio
 S = Subjects()
@@ -150,7 +155,7 @@ async def test_a_peer_outside_allow_gets_403(nats_server: RunningServer, tmp_pat
         assert (status, body) == (403, {"error": "127.0.0.1 may not use this API"})
         status, _ = await gw.call("POST", "/workers", registration("old1", "http://h1:6000/"))
         assert status == 403
-        assert gw.gateway.fleet.workers == {}
+        assert await gw.gateway.fleet.old_workers() == {}
 
 
 async def test_the_gateway_cannot_speak_for_a_worker_with_its_own_certificate(
@@ -184,37 +189,29 @@ async def test_the_gateway_cannot_speak_for_a_worker_with_its_own_certificate(
         await gateway.close()
 
 
-async def test_the_gateway_follows_workers_after_losing_its_consumer(
+async def test_two_gateways_know_the_same_old_workers(
     nats_server: RunningServer, tmp_path: Path
 ) -> None:
-    """Its follower of worker events deleted under it (here by the admin), the gateway makes
-    it again and still sees a native worker of an old one's name start."""
+    """Two managers (replicas with views of their own), each with a gateway: an old worker
+    registered through one is known to the other (from its view, i.e. the log), and a
+    command for it is forwarded once, by one of them."""
+    old = OldWorker(jobs={"debian"})
     admin = await bus_as(nats_server, "admin")
     try:
-        async with running_gateway(nats_server, tmp_path) as gw:
-            assert (await gw.call("POST", "/workers", registration("old9", "http://h:1/")))[
-                0
-            ] == 200
-            await admin.js.delete_consumer(S.evt_stream, S.gateway_consumer)
-            nats_server.add_worker("old9")
-            native = await connect(
-                settings_from_paths(
-                    [nats_server.url],
-                    nats_server.pki_dir,
-                    "worker-old9",
-                    inbox_prefix=S.worker_inbox("old9"),
-                ),
-                reconnect=False,
-            )
-            try:
-                started = WorkerStarted(id="n1", at=datetime.now(UTC), worker="old9")
-                await native.append(S.worker_events("old9"), encode(started), started.id)
-            finally:
-                await native.close()
-            fleet = gw.gateway.fleet
-            await anyio.to_thread.run_sync(
-                lambda: wait_for(lambda: "old9" not in fleet.workers, 15, "old9 seen native")
-            )
+        async with (
+            old.serving(),
+            running_gateway(nats_server, tmp_path / "a", name="a") as a,
+            running_gateway(nats_server, tmp_path / "b", name="b") as b,
+        ):
+            assert (await a.call("POST", "/workers", registration("old1", old.url)))[0] == 200
+            report = mirror_status("debian", "old1", "success")
+            assert (await a.call("POST", "/workers/old1/jobs/debian", report))[0] == 200
+            await b.wait_job("old1", "debian", lambda s: s.status == "success")
+            _, workers = await b.call("GET", "/workers")
+            assert [(w["id"], w["url"]) for w in workers] == [("old1", old.url)]
+            for n in range(1, 4):
+                assert (await Control(admin).command("ping", "old1", "debian")).accepted
+                assert len(old.requests) == n
     finally:
         await admin.close()
 

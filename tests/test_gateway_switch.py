@@ -85,8 +85,13 @@ async def test_a_native_worker_takes_over_what_the_old_one_reported(
 
         # the gateway no longer speaks for old1, and may not
         await anyio.to_thread.run_sync(
-            lambda: wait_for(lambda: "old1" not in gw.gateway.fleet.workers, 10, "old1 native")
+            lambda: wait_for(
+                lambda: [w.url for w in gw.view.workers() if w.name == "old1"] == [""],
+                10,
+                "old1 native in the view",
+            )
         )
+        assert await gw.gateway.fleet.old_worker("old1") is None
         status, body = await gw.call(
             "POST", "/workers/old1/jobs/recent", mirror_status("recent", "old1", "failed")
         )

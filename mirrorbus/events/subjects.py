@@ -389,6 +389,6 @@ class Subjects:
 
     @property
     def gateway_consumer(self) -> str:
-        """Name of the tunasync gateway's consumers (commands for the old workers it speaks
-        for, and the worker events it follows to know them)."""
+        """Name of the tunasync gateway's command consumer (commands for the old workers it
+        speaks for; one for every gateway of the site, each command taken by one of them)."""
         return "gateway"

@@ -168,13 +168,13 @@ class TunasyncApi:
         return f"tunasync-api {request.remote}"
 
     async def _known(self, worker: str) -> bool:
-        if worker in self.fleet.workers:
+        if await self.fleet.old_worker(worker) is not None:
             return True
         known, _, _ = await anyio.to_thread.run_sync(self.view.target, worker, None)
         return known
 
     async def _job(self, worker: str, job: str) -> JobState | None:
-        if worker in self.fleet.workers:
+        if await self.fleet.old_worker(worker) is not None:
             state = (await self.fleet.jobs(worker)).get(job)
         else:
             states = await anyio.to_thread.run_sync(self.view.jobs, worker)
@@ -194,30 +194,27 @@ class TunasyncApi:
 
     async def workers(self, _request: web.Request) -> web.Response:
         try:
+            olds = await self.fleet.old_workers()
             rows = await anyio.to_thread.run_sync(self.view.workers)
         except MirrorbusError as exc:
             return _error(f"failed to list workers: {exc}", 500)
         items = []
-        seen = set()
         for row in rows:
             item = worker_status(row)
-            old = self.fleet.workers.get(row.name)
-            if old is not None:
-                item["url"] = old.url
+            old = olds.pop(row.name, None)
+            item["url"] = "" if old is None else old.url
             items.append(item)
-            seen.add(row.name)
-        for old in self.fleet.workers.values():  # registered, not yet in the view
-            if old.name not in seen:
-                at = go_time_text(old.registered)
-                items.append(
-                    {
-                        "id": old.name,
-                        "url": old.url,
-                        "token": "REDACTED",
-                        "last_online": at,
-                        "last_register": at,
-                    }
-                )
+        for old in olds.values():  # registered just now, not yet in the view
+            at = go_time_text(old.registered)
+            items.append(
+                {
+                    "id": old.name,
+                    "url": old.url,
+                    "token": "REDACTED",
+                    "last_online": at,
+                    "last_register": at,
+                }
+            )
         return _json(items)
 
     async def worker_jobs(self, request: web.Request) -> web.Response:

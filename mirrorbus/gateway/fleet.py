@@ -3,9 +3,10 @@
 Which workers are old ones is in the log, nowhere else: an old worker's registration is a
 ``WorkerStarted`` with the ``url`` it registered, appended by the gateway; a later
 ``WorkerStarted`` without ``url`` (a mirrorbus worker of the same name started) or an
-operator's ``rm-worker`` ends it.  :meth:`Fleet.follow` reads those worker-level events from
-the start of the log and then keeps following them, so a restarted gateway knows every old
-worker again without any file of its own.
+operator's ``rm-worker`` ends it.  The status view folds that into the workers' ``url``, so
+the gateway reads who is an old worker from the view, like everything else it serves: a
+restarted gateway, or a second one beside another manager, knows them all.  What the gateway
+itself just appended counts at once, before the view has applied it.
 
 :meth:`Fleet.emit` appends events on an old worker's behalf and folds them into the gateway's
 own copy of its jobs, which it takes from the status view the first time a worker is touched:
@@ -16,40 +17,33 @@ speak for a worker (a worker with its own certificate is refused to it).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio
-import nats.errors
-import nats.js.errors
-from anyio.abc import TaskStatus
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError, CodecError
+from mirrorbus.errors import BusError
 from mirrorbus.events import (
     AdminEvent,
-    Event,
     JobEvent,
     JobState,
     WorkerEvent,
     WorkerForgotten,
     WorkerStarted,
-    decode_event,
     encode,
     evolve,
 )
 from projections.changes import Changes
+from projections.rows import WorkerRow
 from projections.status_view import StatusView
 
 log = logging.getLogger(__name__)
 
-FETCH_BATCH = 256
 VIEW_WAIT = 10.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +61,9 @@ class Fleet:
         self.bus = bus
         self.view = view
         self.changes = changes  # the projector's: when the view moved
-        self.workers: dict[str, OldWorker] = {}
+        self._noted: dict[str, tuple[int, OldWorker | None]] = {}
+        """Registrations (and their ends) this gateway appended, by worker, with their stream
+        sequence: they count until the view has applied them."""
         self._jobs: dict[str, dict[str, JobState]] = {}
         self.written = 0
         """Stream sequence of the last event this gateway appended (or the log's end when it
@@ -77,78 +73,35 @@ class Fleet:
         as tunasync's manager serialised them with its database lock."""
 
     # -- who is an old worker ------------------------------------------------------------------
-    def note(self, event: Event) -> None:
-        """Update the registrations with a worker-level event from the log."""
-        match event:
-            case WorkerStarted(url=url) if url:
-                self.workers[event.worker] = OldWorker(event.worker, url, event.at)
-            case WorkerStarted():
-                if self.workers.pop(event.worker, None) is not None:
-                    log.info(
-                        "worker %s now runs mirrorbus: no longer a tunasync worker", event.worker
-                    )
-                self._jobs.pop(event.worker, None)
-            case WorkerForgotten():
-                self.workers.pop(event.worker, None)
+    async def old_workers(self) -> dict[str, OldWorker]:
+        """Every old worker: the view's, with what this gateway appended since on top."""
 
-    async def follow(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Read every worker-level event of the log, then keep following; ``started`` once
-        the past is read (the registrations are then complete).  A consumer lost meanwhile
-        (deleted, or a server that lost it) is made again from the next event not yet read."""
-        seen = 0
-        ready = False
-        while True:
-            sub, pending = await self._open(seen)
-            try:
-                while True:
-                    if not pending and not ready:
-                        ready = True
-                        log.info("gateway knows %d tunasync worker(s)", len(self.workers))
-                        task_status.started()
-                    try:
-                        msgs = await sub.fetch(FETCH_BATCH if pending else 1, timeout=5)
-                    except (nats.errors.TimeoutError, TimeoutError):
-                        continue
-                    except nats.errors.Error as exc:
-                        log.warning("following the workers' events (%s); reopening", exc)
-                        break
-                    for msg in msgs:
-                        pending = int(msg.metadata.num_pending)
-                        seen = max(seen, int(msg.metadata.sequence.stream))
-                        try:
-                            self.note(decode_event(msg.data))
-                        except CodecError:
-                            continue
-            finally:
-                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            await anyio.sleep(1)
+        def read() -> tuple[int, list[WorkerRow]]:
+            return self.view.position(), self.view.workers()
 
-    async def _open(self, seen: int) -> tuple[JetStreamContext.PullSubscription, int]:
-        """(Re)make the follower's consumer from the event after ``seen``; (it, how many
-        events it has to deliver now)."""
-        s = self.bus.subjects
-        name = s.gateway_consumer
-        config = ConsumerConfig(
-            name=name,
-            filter_subject=s.all_worker_events,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if seen else DeliverPolicy.ALL,
-            opt_start_seq=seen + 1 if seen else None,
-            ack_policy=AckPolicy.NONE,
-            # Kept on disk, so that it outlives a restart of nats-server (the gateway keeps
-            # following); one left by a gateway that is gone expires after an hour.
-            inactive_threshold=3600.0,
-        )
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.bus.js.delete_consumer(s.evt_stream, name)
-        try:
-            info = await self.bus.js.add_consumer(s.evt_stream, config)
-        except nats.js.errors.APIError as exc:
-            raise BusError(f"cannot read the workers' events: {exc.description}") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            raise BusError("cannot read the workers' events: no answer") from None
-        sub = await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.evt_stream)
-        return sub, int(info.num_pending or 0)
+        position, rows = await anyio.to_thread.run_sync(read)
+        found = {
+            r.name: OldWorker(r.name, r.url, r.started_at or r.last_seen or _EPOCH)
+            for r in rows
+            if r.url
+        }
+        for name, (seq, old) in list(self._noted.items()):
+            if seq <= position:
+                del self._noted[name]  # the view has it now
+            elif old is None:
+                found.pop(name, None)
+            else:
+                found[name] = old
+        return found
+
+    async def old_worker(self, name: str) -> OldWorker | None:
+        return (await self.old_workers()).get(name)
+
+    def _note(self, seq: int, event: WorkerStarted | WorkerForgotten) -> None:
+        if isinstance(event, WorkerStarted) and event.url:
+            self._noted[event.worker] = (seq, OldWorker(event.worker, event.url, event.at))
+        else:
+            self._noted[event.worker] = (seq, None)
 
     # -- their jobs ----------------------------------------------------------------------------
     async def jobs(self, worker: str) -> dict[str, JobState]:
@@ -200,10 +153,9 @@ class Fleet:
                 subject = s.admin_events
             else:
                 subject = s.worker_events(worker)
-            self.written = max(
-                self.written, await self.bus.append(subject, encode(event), event.id)
-            )
+            seq = await self.bus.append(subject, encode(event), event.id)
+            self.written = max(self.written, seq)
             if isinstance(event, JobEvent):
                 jobs[event.job] = evolve(jobs.get(event.job), event)
             elif isinstance(event, WorkerStarted | WorkerForgotten):
-                self.note(event)
+                self._note(seq, event)

@@ -38,7 +38,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.clock import Clock, SystemClock, new_id
-from mirrorbus.errors import BusError, CodecError, ConfigError
+from mirrorbus.errors import BusError, CodecError, ConfigError, MirrorbusError
 from mirrorbus.events import (
     Command,
     CommandAnswered,
@@ -136,7 +136,11 @@ class Relay:
             cmd = decode_command(msg.data)
         except CodecError:
             return
-        old = self.fleet.workers.get(cmd.worker)
+        try:
+            old = await self.fleet.old_worker(cmd.worker)
+        except MirrorbusError as exc:
+            log.warning("command %s for %s not forwarded: %s", cmd.verb, cmd.worker, exc)
+            return
         if old is None:
             return  # a mirrorbus worker's (or nobody's): not ours to answer
         outcome = await self.carry_out(http, old, cmd)

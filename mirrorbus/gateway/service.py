@@ -1,6 +1,6 @@
 """The gateway: tunasync's manager API in front of the bus, run beside the manager.
 
-It connects with its own certificate (role ``gateway``), follows which workers are old
+It connects with its own certificate (role ``gateway``), knows which workers are old
 tunasync ones (:class:`~mirrorbus.gateway.fleet.Fleet`), forwards their commands
 (:class:`~mirrorbus.gateway.relay.Relay`) and serves the HTTP API
 (:class:`~mirrorbus.gateway.api.TunasyncApi`) from the manager's status view (``changes``:
@@ -48,7 +48,6 @@ class Gateway:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         await self.fleet.catch_up()
         async with anyio.create_task_group() as tg:
-            await tg.start(self.fleet.follow)
             await tg.start(self.relay.run)
             await tg.start(self.api.run)
             task_status.started()
