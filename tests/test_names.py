@@ -28,6 +28,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus import bus, pki
 from mirrorbus.errors import InvalidName
+from mirrorbus.events import JobState, WorkerSnapshot, encode_snapshot
 from mirrorbus.events.subjects import (
     ADMIN_TOKEN,
     MAX_CONSUMER_NAME,
@@ -40,10 +41,12 @@ from mirrorbus.events.subjects import (
     token_name,
 )
 from mirrorbus.live import LogEntry
+from mirrorbus.manager.projector import seed_if_truncated
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
 from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.docker import container_name, job_of_container
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log
+from projections.status_view import StatusView
 
 S = Subjects()
 TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_%-]+")
@@ -242,13 +245,14 @@ def _denied(errors: list[Exception], subject: str) -> bool:
     return any(subject.lower() in v.lower() for v in permission_violations(errors))
 
 
-async def _works_as_itself(server: RunningServer, admin: Client, name: str) -> None:
+async def _works_as_itself(
+    server: RunningServer, admin: Client, name: str, job: str = "crates.io-index.git"
+) -> None:
     """Everything a worker does on the bus, as worker ``name``, with no violation."""
     errors: list[Exception] = []
     nc = await connect(server, "worker", name, errors=errors)
     try:
         js = nc.jetstream()
-        job = "crates.io-index.git"
         await js.publish(S.job_events(name, job), b"e1")
         await js.publish(S.worker_events(name), b"started")
         await js.publish(S.snapshot(name), b"snap")
@@ -378,11 +382,12 @@ async def test_a_255_byte_worker_name_works_end_to_end_on_the_bus(
     nats_server: RunningServer,
 ) -> None:
     """Its token (765 characters) is cut for the certificate's CN and the consumer names;
-    the server takes the users block, and the worker does all its work with no violation."""
+    the server takes the users block, and the worker does all its work with no violation,
+    for a job of 255 bytes too (the longest subjects: within the protocol's line limit)."""
     nats_server.add_worker(LONG)
     admin = await _streams(nats_server)
     try:
-        await _works_as_itself(nats_server, admin, LONG)
+        await _works_as_itself(nats_server, admin, LONG, job=LONG[:-1] + ".")
     finally:
         await admin.close()
     manager = await connect(nats_server, "manager")
@@ -540,3 +545,54 @@ def test_event_log_lines_show_names_from_the_subject() -> None:
     assert (entry.worker, entry.job) == ("mirrors.example.org", "linux stable")
     admin = LogEntry(seq=2, subject=S.admin_events, time=entry.time, event=None)
     assert (admin.worker, admin.job) == (ADMIN_TOKEN, "-")
+
+
+@pytest.mark.anyio
+async def test_a_snapshot_speaking_for_another_worker_seeds_nothing(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A view seeded from snapshots (the log's oldest events gone) reads each snapshot's worker
+    back from its subject: worker ``a`` may write only its own snapshot subject, and one there
+    that claims the jobs of ``a.b`` is ignored, while ``a.b``'s own is taken."""
+    for name in ("a", "a.b"):
+        nats_server.add_worker(name)
+    manager = await bus.connect(
+        bus.settings_from_paths([nats_server.url], nats_server.pki_dir, "manager"),
+        reconnect=False,
+    )
+    workers = {
+        name: await bus.connect(
+            bus.settings_from_paths(
+                [nats_server.url],
+                nats_server.pki_dir,
+                pki.cert_stem("worker", name),
+                inbox_prefix=S.worker_inbox(name),
+            ),
+            reconnect=False,
+        )
+        for name in ("a", "a.b")
+    }
+    view = StatusView(f"sqlite:///{tmp_path / 'view.db'}")
+    try:
+        await manager.ensure_streams()
+        for n in range(3):  # events, of which the first two are then dropped
+            await workers["a.b"].append(S.worker_events("a.b"), b"{}", msg_id=f"e{n}")
+        config = (await manager.js.stream_info(S.evt_stream)).config
+        config.max_msgs = 1
+        await manager.js.update_stream(config)
+
+        def snapshot(worker: str, job: str, size: str) -> bytes:
+            state = JobState(worker=worker, name=job, status="success", size=size)
+            at = datetime(2026, 12, 6, tzinfo=UTC)
+            snap = WorkerSnapshot(id=f"s-{size}", at=at, worker=worker, seq=3, jobs=(state,))
+            return encode_snapshot(snap)
+
+        await workers["a.b"].js.publish(S.snapshot("a.b"), snapshot("a.b", "u.sb", "1G"))
+        await workers["a"].js.publish(S.snapshot("a"), snapshot("a.b", "u.sb", "666G"))
+        assert await seed_if_truncated(manager, view)
+        assert [(j.worker, j.name, j.size) for j in view.jobs()] == [("a.b", "u.sb", "1G")]
+    finally:
+        view.close()
+        for w in workers.values():
+            await w.close()
+        await manager.close()

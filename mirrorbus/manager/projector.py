@@ -23,8 +23,9 @@ from anyio.abc import TaskStatus
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus, next_fetch_size
-from mirrorbus.errors import BusError, CodecError, ProjectionError
-from mirrorbus.events import decode_snapshot
+from mirrorbus.errors import BusError, CodecError, InvalidName, ProjectionError
+from mirrorbus.events import WorkerSnapshot, decode_snapshot
+from mirrorbus.events.subjects import Subjects
 from projections.status_view import ApplyResult, Entry, StatusView
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,16 @@ async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
         for subject in sorted((snaps_info.state.subjects or {}).keys()):
             raw = await bus.js.get_last_msg(s.snap_stream, subject)
             try:
-                snapshots.append(decode_snapshot(raw.data or b""))
+                snapshot = decode_snapshot(raw.data or b"")
             except CodecError as exc:
                 log.warning("unreadable snapshot on %s: %s", subject, exc)
+                continue
+            if not _own_snapshot(s, subject, snapshot):
+                log.warning(
+                    "snapshot on %s speaks for worker %r; ignored", subject, snapshot.worker
+                )
+                continue
+            snapshots.append(snapshot)
     except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
         log.error(
             "the log starts at event %d but the snapshots cannot be read (%s): jobs "
@@ -165,6 +173,21 @@ async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
         len(snapshots),
     )
     return True
+
+
+def _own_snapshot(s: Subjects, subject: str, snapshot: WorkerSnapshot) -> bool:
+    """Whether a snapshot is of the worker whose subject it was written on (and only of its
+    jobs): a worker may write only its own snapshot subject, so a snapshot naming another
+    worker is a forgery and must not seed anyone's jobs."""
+    try:
+        kind, worker, _ = s.names_in(subject)
+    except InvalidName:
+        return False
+    return (
+        kind == "snap"
+        and worker == snapshot.worker
+        and all(job.worker == worker for job in snapshot.jobs)
+    )
 
 
 async def catch_up(
