@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
 from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.docker import container_name, job_of_container
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log
+from mirrorbus.worker.zfs import help_text
 from projections.status_view import StatusView
 
 S = Subjects()
@@ -596,3 +598,12 @@ async def test_a_snapshot_speaking_for_another_worker_seeds_nothing(
         for w in workers.values():
             await w.close()
         await manager.close()
+
+
+def test_zfs_advice_can_be_pasted_whatever_the_name(tmp_path: Path) -> None:
+    workdir = tmp_path / "o'reilly books"
+    mirror = SimpleNamespace(name="O'Reilly Books", working_dir=workdir)
+    text = help_text(mirror, "tank")  # type: ignore[arg-type]
+    commands = [shlex.split(line) for line in text.splitlines()[1:]]
+    assert commands[0] == ["zfs", "create", "tank/o'reilly books"]
+    assert commands[1] == ["zfs", "set", f"mountpoint={workdir}", "tank/o'reilly books"]

@@ -21,16 +21,23 @@ from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
 log = logging.getLogger(__name__)
 
 
+def _quoted(text: str) -> str:
+    """Always in single quotes, as tunasync printed it; a quote inside is closed and reopened."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def help_text(mirror: MirrorConfig, zpool: str) -> str:
-    """tunasync's advice on how to make the missing dataset."""
-    dataset = f"{zpool}/{mirror.name.lower()}"
+    """tunasync's advice on how to make the missing dataset, as commands that can be pasted
+    into a shell whatever the job's name holds (a quote, a space)."""
+    dataset = _quoted(f"{zpool}/{mirror.name.lower()}")
+    workdir = _quoted(str(mirror.working_dir))
     lines = [
         "You may create the ZFS dataset with:",
-        f"    zfs create '{dataset}'",
-        f"    zfs set mountpoint='{mirror.working_dir}' '{dataset}'",
+        f"    zfs create {dataset}",
+        f"    zfs set mountpoint={workdir} {dataset}",
     ]
     if os.getuid() != 0:
-        lines.append(f"    chown {os.getuid()} '{mirror.working_dir}'")
+        lines.append(f"    chown {os.getuid()} {workdir}")
     return "\n".join(lines)
 
 
