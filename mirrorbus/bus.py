@@ -347,6 +347,22 @@ class Bus:
             raise BusError(f"cannot read stream {self.subjects.evt_stream}: {exc}") from None
         return int(info.state.last_seq)
 
+    async def stream_usage(self, timeout: float = 1.0) -> dict[str, tuple[int, int]]:
+        """Bytes and messages stored in each of the site's streams, by stream name: what the
+        disk holds (the metrics ``mirrorbus_stream_bytes``/``_messages``).  A stream this
+        certificate may not look at, or that does not answer within ``timeout``, is left
+        out (a reader's ``mirrorbus project`` may see the event stream only)."""
+        usage: dict[str, tuple[int, int]] = {}
+        s = self.subjects
+        for name in (s.evt_stream, s.cmd_stream, s.snap_stream):
+            with anyio.move_on_after(timeout):
+                try:
+                    info = await self.js.stream_info(name)
+                except (nats.errors.Error, TimeoutError):
+                    continue
+                usage[name] = (int(info.state.bytes), int(info.state.messages))
+        return usage
+
     async def close(self) -> None:
         """Close the connection.
 

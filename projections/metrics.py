@@ -13,13 +13,22 @@ Series (labels ``worker``, ``job`` unless said otherwise)::
     mirrorbus_job_size_bytes                         when the size text parses (see parse_size)
     mirrorbus_job_last_exit_code                     when known
     mirrorbus_job_runs_total, mirrorbus_job_failures_total
+    mirrorbus_job_consecutive_failures               failed runs since the last success
+    mirrorbus_job_interval_seconds                   the job's configured interval
     mirrorbus_worker_online{worker}, mirrorbus_worker_last_seen_timestamp_seconds{worker}
     mirrorbus_projection_position                    last applied stream sequence
     mirrorbus_projection_lag_events                  stream's last sequence minus position
+    mirrorbus_dead_letters_total                     events set aside as undecodable
+    mirrorbus_stream_bytes{stream}, mirrorbus_stream_messages{stream}   what JetStream stores
+    mirrorbus_view_bytes                             the status view's tables (or file)
+
+``examples/monitoring/`` has alert rules and a Grafana dashboard over exactly these.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +36,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import case, func, select
+from sqlalchemy import bindparam, case, func, select, text
+from sqlalchemy.engine import make_url
 
 from mirrorbus.events import STATUSES
 from projections import tables as t
@@ -97,6 +107,53 @@ def run_stats(view: StatusView) -> dict[tuple[str, str], RunStats]:
     }
 
 
+def consecutive_failures(view: StatusView) -> dict[tuple[str, str], int]:
+    """Per job: its failed runs since its last successful one (jobs with none are left out)."""
+    r = t.runs
+    last_ok = (
+        select(r.c.worker, r.c.job, func.max(r.c.started_at).label("ok"))
+        .where(r.c.result == "success")
+        .group_by(r.c.worker, r.c.job)
+        .subquery()
+    )
+    query = (
+        select(r.c.worker, r.c.job, func.count())
+        .select_from(
+            r.outerjoin(last_ok, (r.c.worker == last_ok.c.worker) & (r.c.job == last_ok.c.job))
+        )
+        .where(r.c.result == "failed", (last_ok.c.ok.is_(None)) | (r.c.started_at > last_ok.c.ok))
+        .group_by(r.c.worker, r.c.job)
+    )
+    with view.engine.connect() as conn:
+        return {(w, j): int(n) for w, j, n in conn.execute(query).all()}
+
+
+_PG_SIZE = text(
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname IN :names"
+).bindparams(bindparam("names", expanding=True))
+
+
+def view_bytes(view: StatusView) -> int | None:
+    """Bytes the status view takes: the SQLite file with its write-ahead log, or the
+    PostgreSQL tables with their indexes and TOAST (None for another backend)."""
+    url = make_url(view.url)
+    if url.get_backend_name() == "sqlite":
+        if not url.database or url.database == ":memory:":
+            return None
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(url.database + suffix).st_size
+        return total
+    if url.get_backend_name() == "postgresql":
+        with view.engine.connect() as conn:
+            names = [table.name for table in t.metadata.sorted_tables]
+            return int(conn.execute(_PG_SIZE, {"names": names}).scalar() or 0)
+    return None
+
+
 class ViewCollector(Collector):
     """Collects every series from ``view``; ``stream_last`` is the stream's last sequence
     (set by the server before each scrape, None when the bus could not say)."""
@@ -104,6 +161,7 @@ class ViewCollector(Collector):
     def __init__(self, view: StatusView) -> None:
         self.view = view
         self.stream_last: int | None = None
+        self.stream_usage: dict[str, tuple[int, int]] | None = None
 
     def collect(self) -> Iterator[Metric]:
         job_labels = ["worker", "job"]
@@ -132,7 +190,18 @@ class ViewCollector(Collector):
         failures = CounterMetricFamily(
             "mirrorbus_job_failures", "Runs of the job that failed", labels=job_labels
         )
+        in_a_row = GaugeMetricFamily(
+            "mirrorbus_job_consecutive_failures",
+            "Failed runs of the job since its last successful one",
+            labels=job_labels,
+        )
+        interval = GaugeMetricFamily(
+            "mirrorbus_job_interval_seconds",
+            "The job's configured interval between runs",
+            labels=job_labels,
+        )
         stats = run_stats(self.view)
+        streak = consecutive_failures(self.view)
         for job in self.view.jobs():
             key = [job.worker, job.name]
             for value in STATUSES:
@@ -149,7 +218,9 @@ class ViewCollector(Collector):
             failures.add_metric(key, float(st.failures))
             if st.last_duration is not None:
                 duration.add_metric(key, st.last_duration)
-        yield from (status, success, duration, size, exit_code, runs, failures)
+            in_a_row.add_metric(key, float(streak.get((job.worker, job.name), 0)))
+            interval.add_metric(key, float(job.interval))
+        yield from (status, success, duration, size, exit_code, runs, failures, in_a_row, interval)
 
         online = GaugeMetricFamily(
             "mirrorbus_worker_online", "1 while the worker is running", labels=["worker"]
@@ -177,6 +248,29 @@ class ViewCollector(Collector):
                 "Events in the stream not yet applied to the view",
                 value=float(max(self.stream_last - position, 0)),
             )
+        with self.view.engine.connect() as conn:
+            dead = conn.execute(select(func.count()).select_from(t.dead_letters)).scalar()
+        yield CounterMetricFamily(
+            "mirrorbus_dead_letters",
+            "Events set aside as undecodable (mirrorbus manager dead-letters lists them)",
+            value=float(dead or 0),
+        )
+        if self.stream_usage is not None:
+            stored = GaugeMetricFamily(
+                "mirrorbus_stream_bytes", "Bytes JetStream stores for the stream", labels=["stream"]
+            )
+            messages = GaugeMetricFamily(
+                "mirrorbus_stream_messages", "Messages in the stream", labels=["stream"]
+            )
+            for name, (nbytes, count) in sorted(self.stream_usage.items()):
+                stored.add_metric([name], float(nbytes))
+                messages.add_metric([name], float(count))
+            yield from (stored, messages)
+        size_of_view = view_bytes(self.view)
+        if size_of_view is not None:
+            yield GaugeMetricFamily(
+                "mirrorbus_view_bytes", "Bytes the status view takes", value=float(size_of_view)
+            )
 
 
 class Metrics:
@@ -188,7 +282,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
 
-    def render(self, stream_last: int | None) -> bytes:
+    def render(
+        self, stream_last: int | None, stream_usage: dict[str, tuple[int, int]] | None = None
+    ) -> bytes:
         """The text exposition format; synchronous (reads the database)."""
         self.collector.stream_last = stream_last
+        self.collector.stream_usage = stream_usage
         return generate_latest(self.registry)

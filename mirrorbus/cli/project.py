@@ -219,7 +219,14 @@ def project(
             )
             async with anyio.create_task_group() as tg:
                 await tg.start(projector.run)
-                await tg.start(run_outputs, status_view, changes, outputs, bus.last_sequence)
+                await tg.start(
+                    run_outputs,
+                    status_view,
+                    changes,
+                    outputs,
+                    bus.last_sequence,
+                    bus.stream_usage,
+                )
                 log.info(
                     "projecting %s as consumer %s (view %s, position %d)",
                     ", ".join(n.value for n in names),

@@ -90,11 +90,13 @@ class StatusHttp:
         settings: HttpSettings,
         *,
         last_sequence: Callable[[], Awaitable[int]] | None = None,
+        stream_usage: Callable[[], Awaitable[dict[str, tuple[int, int]]]] | None = None,
     ) -> None:
         self.view = view
         self.changes = changes
         self.settings = settings
         self.last_sequence = last_sequence
+        self.stream_usage = stream_usage
         self.metrics = Metrics(view)
         self.host, self.port = parse_listen(settings.listen)
         self._closing = False
@@ -166,7 +168,11 @@ class StatusHttp:
                     last = await self.last_sequence()
             except (MirrorbusError, TimeoutError) as exc:
                 log.debug("no stream position for the lag metric: %s", exc)
-        body = await anyio.to_thread.run_sync(self.metrics.render, last)
+        usage: dict[str, tuple[int, int]] | None = None
+        if self.stream_usage is not None:
+            with anyio.move_on_after(5):
+                usage = await self.stream_usage()
+        body = await anyio.to_thread.run_sync(self.metrics.render, last, usage)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def events(self, request: web.Request) -> web.StreamResponse:

@@ -3,7 +3,7 @@
 The manager runs them next to its projector; ``mirrorbus project`` runs them next to its own
 projector on another host.  Both hand in the same pieces: the view, the :class:`Changes` the
 projector bumps, these settings, and how to ask the stream for its last sequence (for the lag
-metric).
+metric) and the streams for their size (the storage metrics).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ async def run_outputs(
     changes: Changes,
     settings: OutputSettings,
     last_sequence: Callable[[], Awaitable[int]] | None = None,
+    stream_usage: Callable[[], Awaitable[dict[str, tuple[int, int]]]] | None = None,
     *,
     task_status: TaskStatus[StatusHttp | None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -61,6 +62,12 @@ async def run_outputs(
             await tg.start(files.run)
         server: StatusHttp | None = None
         if settings.http.enable:
-            server = StatusHttp(view, changes, settings.http, last_sequence=last_sequence)
+            server = StatusHttp(
+                view,
+                changes,
+                settings.http,
+                last_sequence=last_sequence,
+                stream_usage=stream_usage,
+            )
             await tg.start(server.run)
         task_status.started(server)

@@ -75,7 +75,12 @@ class Manager:
                 # Before the queries: once a replica answers (``up`` waits for that), its
                 # HTTP API answers too.
                 await tg.start(
-                    run_outputs, self.view, self.changes, self.outputs, self.bus.last_sequence
+                    run_outputs,
+                    self.view,
+                    self.changes,
+                    self.outputs,
+                    self.bus.last_sequence,
+                    self.bus.stream_usage,
                 )
             await tg.start(self.queries.run)
             await check_alone(self.bus, self.identity)
