@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus import bus, pki
+from mirrorbus import bus, natsconf, pki
 from mirrorbus.errors import InvalidName
 from mirrorbus.events import JobState, WorkerSnapshot, encode_snapshot
 from mirrorbus.events.subjects import (
@@ -43,6 +44,7 @@ from mirrorbus.events.subjects import (
 )
 from mirrorbus.live import LogEntry
 from mirrorbus.manager.projector import seed_if_truncated
+from mirrorbus.server import find_nats_server
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
 from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.docker import container_name, job_of_container
@@ -607,3 +609,31 @@ def test_zfs_advice_can_be_pasted_whatever_the_name(tmp_path: Path) -> None:
     commands = [shlex.split(line) for line in text.splitlines()[1:]]
     assert commands[0] == ["zfs", "create", "tank/o'reilly books"]
     assert commands[1] == ["zfs", "set", f"mountpoint={workdir}", "tank/o'reilly books"]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.lists(any_names, min_size=1, max_size=6, unique=True))
+def test_the_server_reads_the_users_of_any_workers(pki_dir: Path, names: list[str]) -> None:
+    """``nats-server -t`` (the real server's config check) takes the users block rendered for
+    any worker names: every name meets nats.conf only as a token, in quoted strings."""
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nats.conf"
+        conf.write_text(
+            natsconf.render_server_config(
+                pki_dir=pki_dir,
+                store_dir=Path(tmp) / "js",
+                host="127.0.0.1",
+                port=4222,
+                subjects=S,
+                workers=names,
+            )
+        )
+        checked = subprocess.run(
+            [find_nats_server(), "-t", "-c", str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    assert "is valid" in checked.stdout + checked.stderr

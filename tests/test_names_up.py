@@ -141,3 +141,16 @@ def _scenario(up: Up) -> None:
     assert after[spaced]["status"] == "paused"
     assert up.ctl("start", "-w", WORKER, spaced).returncode == 0
     wait_for(lambda: _all_succeeded(up), 60, "linux stable to run again after the restart")
+
+    # Reload with a renamed job: the old name goes, the new one (dots and a space) runs.
+    renamed = "u.sb mirror.v2"
+    up.config.write_text(up.config.read_text().replace('"u.sb"', f'"{renamed}"'))
+    reloaded = up.ctl("reload", "-w", WORKER)
+    assert reloaded.returncode == 0, reloaded.stderr
+    jobs = wait_for(
+        lambda: (j := _jobs(up)) and renamed in j and j[renamed]["status"] == "success" and j,
+        60,
+        "the renamed job to run",
+    )
+    assert set(jobs) == {"crates.io-index.git", "linux stable", renamed}
+    assert (up.tmp / "mirrors" / renamed / "name").read_text() == renamed
