@@ -27,8 +27,6 @@ Series (labels ``worker``, ``job`` unless said otherwise)::
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,8 +34,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import bindparam, case, func, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import case, func, select
 
 from mirrorbus.events import STATUSES
 from projections import tables as t
@@ -126,32 +123,6 @@ def consecutive_failures(view: StatusView) -> dict[tuple[str, str], int]:
     )
     with view.engine.connect() as conn:
         return {(w, j): int(n) for w, j, n in conn.execute(query).all()}
-
-
-_PG_SIZE = text(
-    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
-    "JOIN pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname IN :names"
-).bindparams(bindparam("names", expanding=True))
-
-
-def view_bytes(view: StatusView) -> int | None:
-    """Bytes the status view takes: the SQLite file with its write-ahead log, or the
-    PostgreSQL tables with their indexes and TOAST (None for another backend)."""
-    url = make_url(view.url)
-    if url.get_backend_name() == "sqlite":
-        if not url.database or url.database == ":memory:":
-            return None
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(FileNotFoundError):
-                total += os.stat(url.database + suffix).st_size
-        return total
-    if url.get_backend_name() == "postgresql":
-        with view.engine.connect() as conn:
-            names = [table.name for table in t.metadata.sorted_tables]
-            return int(conn.execute(_PG_SIZE, {"names": names}).scalar() or 0)
-    return None
 
 
 class ViewCollector(Collector):
@@ -266,7 +237,7 @@ class ViewCollector(Collector):
                 stored.add_metric([name], float(nbytes))
                 messages.add_metric([name], float(count))
             yield from (stored, messages)
-        size_of_view = view_bytes(self.view)
+        size_of_view = self.view.size_bytes()
         if size_of_view is not None:
             yield GaugeMetricFamily(
                 "mirrorbus_view_bytes", "Bytes the status view takes", value=float(size_of_view)

@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -149,3 +150,11 @@ def driver_statement(stmt: Insert | Update, dialect: Dialect) -> DriverStatement
         positional=compiled.positional,
     )
     return made
+
+
+PG_SIZE = text(
+    "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname IN :names"
+).bindparams(bindparam("names", expanding=True))
+"""Bytes of the named tables with their indexes and TOAST (PostgreSQL): the view's size."""

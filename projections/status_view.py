@@ -14,6 +14,8 @@ The view is synchronous (SQLAlchemy Core); the manager calls it from a worker th
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -341,6 +343,27 @@ class StatusView:
             )
             for r in rows
         ]
+
+    def size_bytes(self) -> int | None:
+        """Bytes the view takes: the SQLite file with its write-ahead log, or the PostgreSQL
+        tables with their indexes and TOAST (None for another backend or an in-memory one)."""
+        url = make_url(self.url)
+        if self._sqlite:
+            if not url.database or url.database == ":memory:":
+                return None
+            total = 0
+            for suffix in ("", "-wal"):
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(url.database + suffix).st_size
+            return total
+        if url.get_backend_name() != "postgresql":
+            return None
+        names = [table.name for table in t.metadata.sorted_tables]
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(q.PG_SIZE, {"names": names}).scalar() or 0)
+        except SQLAlchemyError as exc:
+            raise ProjectionError(f"cannot read the size of the status view: {exc}") from None
 
     def dead_letters(self, limit: int = 100) -> list[tuple[int, str, str]]:
         query = select(t.dead_letters.c.seq, t.dead_letters.c.subject, t.dead_letters.c.reason)

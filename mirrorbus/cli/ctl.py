@@ -31,6 +31,8 @@ from projections.tunasync import mirror_status, web_mirror_status
 if TYPE_CHECKING:
     # Imported where a command connects, not by `mirrorbus ctl --help`.
     from mirrorbus.control import Control
+    from mirrorbus.manager.api import PingInfo
+    from projections.rows import WorkerRow
 
 T = TypeVar("T")
 
@@ -550,6 +552,51 @@ def history(
             ],
         )
     )
+
+
+def human_bytes(count: float) -> str:
+    """``855.0 KiB``: powers of 1024, one decimal."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+@app.command()
+@one_line_errors("mirrorbus ctl status")
+def status(ctx: typer.Context) -> None:
+    """A summary: the manager that answered, workers, jobs by status, and what the log and
+    the view store (the disk they need grows with every run: README, "Sizing")."""
+
+    async def gather(
+        c: Control,
+    ) -> tuple[PingInfo, list[WorkerRow], list[JobState], dict[str, tuple[int, int]]]:
+        return await c.ping(), await c.workers(), await c.jobs(), await c.bus.stream_usage()
+
+    ping, workers, jobs, usage = _with_control(ctx, gather)
+    now = datetime.now(UTC)
+    view = "" if ping.view_bytes is None else f", view {human_bytes(ping.view_bytes)}"
+    who = f"replica {ping.replica}" if ping.replica else "manager"
+    lines = [["manager", f"{who} on {ping.host or '?'}, at event {ping.position}{view}"]]
+    online = [w for w in workers if w.online]
+    offline = ", ".join(
+        f"{w.name} last seen {_ago(w.last_seen, now)}" for w in workers if not w.online
+    )
+    lines.append(
+        [
+            "workers",
+            f"{len(online)} online, {len(workers) - len(online)} offline"
+            + (f" ({offline})" if offline else ""),
+        ]
+    )
+    counts = {s: sum(1 for j in jobs if j.status == s) for s in STATUSES}
+    by_status = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    lines.append(["jobs", f"{len(jobs)}" + (f": {by_status}" if by_status else "")])
+    for name, (nbytes, messages) in sorted(usage.items()):
+        each = f", {human_bytes(nbytes / messages)} each" if messages else ""
+        lines.append(["stream", f"{name} {human_bytes(nbytes)} in {messages} messages{each}"])
+    typer.echo("\n".join(f"{k:<8}  {v}" for k, v in lines))
 
 
 from mirrorbus.cli import ctl_live as _ctl_live  # noqa: E402,F401  (registers watch, events)

@@ -60,6 +60,8 @@ class PingInfo(msgspec.Struct, frozen=True, kw_only=True):
     pid: int = 0
     started_at: float = 0.0
     """Wall-clock time the process started (seconds since the epoch)."""
+    view_bytes: int | None = None
+    """Bytes the replica's status view takes (None: not known); ``ctl status`` shows it."""
 
 
 class Reply(msgspec.Struct, Generic[T], frozen=True, kw_only=True):

@@ -147,6 +147,7 @@ class QueryService:
                             host=me.host,
                             pid=me.pid,
                             started_at=me.started_at,
+                            view_bytes=self.view.size_bytes(),
                         ),
                     )
             return Reply(ok=False, error=f"unknown query {query!r}")
