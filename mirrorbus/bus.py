@@ -160,6 +160,7 @@ class Bus:
         subject: str,
         data: bytes,
         *,
+        hedge_subject: str | None = None,
         timeout: float = 5.0,
         headers: dict[str, str] | None = None,
         usable: Callable[[bytes], bool] | None = None,
@@ -167,18 +168,21 @@ class Bus:
     ) -> bytes:
         """A request to a queue group of replicas, sent again while no usable answer comes.
 
-        In a queue group the server hands each request to one member.  A member that is
-        connected but hung (SIGSTOP, swapped out, a long stall) keeps its subscription until
-        the server gives up on its connection (missed pings: minutes), and the requests it
-        is handed are swallowed: a plain request would wait its whole timeout, on a third of
-        the calls with one hung replica out of three.  So the request is sent again (hedged)
-        when no answer came within ``first_wait`` seconds, again after twice that, and so
-        on (at most :data:`HEDGE_MAX_WAIT` apart), every copy left open on one inbox: the
-        first usable answer wins, so a replica that is merely slow still counts, and the
-        extra load stays small (one more request after ``first_wait``, fewer and fewer
-        after).  An answer that ``usable`` refuses (a replica behind the position asked
-        for) is asked again at once, likely of another replica.  A "no responders" status
-        (no replica subscribed at all) ends it at once.
+        In a queue group the server hands each request to one member, at random.  A member
+        that is connected but hung (SIGSTOP, swapped out, a long stall) keeps its
+        subscription until the server gives up on its connection (missed pings: minutes),
+        and the requests it is handed are swallowed: a plain request would wait its whole
+        timeout on a third of the calls with one hung replica out of three, and asking the
+        queue group again only draws lots again.  So when no answer came within
+        ``first_wait`` seconds the request is sent again (hedged) to ``hedge_subject``, which
+        every replica answers (no queue group), then again after twice that, and so on (at
+        most :data:`HEDGE_MAX_WAIT` apart), every copy left open on one inbox.  The first
+        usable answer wins, whoever sends it: a replica that is merely slow still counts,
+        and a hung one costs one ``first_wait``.  The fan-out costs the replicas one answer
+        each, only for the calls whose first request found no answer in time.  An answer
+        ``usable`` refuses (a replica behind the position asked for) is asked again at
+        once, of every replica.  A "no responders" status (nobody subscribed at all) ends it
+        at once.  Without ``hedge_subject`` the copies go to ``subject`` again.
         """
         started = time.monotonic()
         deadline = started + timeout
@@ -197,9 +201,10 @@ class Bus:
                 raise BusError(f"request on {subject} failed: {exc}") from None
             try:
                 wait = first_wait
+                target = subject
                 while True:
                     try:
-                        await self.nc.publish(subject, data, reply=inbox, headers=headers)
+                        await self.nc.publish(target, data, reply=inbox, headers=headers)
                     except nats.errors.Error as exc:
                         raise BusError(f"request on {subject} failed: {exc}") from None
                     remaining = deadline - time.monotonic()
@@ -217,6 +222,7 @@ class Bus:
                         await anyio.sleep(min(HEDGE_FIRST_WAIT / 5, remaining))
                     if time.monotonic() >= deadline:
                         break
+                    target = hedge_subject or subject
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()

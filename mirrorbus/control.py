@@ -105,12 +105,16 @@ class Control:
         *,
         min_position: int = 0,
         replica: str | None = None,
+        positions: bool = False,
     ) -> None:
         """``min_position``: answers only from a replica whose view holds that event;
-        ``replica``: ask that manager replica only (by name) instead of any."""
+        ``replica``: ask that manager replica only (by name) instead of any; ``positions``:
+        find where each command's effect is stored (``Answer.position``; a direct get on
+        the event stream, which the admin's certificate may do)."""
         self.bus = bus
         self.clock = clock or SystemClock()
         self.min_position = min_position
+        self.positions = positions
         self.replica = None if replica is None else check_token(replica, "manager name")
         self.answered_by: tuple[str, int] | None = None
         """(replica, position) of the last query's answer."""
@@ -138,6 +142,7 @@ class Control:
             data = await self.bus.request_hedged(
                 subject,
                 _encoder.encode(payload),
+                hedge_subject=s.every_replica_api(name) if self.replica is None else None,
                 timeout=timeout,
                 headers={MIN_POSITION: str(self.min_position)} if self.min_position else None,
                 usable=self._usable if self.min_position else None,
@@ -325,6 +330,8 @@ class Control:
                 answer = await receive.receive()
                 if not answer.accepted:
                     raise CommandRejected(f"rejected: {answer.message}")
+                if not self.positions:
+                    return answer
                 if verb in ("start", "restart") and _began_run(answer.message):
                     # The answer goes out before the run's first event: wait for that too,
                     # so that reading at this position shows the job syncing.

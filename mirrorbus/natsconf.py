@@ -144,7 +144,14 @@ def _manager_permissions(s: Subjects) -> Permissions:
             s.all_replica_pings,
         ),
         allow_responses=True,
-        subscribe_allow=("_INBOX.>", f"{p}.api.>", s.all_replica_api, f"{p}.evt.>", f"{p}.hb.>"),
+        subscribe_allow=(
+            "_INBOX.>",
+            f"{p}.api.>",
+            s.all_replica_api,
+            s.every_replica_all_api,
+            f"{p}.evt.>",
+            f"{p}.hb.>",
+        ),
     )
 
 
@@ -168,6 +175,7 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
                 f"{p}.cmd.>",
                 f"{p}.api.>",
                 s.all_replica_api,
+                s.every_replica_all_api,
                 s.admin_events,
                 f"{p}.logs.>",
                 "$JS.API.INFO",
@@ -191,6 +199,7 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             publish_allow=(
                 f"{p}.api.>",
                 s.all_replica_api,
+                s.every_replica_all_api,
                 f"{p}.logs.>",
                 "$JS.API.INFO",
                 f"$JS.API.STREAM.INFO.{evt}",
@@ -235,6 +244,7 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             # where the log ends (its copy of a worker's jobs waits for the view to get there).
             f"$JS.API.DIRECT.GET.{evt}.>",
             f"$JS.API.STREAM.INFO.{evt}",
+            s.every_replica_all_api,
             # Its command consumer (commands for the old workers it forwards to).
             f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.all_commands}",
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,10 @@ from conftest import RunningServer, connect
 from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
+from mirrorbus.bus import connect as bus_connect
+from mirrorbus.bus import settings_from_paths
+from mirrorbus.control import Control
+from mirrorbus.errors import BusError
 from mirrorbus.events import Subjects
 from projections.status_view import StatusView
 
@@ -177,3 +184,116 @@ def test_start_then_list_shows_the_start_on_every_replica(site: Site) -> None:
     assert far.returncode == 0, far.stderr
     unknown = site.ctl("--replica", "nobody", "list")
     assert unknown.returncode == 1 and "nobody answers" in unknown.stderr
+
+
+# -- the drill -----------------------------------------------------------------------------
+
+
+class Prober:
+    """``Control.jobs()`` (what ``ctl list`` asks) in a loop on its own thread and loop, every
+    answer noted with its time, latency and replica; any failure noted too."""
+
+    def __init__(self, site: Site, server: RunningServer) -> None:
+        self.settings = settings_from_paths([server.url], site.root / "pki", "admin")
+        self.samples: list[tuple[float, float, str]] = []  # (at, latency, replica)
+        self.failures: list[tuple[float, str]] = []
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: anyio.run(self._run), daemon=True)
+
+    async def _run(self) -> None:
+        bus = await bus_connect(self.settings, reconnect=False)
+        try:
+            control = Control(bus)
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    await control.jobs(timeout=5.0)
+                    replica = control.answered_by[0] if control.answered_by else "?"
+                    self.samples.append((began - self.t0, time.monotonic() - began, replica))
+                except BusError as exc:
+                    self.failures.append((began - self.t0, str(exc)))
+                await anyio.sleep(0.1)
+        finally:
+            await bus.close()
+
+    def __enter__(self) -> Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def report(self, marks: dict[int, list[str]]) -> str:
+        per_second: dict[int, list[tuple[float, str]]] = defaultdict(list)
+        for at, latency, replica in self.samples:
+            per_second[int(at)].append((latency, replica))
+        lines = ["second  calls  max ms  mean ms  answered by"]
+        for second in sorted(per_second):
+            got = per_second[second]
+            lat = [x for x, _ in got]
+            by = ",".join(sorted({r for _, r in got}))
+            mark = f"  <- {', '.join(marks[second])}" if second in marks else ""
+            lines.append(
+                f"{second:6d}  {len(got):5d}  {max(lat) * 1000:6.0f}  "
+                f"{sum(lat) / len(lat) * 1000:7.0f}  {by}{mark}"
+            )
+        return "\n".join(lines)
+
+
+STOPPED_FOR = 20.0
+"""Seconds replica b stays SIGSTOPped (the issue's 30 s, shortened to keep the drill short:
+far beyond any hedge, and long enough for ~100 queries, a third of them handed to b)."""
+
+
+def test_drill_three_replicas_one_killed_one_hung(
+    site: Site, nats_server: RunningServer, tmp_path: Path
+) -> None:
+    jobs = COUNTING_JOB.format(name="tick", interval=0.01) + COUNTING_JOB.format(
+        name="tock", interval=0.01
+    )
+    config = site.worker_config("w1", jobs)
+    start_replicas(site, "a", "b", "c")
+    site.start_worker(config, key="worker")
+    ticks = site.workdir("w1", "tick") / "runs"
+    wait_for(lambda: count_lines(ticks) >= 2, 30, "tick to run")
+
+    marks: dict[int, list[str]] = defaultdict(list)
+    ctl_runs: list[subprocess.CompletedProcess[str]] = []
+    b = site.procs["manager-b"]
+    with Prober(site, nats_server) as probe:
+        wait_for(lambda: len(probe.samples) >= 10, 30, "answers before the faults")
+        marks[int(time.monotonic() - probe.t0)].append("SIGKILL a")
+        site.kill("manager-a")
+        marks[int(time.monotonic() - probe.t0)].append("SIGSTOP b")
+        os.kill(b.pid, signal.SIGSTOP)
+        try:
+            stop_until = time.monotonic() + STOPPED_FOR
+            while time.monotonic() < stop_until:  # the real ctl, a few times meanwhile
+                ctl_runs.append(site.ctl("list", "--all", timeout=30))
+        finally:
+            marks[int(time.monotonic() - probe.t0)].append("SIGCONT b")
+            os.kill(b.pid, signal.SIGCONT)
+        site.start_manager("a")  # back, from its own position
+        marks[int(time.monotonic() - probe.t0)].append("a restarted")
+        wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a again")
+        wait_for(lambda: len(probe.samples) >= 10 + 100, 60, "answers after the faults")
+    print("\nctl list (Control.jobs) per second during the drill:")
+    print(probe.report(marks))
+
+    assert probe.failures == []  # every call answered, though a third went to hung b
+    assert {r for _, _, r in probe.samples} >= {"a", "b", "c"}
+    assert ctl_runs and all(r.returncode == 0 and "tick" in r.stdout for r in ctl_runs), [
+        r.stderr for r in ctl_runs
+    ]
+
+    assert site.stop("worker") == 0
+    last = last_sequence(nats_server)
+    with views(site, "a", "b", "c") as v:
+        for name in v:  # b caught up after SIGCONT, a after its restart
+            wait_for(lambda n=name: v[n].position() == last, 60, f"view {name} at {last}")  # type: ignore[misc]
+        expected = rebuilt(site, tmp_path)
+        for name in v:
+            assert v[name].dump() == expected, f"view {name} differs from a rebuild"
+        assert len(v["b"].history("w1", "tick", limit=10_000)) == count_lines(ticks)

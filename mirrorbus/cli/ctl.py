@@ -167,7 +167,7 @@ def _with_control(ctx: typer.Context, fn: Callable[[Control], Awaitable[T]]) -> 
 
         bus = await connect(settings, reconnect=False)
         try:
-            control = Control(bus, min_position=min_position, replica=opts.replica)
+            control = Control(bus, min_position=min_position, replica=opts.replica, positions=True)
             result = await fn(control)
             remember(settings, control.written)
             return result

@@ -332,6 +332,16 @@ class Subjects:
     def all_replica_api(self) -> str:
         return f"{self.prefix}.replica.>"
 
+    def every_replica_api(self, query: str) -> str:
+        """The query ``query`` asked of every manager replica at once (no queue group): a
+        client's hedge when the replica its first request went to did not answer."""
+        return f"{self.prefix}.replicas.{check_token(query, 'query')}"
+
+    @property
+    def every_replica_all_api(self) -> str:
+        """Wildcard over :meth:`every_replica_api` (each replica subscribes to it)."""
+        return f"{self.prefix}.replicas.*"
+
     @property
     def all_replica_pings(self) -> str:
         """Every replica's ``ping`` (a starting replica asks whether its name is held)."""

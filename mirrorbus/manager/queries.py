@@ -1,12 +1,13 @@
 """Answer queries from the status view (request/reply on ``<prefix>.api.>``).
 
 Every manager replica subscribes to the queries in one queue group, so each query goes to one
-replica that is alive, and to ``<prefix>.replica.<name>.*`` alone, so that one replica can be
-asked by name (its presence check, a read of its own view).  Each answer names the replica and
-the position of its view.  A query with a ``Min-Position`` header that this view has not
-reached yet waits for the projector (at most :data:`MAX_CATCH_UP_WAIT`), meanwhile the others
-are answered; if the view is still behind then, the answer says so and the client asks again
-(likely another replica).
+replica that is alive; to ``<prefix>.replicas.*`` with no queue group, which every replica
+answers (a client's hedge, see ``Bus.request_hedged``); and to ``<prefix>.replica.<name>.*``
+alone, so that one replica can be asked by name (its presence check, a read of its own view).
+Each answer names the replica and the position of its view.  A query with a ``Min-Position``
+header that this view has not reached yet waits for the projector (at most
+:data:`MAX_CATCH_UP_WAIT`), meanwhile the others are answered; if the view is still behind
+then, the answer says so and the client asks every replica.
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ class QueryService:
     def _query_name(self, subject: str) -> str:
         if subject.startswith(self.bus.subjects.prefix + ".api."):
             return subject[self._prefix_len :]
-        return subject.rsplit(".", 1)[-1]  # <prefix>.replica.<name>.<query>
+        return subject.rsplit(".", 1)[-1]  # replica.<name>.<query>, replicas.<query>
 
     async def _respond(self, msg: Msg, query: str) -> None:
         # The position is read before the answer: everything up to it is in the answer.
@@ -234,7 +235,10 @@ class QueryService:
             await send.send(msg)
 
         s = self.bus.subjects
-        subs = [await self.bus.serve(s.all_api, on_msg, queue=s.manager_queue)]
+        subs = [
+            await self.bus.serve(s.all_api, on_msg, queue=s.manager_queue),
+            await self.bus.serve(s.every_replica_all_api, on_msg),
+        ]
         if self.identity.name:
             subs.append(await self.bus.serve(s.replica_all_api(self.identity.name), on_msg))
         task_status.started()
