@@ -12,6 +12,11 @@ With ``--cluster`` the one nats-server becomes a three-node cluster on loopback 
 every node's URL: a node that dies is restarted like any other child, and meanwhile the
 clients carry on through the other two.
 
+With ``--managers N`` the manager runs as N replicas named after the host (``HOST``,
+``HOST-2`` ...), each with its own consumer and SQLite view (``manager-NAME.db``) and, with
+``--http``, its own port; queries go to whichever replica is alive, so one that dies or hangs
+leaves ``ctl`` answering while it is restarted.
+
 Children run in their own sessions so that a Ctrl-C on the terminal reaches only this
 process, which then stops them in that order.
 """
@@ -23,6 +28,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +42,8 @@ from mirrorbus.bus import StreamSettings, connect
 from mirrorbus.errors import BusError, ConfigError, ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
+from mirrorbus.manager.http import parse_listen
+from mirrorbus.manager.replica import default_name
 from mirrorbus.natsconf import render_server_config
 from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
 from mirrorbus.worker.config import WorkerConfig
@@ -214,9 +222,11 @@ def up(
     http: str | None = None,
     clustered: bool = False,
     tunasync_api: str | None = None,
+    managers: int = 1,
 ) -> None:
     """Run the embedded default until SIGINT or SIGTERM (``clustered``: on three nodes;
-    ``tunasync_api``: the manager also serves tunasync's API there)."""
+    ``tunasync_api``: the manager also serves tunasync's API there; ``managers``: that many
+    manager replicas, see :func:`replica_names`)."""
     instance = Instance(state_dir)
     info = prepare(instance, cfg, port, clustered)
     binary = find_nats_server(nats_binary)
@@ -234,20 +244,27 @@ def up(
         ]
     root = str(state_dir.resolve())
     python = [sys.executable, "-m", "mirrorbus"]
+    names = replica_names(managers)
+    https = replica_listens(http, managers)
     children = [
         Child(
-            "manager",
+            "manager" if managers == 1 else f"manager {name}",
             [
                 *python,
                 "manager",
                 "--state-dir",
                 root,
-                *(["--http", http] if http else []),
-                *(["--tunasync-api", tunasync_api] if tunasync_api else []),
+                *(["--name", name] if managers > 1 else []),
+                *(["--http", listen] if listen else []),
+                # One gateway: it has one consumer of its own, which replicas cannot share.
+                *(["--tunasync-api", tunasync_api] if tunasync_api and i == 0 else []),
             ],
-            instance.logs_dir / "manager.log",
+            instance.logs_dir / ("manager.log" if managers == 1 else f"manager-{name}.log"),
             stop_timeout=15,
-        ),
+        )
+        for i, (name, listen) in enumerate(zip(names, https, strict=True))
+    ]
+    children += [
         Child(
             "worker",
             [*python, "worker", "-c", str(config_path.resolve()), "--state-dir", root],
@@ -264,7 +281,7 @@ def up(
             child.start()
         if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
             log.warning("the manager does not answer yet; see %s", children[0].log_file)
-        print(_banner(instance, info, cfg, config_path, http, tunasync_api), flush=True)
+        print(_banner(instance, info, cfg, config_path, https, tunasync_api, names), flush=True)
         while True:
             now = time.monotonic()
             for server in servers:
@@ -305,26 +322,57 @@ def _stop_all(servers: list[NatsServer]) -> None:
             done.result()
 
 
+def replica_names(managers: int, base: str | None = None) -> list[str]:
+    """The names of ``up --managers N``'s replicas: the host's name (what a manager started
+    without ``--name`` takes), then ``HOST-2`` ... ``HOST-N``."""
+    first = base or default_name()
+    return [first] + [f"{first[:60]}-{i}" for i in range(2, managers + 1)]
+
+
+def replica_listens(http: str | None, managers: int) -> list[str | None]:
+    """Each replica's HTTP address: ``--http HOST:PORT`` for the first, the next ports for
+    the others (a load balancer in front of them, see the README, hides which one answers)."""
+    if http is None:
+        return [None] * managers
+    host, port = parse_listen(http, "--http")
+    if port + managers - 1 > 65535:
+        raise ConfigError(f"{managers} managers need {managers} ports from {port}", key="--http")
+    shown = f"[{host}]" if ":" in host else host
+    return [f"{shown}:{port + i}" for i in range(managers)]
+
+
 def _banner(
     instance: Instance,
     info: InstanceInfo,
     cfg: WorkerConfig,
     config: Path,
-    http: str | None,
+    https: Sequence[str | None],
     tunasync_api: str | None = None,
+    names: Sequence[str] = (),
 ) -> str:
     root = instance.root.resolve()
     nodes = f"{len(info.urls)}-node cluster, streams R{info.replicas}; " if info.clustered else ""
-    status = [f"  status     http://{http}/  (page; /jobs is tunasync's JSON; /metrics)"]
+    names = names or replica_names(1)
+    views = [
+        f"  view       {instance.view_path(n).resolve()} (SQLite"
+        + (f", manager replica {n})" if len(names) > 1 else ")")
+        for n in names
+    ]
+    status = [
+        f"  status     http://{listen}/  (page; /jobs is tunasync's JSON; /metrics)"
+        + (f" from {n}" if len(names) > 1 else "")
+        for n, listen in zip(names, https, strict=True)
+        if listen
+    ]
     return "\n".join(
         [
             f"mirrorbus is up: worker {cfg.name!r} with {len(cfg.mirrors)} job(s) from {config}",
             f"  state      {root}",
             f"  nats       {', '.join(info.urls)} "
             f"({nodes}mutual TLS; certificates in {root / 'pki'})",
-            f"  view       {instance.db_path.resolve()} (SQLite)",
+            *views,
             f"  logs       {root / 'logs'}",
-            *(status if http else []),
+            *status,
             *(
                 [f"  tunasync   http://{tunasync_api}/  (old workers' api_base, tunasynctl)"]
                 if tunasync_api

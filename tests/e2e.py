@@ -57,7 +57,8 @@ def alive(pid: int) -> bool:
 
 def up_children(state: Path, *, nodes: bool = False) -> dict[str, int]:
     """pid of each live process a ``mirrorbus up`` on ``state`` supervises, from /proc:
-    ``manager``, ``worker`` and ``nats-server`` (or, with ``nodes``, each cluster node by the
+    ``manager`` (or ``manager-NAME`` for each of ``--managers N``), ``worker`` and
+    ``nats-server`` (or, with ``nodes``, each cluster node by the
     name of its directory: ``node-1`` ...)."""
     found: dict[str, int] = {}
     for proc in Path("/proc").iterdir():
@@ -71,7 +72,8 @@ def up_children(state: Path, *, nodes: bool = False) -> dict[str, int]:
         if not any(str(state) in a for a in text) or not alive(int(proc.name)):
             continue
         if text[1:3] == ["-m", "mirrorbus"] and text[3] in ("manager", "worker"):
-            found[text[3]] = int(proc.name)
+            name = text[text.index("--name") + 1] if "--name" in text else ""
+            found[f"{text[3]}-{name}" if name else text[3]] = int(proc.name)
         elif text[0].endswith("nats-server"):
             found[Path(text[-1]).parent.name if nodes else "nats-server"] = int(proc.name)
     return found

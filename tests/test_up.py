@@ -21,6 +21,7 @@ import pytest
 from e2e import alive, read_pid, up_children, wait_for
 
 from mirrorbus.server import free_port
+from mirrorbus.supervisor import replica_names
 from projections.tunasync import WEB_FIELDS
 
 CONFIG = """
@@ -57,7 +58,7 @@ class Up:
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         banners = self.text().count("Ctrl-C stops everything")
         with open(self.out, "ab") as out:
             self.proc = subprocess.Popen(
@@ -74,6 +75,7 @@ class Up:
                     str(self.port),
                     "--http",
                     f"127.0.0.1:{self.http_port}",
+                    *extra,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -205,3 +207,61 @@ def test_up_on_a_taken_port_is_a_clear_error(up: Up) -> None:
     assert f"127.0.0.1:{up.port} is already in use" in result.stderr
     assert "--port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def free_ports(n: int) -> int:
+    """A port ``p`` with ``p`` .. ``p + n - 1`` all free (now) on loopback."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for port in range(base, base + n):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError(f"no {n} consecutive free ports")
+
+
+def test_up_with_three_manager_replicas(up: Up) -> None:
+    """``up --managers 3``: three named replicas, each with its own view and HTTP port; one
+    SIGKILLed leaves ``ctl`` and the others' /jobs answering while it is restarted."""
+    up.http_port = free_ports(3)
+    up.start("--managers", "3")
+    banner = up.text()
+    names = replica_names(3)  # HOST, HOST-2, HOST-3
+    for i, name in enumerate(names):
+        assert f"{up.state / f'manager-{name}.db'} (SQLite, manager replica {name})" in banner
+        assert f"http://127.0.0.1:{up.http_port + i}/" in banner
+    wait_for(
+        lambda: set(up.children()) == {*(f"manager-{n}" for n in names), "worker", "nats-server"},
+        30,
+        "three replicas",
+    )
+
+    def quick_done() -> bool:
+        result = up.ctl("list", "--all", "--json")
+        items = json.loads(result.stdout) if result.returncode == 0 else []
+        return any(i["name"] == "quick" and i["status"] == "success" for i in items)
+
+    wait_for(quick_done, 30, "quick to succeed, seen through ctl")
+    before = up.children()
+    os.kill(before[f"manager-{names[0]}"], signal.SIGKILL)
+    listed = up.ctl("list", "--all", "--json")  # at once: the others answer
+    assert listed.returncode == 0, listed.stderr
+    assert any(i["name"] == "quick" and i["status"] == "success" for i in json.loads(listed.stdout))
+    for port in (up.http_port + 1, up.http_port + 2):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=10) as r:
+            assert {i["name"] for i in json.loads(r.read())} == {"quick", "slow"}
+    wait_for(
+        lambda: (
+            up.children().get(f"manager-{names[0]}") not in (None, before[f"manager-{names[0]}"])
+        ),
+        30,
+        "the killed replica to be restarted",
+    )
+    assert f"manager {names[0]} exited with status -9; restarting" in up.text()
+    assert up.stop() == 0
+    assert up.children() == {}
+    for name in names:
+        assert (up.state / f"manager-{name}.db").exists()

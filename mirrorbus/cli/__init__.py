@@ -171,6 +171,16 @@ def up(
             show_default=False,
         ),
     ] = None,
+    managers: Annotated[
+        int,
+        typer.Option(
+            "--managers",
+            min=1,
+            max=16,
+            help="Run this many manager replicas (each its own consumer and SQLite view; "
+            "queries go to any that is alive); with --http, replica i serves on PORT+i-1.",
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run NATS, the manager and a worker on this machine, TLS on, SQLite view.
@@ -199,6 +209,7 @@ def up(
         http,
         clustered=cluster,
         tunasync_api=tunasync_api,
+        managers=managers,
     )
 
 
