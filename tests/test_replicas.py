@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from mirrorbus.bus import settings_from_paths
 from mirrorbus.control import Control
 from mirrorbus.errors import BusError
 from mirrorbus.events import Subjects
+from mirrorbus.server import free_port
 from projections.status_view import StatusView
 
 pytestmark = pytest.mark.e2e
@@ -71,9 +73,11 @@ def views(site: Site, *names: str) -> Iterator[dict[str, StatusView]]:
             view.close()
 
 
-def start_replicas(site: Site, *names: str) -> None:
+def start_replicas(site: Site, *names: str, http: dict[str, int] | None = None) -> None:
+    """Start replicas ``names`` (each with ``--http 127.0.0.1:PORT`` from ``http``) and
+    wait until each is ready."""
     for name in names:
-        site.start_manager(name)
+        site.start_manager(name, *(["--http", f"127.0.0.1:{http[name]}"] if http else []))
     for name in names:
         wait_for(
             lambda name=name: "manager ready" in site.output(f"manager-{name}"),  # type: ignore[misc]
@@ -137,7 +141,8 @@ def test_a_live_name_is_refused_and_a_killed_one_is_not(site: Site) -> None:
         position = v["a"].position()
     site.kill("manager-a")
     site.start_manager("a")
-    wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a again")
+    # (the same output file: the second process's "ready")
+    wait_for(lambda: site.output("manager-a").count("manager ready") == 2, 30, "a again")
     assert f"projecting from sequence {position + 1}" in site.output("manager-a")
 
 
@@ -187,6 +192,12 @@ def test_start_then_list_shows_the_start_on_every_replica(site: Site) -> None:
 
 
 # -- the drill -----------------------------------------------------------------------------
+
+
+def http_jobs(port: int) -> set[str]:
+    """The job names of a replica's tunasync ``GET /jobs``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=10) as r:
+        return {str(item["name"]) for item in json.loads(r.read())}
 
 
 class Prober:
@@ -254,13 +265,15 @@ def test_drill_three_replicas_one_killed_one_hung(
         name="tock", interval=0.01
     )
     config = site.worker_config("w1", jobs)
-    start_replicas(site, "a", "b", "c")
+    ports = {name: free_port() for name in ("a", "b", "c")}
+    start_replicas(site, "a", "b", "c", http=ports)
     site.start_worker(config, key="worker")
     ticks = site.workdir("w1", "tick") / "runs"
     wait_for(lambda: count_lines(ticks) >= 2, 30, "tick to run")
 
     marks: dict[int, list[str]] = defaultdict(list)
     ctl_runs: list[subprocess.CompletedProcess[str]] = []
+    pages: list[set[str]] = []  # the jobs of c's /jobs while b is hung
     b = site.procs["manager-b"]
     with Prober(site, nats_server) as probe:
         wait_for(lambda: len(probe.samples) >= 10, 30, "answers before the faults")
@@ -270,15 +283,25 @@ def test_drill_three_replicas_one_killed_one_hung(
         os.kill(b.pid, signal.SIGSTOP)
         try:
             stop_until = time.monotonic() + STOPPED_FOR
-            while time.monotonic() < stop_until:  # the real ctl, a few times meanwhile
+            while time.monotonic() < stop_until:  # the real ctl and c's HTTP meanwhile
                 ctl_runs.append(site.ctl("list", "--all", timeout=30))
+                pages.append(http_jobs(ports["c"]))
         finally:
-            marks[int(time.monotonic() - probe.t0)].append("SIGCONT b")
+            resumed = time.monotonic() - probe.t0
+            marks[int(resumed)].append("SIGCONT b")
             os.kill(b.pid, signal.SIGCONT)
-        site.start_manager("a")  # back, from its own position
-        marks[int(time.monotonic() - probe.t0)].append("a restarted")
-        wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a again")
-        wait_for(lambda: len(probe.samples) >= 10 + 100, 60, "answers after the faults")
+        site.start_manager("a", "--http", f"127.0.0.1:{ports['a']}")  # from its own position
+        restarted = time.monotonic() - probe.t0
+        marks[int(restarted)].append("a restarted")
+        # (the same output file: the second process's "ready")
+        wait_for(lambda: site.output("manager-a").count("manager ready") == 2, 30, "a again")
+        wait_for(
+            lambda: {r for at, _, r in probe.samples if at > restarted} >= {"a", "b", "c"},
+            60,
+            "answers from all three after the faults",
+        )
+        pages.append(http_jobs(ports["a"]))
+        pages.append(http_jobs(ports["b"]))
     print("\nctl list (Control.jobs) per second during the drill:")
     print(probe.report(marks))
 
@@ -287,6 +310,7 @@ def test_drill_three_replicas_one_killed_one_hung(
     assert ctl_runs and all(r.returncode == 0 and "tick" in r.stdout for r in ctl_runs), [
         r.stderr for r in ctl_runs
     ]
+    assert pages and all(jobs == {"tick", "tock"} for jobs in pages)
 
     assert site.stop("worker") == 0
     last = last_sequence(nats_server)
