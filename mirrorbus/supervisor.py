@@ -42,8 +42,8 @@ from mirrorbus.bus import StreamSettings, connect
 from mirrorbus.errors import BusError, ConfigError, ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.manager.http import parse_listen
-from mirrorbus.manager.replica import default_name
+from mirrorbus.listen import parse_listen
+from mirrorbus.manager.names import default_name
 from mirrorbus.natsconf import render_server_config
 from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
 from mirrorbus.worker.config import WorkerConfig

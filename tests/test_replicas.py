@@ -23,6 +23,7 @@ import anyio
 import pytest
 from conftest import RunningServer, connect
 from e2e import Site, count_lines, wait_for
+from nats.js.api import AckPolicy, ConsumerConfig
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
 from mirrorbus.bus import connect as bus_connect
@@ -144,6 +145,43 @@ def test_a_live_name_is_refused_and_a_killed_one_is_not(site: Site) -> None:
     # (the same output file: the second process's "ready")
     wait_for(lambda: site.output("manager-a").count("manager ready") == 2, 30, "a again")
     assert f"projecting from sequence {position + 1}" in site.output("manager-a")
+
+
+def test_a_replica_whose_consumer_is_taken_over_stops(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """A replica hung longer than the server waits loses its connection; another process may
+    then take its name and make its consumer again.  Resumed, the old one must not pull from
+    that consumer: it notices within seconds and stops.  (The takeover is done here by hand,
+    as the new process would: the consumer deleted and made again.)"""
+    proc = site.start_manager("a")
+    wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a")
+
+    async def take_over() -> None:
+        nc = await connect(nats_server, "manager")
+        try:
+            js = nc.jetstream()
+            name = S.manager_consumer("a")
+            await js.delete_consumer(S.evt_stream, name)
+            await js.add_consumer(
+                S.evt_stream,
+                ConsumerConfig(
+                    durable_name=name,
+                    name=name,
+                    filter_subject=S.all_events,
+                    ack_policy=AckPolicy.NONE,
+                ),
+            )
+        finally:
+            await nc.close()
+
+    anyio.run(take_over)
+    code = proc.wait(30)
+    assert code == 1
+    assert (
+        "manager name 'a' is in use: its consumer manager-a was made again by another manager"
+        in site.output("manager-a")
+    )
 
 
 def _ctl_json(site: Site, *args: str) -> list[dict[str, object]]:

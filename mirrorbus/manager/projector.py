@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 import anyio
 import nats.errors
@@ -52,6 +53,8 @@ class Projector:
         self.on_applied = on_applied
         self.inactive_threshold = inactive_threshold
         self.position = 0
+        self.created: datetime | None = None
+        """When the server made our consumer (another time: someone else made it again)."""
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
         s = self.bus.subjects
@@ -74,7 +77,7 @@ class Projector:
             opt_start_seq=self.position + 1 if self.position else None,
             inactive_threshold=self.inactive_threshold,
         )
-        await self.bus.js.add_consumer(s.evt_stream, config)
+        self.created = (await self.bus.js.add_consumer(s.evt_stream, config)).created
         return await self.bus.js.pull_subscribe_bind(consumer=self.consumer, stream=s.evt_stream)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

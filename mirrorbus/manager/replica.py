@@ -17,17 +17,24 @@ asks ``<prefix>.replica.<name>.ping``, the subject only the replica of that name
 Once it answers on that subject itself, the manager asks again and gathers every answer for
 a moment: of two managers started with one name at the same instant, both see the other, and
 the later one (by start time, then instance id) gives way.
+
+One case is left: a replica hung for longer than the server waits (its connection dropped),
+its name taken by a new process meanwhile, which made the consumer again; resumed, the old
+one reconnects and would pull from the new consumer.  So a replica looks at its consumer
+every few seconds (:func:`fence`): made again by someone else (or gone), it stops.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 
 from mirrorbus.bus import Bus
@@ -81,6 +88,34 @@ async def claim(bus: Bus, name: str, *, timeout: float = CLAIM_TIMEOUT) -> None:
     if reply.data is None:
         raise _in_use(name, "another process answers for it")
     raise _in_use(name, _holder(reply.data))
+
+
+FENCE_EVERY = 5.0
+"""Seconds between two looks at the replica's own consumer."""
+
+
+async def fence(
+    bus: Bus, name: str, created: Callable[[], datetime | None], *, every: float = FENCE_EVERY
+) -> None:
+    """Raise :class:`NameInUse` once replica ``name``'s consumer was made at another time
+    than ``created()`` says (see the module).  A look that fails (the server away) is tried
+    again at the next turn; a consumer that is gone is the projector's to make again."""
+    consumer = bus.subjects.manager_consumer(name)
+    while True:
+        await anyio.sleep(every)
+        ours = created()
+        if ours is None:
+            continue
+        try:
+            info = await bus.js.consumer_info(bus.subjects.evt_stream, consumer)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            continue
+        if ours == created() and info.created != ours:  # not made again by our projector
+            raise _in_use(
+                name,
+                f"its consumer {consumer} was made again by another manager while this one "
+                "was cut off or stopped; this one stops",
+            )
 
 
 async def check_alone(bus: Bus, me: ReplicaIdentity, *, window: float = RACE_WINDOW) -> None:

@@ -24,7 +24,7 @@ from mirrorbus.manager.names import default_name
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.manager.queries import PositionWatch, QueryService, ReplicaIdentity
-from mirrorbus.manager.replica import check_alone, claim
+from mirrorbus.manager.replica import check_alone, claim, fence
 from projections.changes import Changes
 from projections.status_view import ApplyResult, StatusView
 
@@ -84,6 +84,7 @@ class Manager:
                 )
             await tg.start(self.queries.run)
             await check_alone(self.bus, self.identity)
+            tg.start_soon(fence, self.bus, self.name, lambda: self.projector.created)
             await tg.start(self.liveness.run)
             log.info(
                 "manager ready (replica %s, view %s, position %d)",
