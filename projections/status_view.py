@@ -155,6 +155,22 @@ class StatusView:
     def close(self) -> None:
         self.engine.dispose()
 
+    def claim(self, replica: str) -> None:
+        """Make this the view of manager replica ``replica``, or raise ProjectionError if it
+        is another replica's: two replicas writing into one view would each apply every
+        event.  A rebuild (:meth:`reset`) leaves the view to whichever replica starts on it."""
+        with self.engine.begin() as conn:
+            owner = conn.execute(select(t.owner.c.replica)).scalar()
+            if owner is None:
+                conn.execute(insert(t.owner).values(replica=replica))
+            elif owner != replica:
+                where = make_url(self.url).render_as_string(hide_password=True)
+                raise ProjectionError(
+                    f"the status view at {where} belongs to manager replica {owner!r}: "
+                    f"give replica {replica!r} a view of its own (another [database] url, "
+                    "or --db)"
+                )
+
     def reset(self) -> None:
         """Empty every table (position 0): the start of a rebuild."""
         with self.engine.begin() as conn:

@@ -130,6 +130,14 @@ seed_floors = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
+owner = Table(
+    # Not from the log: the manager replica whose view this is (one row); a second replica
+    # given the same database is refused instead of writing every event in a second time.
+    "owner",
+    metadata,
+    Column("replica", String(64), primary_key=True),
+)
+
 ADDED_INDEXES = (runs_by_id,)
 """Indexes a view made by an earlier release may lack; each is created if missing."""
 
@@ -138,7 +146,7 @@ ADDED_COLUMNS = ((jobs, ("description", "help")), (workers, ("url",)))
 a job's ``desc`` and ``help`` for mirrorz.json, filled by its next ``JobConfigured``; an old
 tunasync worker's command ``url``, filled by its next registration."""
 
-NOT_FROM_THE_LOG = ("heartbeats", "seed_floors")
+NOT_FROM_THE_LOG = ("heartbeats", "seed_floors", "owner")
 """Tables a rebuild does not reproduce (and ``dump`` leaves out)."""
 
 meta = Table(

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ import pytest
 from conftest import RunningServer, connect
 from e2e import Site, count_lines, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
+from sqlalchemy import create_engine, text
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
 from mirrorbus.bus import connect as bus_connect
@@ -31,6 +33,7 @@ from mirrorbus.bus import settings_from_paths
 from mirrorbus.control import Control
 from mirrorbus.errors import BusError
 from mirrorbus.events import Subjects
+from mirrorbus.instance import Instance
 from mirrorbus.server import free_port
 from projections.status_view import StatusView
 
@@ -182,6 +185,86 @@ def test_a_replica_whose_consumer_is_taken_over_stops(
         "manager name 'a' is in use: its consumer manager-a was made again by another manager"
         in site.output("manager-a")
     )
+
+
+def test_two_replicas_on_one_view_are_refused(site: Site, tmp_path: Path) -> None:
+    """Names differ but the view is the same (a manager.toml copied to a second host, say):
+    the second replica is refused instead of applying every event a second time."""
+    shared = f"sqlite:///{tmp_path / 'shared.db'}"
+    site.start_manager("a", "--db", shared)
+    wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a")
+    second = site.cli("manager", "--state-dir", str(site.root), "--name", "b", "--db", shared)
+    assert second.returncode == 1
+    assert (
+        f"the status view at {shared} belongs to manager replica 'a': give replica 'b' a view "
+        "of its own" in second.stderr
+    )
+
+
+def test_replicas_on_postgresql_each_in_its_own_schema(
+    site: Site, nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A schema per replica in one PostgreSQL database (``options=-csearch_path=...``); the
+    same schema for a second replica is refused."""
+    base = os.environ.get("MIRRORBUS_TEST_PG_URL")
+    if not base:
+        pytest.skip("MIRRORBUS_TEST_PG_URL not set")
+    admin = create_engine(base)
+    schemas = {name: f"mbreplica_{uuid.uuid4().hex[:10]}" for name in ("a", "b")}
+    urls = {
+        name: f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+        for name, schema in schemas.items()
+    }
+    try:
+        with admin.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        config = site.worker_config("w1", COUNTING_JOB.format(name="tick", interval=0.01))
+        for name in ("a", "b"):
+            site.start_manager(name, "--db", urls[name])
+            wait_for(
+                lambda n=name: "manager ready" in site.output(f"manager-{n}"),  # type: ignore[misc]
+                30,
+                f"replica {name}",
+            )
+        refused = site.cli(
+            "manager", "--state-dir", str(site.root), "--name", "c", "--db", urls["a"]
+        )
+        assert refused.returncode == 1
+        assert "belongs to manager replica 'a'" in refused.stderr
+        site.start_worker(config, key="worker")
+        runs_file = site.workdir("w1", "tick") / "runs"
+        wait_for(lambda: count_lines(runs_file) >= 3, 30, "tick to run three times")
+        assert site.stop("worker") == 0
+        last = last_sequence(nats_server)
+        views_ = {n: StatusView(u) for n, u in urls.items()}
+        try:
+            for name, view in views_.items():
+                wait_for(lambda v=view: v.position() == last, 30, f"view {name} at {last}")  # type: ignore[misc]
+            assert views_["a"].dump() == views_["b"].dump() == rebuilt(site, tmp_path)
+        finally:
+            for view in views_.values():
+                view.close()
+    finally:
+        site.close()  # the replicas end before their schemas go
+        with admin.begin() as conn:
+            for schema in schemas.values():
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def test_a_view_from_before_replicas_is_adopted_by_the_default_name(tmp_path: Path) -> None:
+    """A state directory's ``manager.db`` (and its WAL) becomes the default replica's view."""
+    instance = Instance(tmp_path)
+    (tmp_path / "manager.db").write_bytes(b"db")
+    (tmp_path / "manager.db-wal").write_bytes(b"wal")
+    instance.adopt_legacy_view("myhost")
+    assert instance.view_path("myhost").read_bytes() == b"db"
+    assert (tmp_path / "manager-myhost.db-wal").read_bytes() == b"wal"
+    assert not (tmp_path / "manager.db").exists()
+    (tmp_path / "manager.db").write_bytes(b"other")
+    instance.adopt_legacy_view("myhost")  # the replica's own view is never replaced
+    assert instance.view_path("myhost").read_bytes() == b"db"
 
 
 def _ctl_json(site: Site, *args: str) -> list[dict[str, object]]:

@@ -68,6 +68,7 @@ class Manager:
         await self.bus.ensure_streams(self.streams)
         # Before the consumer is touched: the projector re-creates it from this view.
         await claim(self.bus, self.name)
+        await anyio.to_thread.run_sync(self.view.claim, self.name)
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
             self.watch.advance(self.projector.position)
