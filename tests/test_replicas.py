@@ -21,8 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
+import nats.errors
+import nats.js.errors
 import pytest
-from conftest import RunningServer, connect
+from conftest import RunningServer, connect, permission_violations
 from e2e import Site, count_lines, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy import create_engine, text
@@ -182,8 +184,8 @@ def test_a_replica_whose_consumer_is_taken_over_stops(
     code = proc.wait(30)
     assert code == 1
     assert (
-        "manager name 'a' is in use: its consumer manager-a was made again by another manager"
-        in site.output("manager-a")
+        f"manager name 'a' is in use: its consumer {S.manager_consumer('a')} was made again "
+        "by another manager" in site.output("manager-a")
     )
 
 
@@ -265,6 +267,42 @@ def test_a_view_from_before_replicas_is_adopted_by_the_default_name(tmp_path: Pa
     (tmp_path / "manager.db").write_bytes(b"other")
     instance.adopt_legacy_view("myhost")  # the replica's own view is never replaced
     assert instance.view_path("myhost").read_bytes() == b"db"
+
+
+def test_a_worker_named_like_a_replica_cannot_touch_its_consumer(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """A worker's consumers are named by its token, a replica's start with '-' (no token
+    does): a worker called ``manager-a`` is refused looking at or deleting replica a's
+    consumer (with the name ``manager-a`` it was that worker's own to delete)."""
+    nats_server.add_worker("manager-a")
+    site.start_manager("a")
+    wait_for(lambda: "manager ready" in site.output("manager-a"), 30, "replica a")
+    consumer = S.manager_consumer("a")
+
+    async def attack() -> tuple[list[str], int]:
+        errors: list[Exception] = []
+        nc = await connect(nats_server, "worker", "manager-a", errors=errors)
+        refused = 0
+        try:
+            js = nc.jetstream(timeout=1.0)
+            for request in (
+                js.delete_consumer(S.evt_stream, consumer),
+                js.consumer_info(S.evt_stream, consumer),
+            ):
+                try:
+                    await request
+                except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                    refused += 1
+            await nc.flush()
+        finally:
+            await nc.close()
+        return permission_violations(errors), refused
+
+    violations, refused = anyio.run(attack)
+    assert refused == 2
+    assert len(violations) == 2 and all(consumer in v for v in violations)
+    assert site.procs["manager-a"].poll() is None  # its consumer is still its own
 
 
 def _ctl_json(site: Site, *args: str) -> list[dict[str, object]]:

@@ -394,8 +394,13 @@ class Subjects:
     @staticmethod
     def manager_consumer(replica: str) -> str:
         """Name of manager replica ``replica``'s durable consumer on the event stream: each
-        replica reads the whole log at its own pace into its own view."""
-        return f"manager-{check_token(replica, 'manager name')}"
+        replica reads the whole log at its own pace into its own view.
+
+        It starts with ``-``, which no worker's token does (:func:`name_token` escapes a
+        leading ``-``): a worker, whose consumers are named by its token, can never name,
+        pull from or delete a replica's consumer (a worker called ``manager-a`` included).
+        """
+        return f"-manager-{check_token(replica, 'manager name')}"
 
     @property
     def gateway_consumer(self) -> str:
