@@ -256,7 +256,7 @@ def up(
                 root,
                 *(["--name", name] if managers > 1 else []),
                 *(["--http", listen] if listen else []),
-                # One gateway: it has one consumer of its own, which replicas cannot share.
+                # One gateway, on the one address given (tunasync workers have one api_base).
                 *(["--tunasync-api", tunasync_api] if tunasync_api and i == 0 else []),
             ],
             instance.logs_dir / ("manager.log" if managers == 1 else f"manager-{name}.log"),
