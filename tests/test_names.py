@@ -459,6 +459,7 @@ def test_check_accepts_and_lists_every_name_a_site_uses(tmp_path: Path) -> None:
         ("w1", "a/b", "mirrors[0] (a/b)", "'a/b'"),
         ("w1", "..", "mirrors[0] (..)", "'..'"),
         ("w1", "tab\there", "mirrors[0]", "'tab\\there'"),
+        ("w1", "new\nline", "mirrors[0] ('new\\nline')", "'new\\nline'"),
         ("x" * 256, "j", "[global]", "'" + "x" * 256 + "'"),
         ("w/1", "j", "[global]", "'w/1'"),
     ],

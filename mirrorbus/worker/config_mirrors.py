@@ -99,7 +99,9 @@ def _walk(
     for i, node in enumerate(nodes):
         label = f"{prefix}[{i}]"
         name = node.get("name")
-        where = Where(file, f"{label} ({name})" if isinstance(name, str) and name else label)
+        # A name that cannot be one (a newline in it) is shown escaped: errors are one line.
+        shown = name if isinstance(name, str) and name.isprintable() else repr(name)
+        where = Where(file, f"{label} ({shown})" if isinstance(name, str) and name else label)
         own = read_table(node, MIRROR_KEYS, where, warnings, skip=frozenset({"mirrors"}))
         _check_node(own, where, warnings)
         merged = {k: v for k, v in parent.items() if k != "name"}
