@@ -1,10 +1,15 @@
-"""``HOST:PORT`` listen addresses of the HTTP servers (status API, tunasync gateway).
+"""Settings of the HTTP servers (status API, tunasync gateway): ``HOST:PORT`` addresses and
+``[http]``.
 
-A module of its own, without the servers, so that a command checking an address given on its
-command line (``mirrorbus up --http``) does not import the HTTP stack.
+A module of its own, without the servers, so that reading a config or checking an address
+given on the command line (``mirrorbus up --http``) does not import the HTTP stack: a manager
+without HTTP never imports aiohttp.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
 
 from mirrorbus.errors import ConfigError
 
@@ -21,3 +26,16 @@ def parse_listen(text: str, source: str = "http", key: str = "http.listen") -> t
             key=key,
         )
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """``[http]``: where to listen, whether at all, and TLS (both files or neither)."""
+
+    enable: bool = False
+    listen: str = DEFAULT_LISTEN
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    allow_origin: str | tuple[str, ...] = "*"
+    """``Access-Control-Allow-Origin`` of the JSON read routes: one value sent as it is
+    (``"*"``), or the origins allowed (each answered with itself); empty: no header."""

@@ -18,7 +18,7 @@ from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
-from mirrorbus.listen import DEFAULT_LISTEN, parse_listen
+from mirrorbus.listen import DEFAULT_LISTEN, HttpSettings, parse_listen
 from mirrorbus.worker.config import BusConfig, read_bus_file
 
 if TYPE_CHECKING:
@@ -286,7 +286,6 @@ def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
     """``[http]`` (enable, listen, tls_cert, tls_key), ``[files]`` (jobs_json, mirrorz_json)
     and ``[mirrorz.site]`` of a manager or project config.  Relative paths are relative to the
     config file."""
-    from mirrorbus.manager.http import HttpSettings
     from mirrorbus.manager.outputs import OutputSettings
     from projections.mirrorz import check_site
 

@@ -1,5 +1,6 @@
 """Each program imports only what it runs: the ctl no view, HTTP server, worker or manager;
-the worker no view or HTTP stack; the ``up`` supervisor neither.
+the worker no view or HTTP stack; a manager without HTTP no HTTP stack; the ``up`` supervisor
+none of these.
 
 Measured as a user runs them: a real ``mirrorbus up`` (nats-server with TLS, manager, worker)
 started with ``PYTHONPROFILEIMPORTTIME=1``, so that every Python process it starts writes each
@@ -166,6 +167,13 @@ def test_ctl_worker_and_supervisor_import_only_what_they_run(lean: LeanUp) -> No
     worker = imported((lean.state / "logs" / "worker.log").read_text(errors="replace"))
     assert "mirrorbus.worker.service" in worker
     assert offending(worker, (*HEAVY, *MANAGER, "mirrorbus.gateway.service")) == []
+    # The manager: its view, but neither an HTTP stack when it serves no HTTP (no --http
+    # here) nor the worker.
+    manager = imported((lean.state / "logs" / "manager.log").read_text(errors="replace"))
+    assert "mirrorbus.manager.service" in manager
+    assert (
+        offending(manager, ("aiohttp", "mirrorbus.worker.service", "mirrorbus.gateway.api")) == []
+    )
     # The supervisor only starts and watches processes.
     supervisor = imported(lean.text())
     assert "mirrorbus.supervisor" in supervisor

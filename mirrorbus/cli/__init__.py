@@ -47,9 +47,6 @@ _LAZY: dict[str, tuple[str, str, str]] = {
     "worker": ("mirrorbus.cli.services", "worker", "Run the jobs of a tunasync worker config."),
 }
 
-_NO_HTTP = ("ctl", "worker")
-"""Commands that never serve or speak HTTP: nats-py is kept from importing aiohttp."""
-
 
 class _LazyGroup(typer.core.TyperGroup):
     """The top-level group: its own commands (``up``) plus the lazily imported ones."""
@@ -61,8 +58,9 @@ class _LazyGroup(typer.core.TyperGroup):
         if cmd_name not in _LAZY:
             return super().get_command(ctx, cmd_name)
         module, attr, _ = _LAZY[cmd_name]
-        if cmd_name in _NO_HTTP:
-            without_websocket_transport()
+        # nats-py is kept from importing aiohttp (see without_websocket_transport); a
+        # manager or project that serves HTTP lifts that for itself (allow_aiohttp).
+        without_websocket_transport()
         target = getattr(import_module(module), attr)
         command: Any
         if isinstance(target, typer.Typer):

@@ -144,3 +144,11 @@ def without_websocket_transport() -> None:
     """
     if "nats" not in sys.modules and "aiohttp" not in sys.modules:
         sys.modules["aiohttp"] = None  # type: ignore[assignment]
+
+
+def allow_aiohttp() -> None:
+    """Undo :func:`without_websocket_transport` for a process that serves HTTP after all (a
+    manager with ``[http]`` or the tunasync gateway): its own aiohttp import then works, and
+    nats-py keeps going without its websocket transport."""
+    if "aiohttp" in sys.modules and sys.modules["aiohttp"] is None:
+        del sys.modules["aiohttp"]

@@ -21,7 +21,13 @@ import typer
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, BusSettings, connect
-from mirrorbus.cli.common import LogFormat, one_line_errors, run_async, setup_logging
+from mirrorbus.cli.common import (
+    LogFormat,
+    allow_aiohttp,
+    one_line_errors,
+    run_async,
+    setup_logging,
+)
 from mirrorbus.errors import BusError
 from mirrorbus.sdnotify import Notifier
 from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
@@ -227,12 +233,15 @@ def manager(
     setup_logging(verbose, debug, with_systemd, log_format)
     mc = manager_config(config, state_dir, db, name)
     outputs = with_http(mc.outputs, http)
-    from mirrorbus.gateway import Gateway, with_listen
+    from mirrorbus.gateway.settings import with_listen
     from mirrorbus.manager.service import Manager
     from projections.status_view import StatusView
 
     gateway = with_listen(mc.gateway, tunasync_api)
     gateway_bus = mc.gateway_bus() if gateway.enable else None
+    if gateway.enable:
+        allow_aiohttp()  # the gateway serves tunasync's API and calls old workers' URLs
+
     view = StatusView(mc.database_url)
     notifier = Notifier.from_environment()
 
@@ -245,6 +254,8 @@ def manager(
             async with anyio.create_task_group() as tg:
                 await tg.start(service.run)
                 if gateway_bus is not None:
+                    from mirrorbus.gateway import Gateway
+
                     gw_bus = await connect(gateway_bus)
                     await tg.start(Gateway(gw_bus, view, service.changes, gateway).run)
                 notifier.ready("manager: bus connected, view projected, queries answered")

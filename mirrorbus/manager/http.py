@@ -27,16 +27,14 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 
 import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
 
 from mirrorbus.errors import ConfigError, MirrorbusError, PortInUseError
-from mirrorbus.listen import DEFAULT_LISTEN, parse_listen
+from mirrorbus.listen import HttpSettings, parse_listen
 from projections.changes import Changes
 from projections.metrics import CONTENT_TYPE, Metrics
 from projections.status_view import StatusView
@@ -45,19 +43,6 @@ from projections.tunasync import go_json, jobs_json, mirror_status, worker_statu
 log = logging.getLogger(__name__)
 
 KEEPALIVE = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSettings:
-    """``[http]``: where to listen, whether at all, and TLS (both files or neither)."""
-
-    enable: bool = False
-    listen: str = DEFAULT_LISTEN
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    allow_origin: str | tuple[str, ...] = "*"
-    """``Access-Control-Allow-Origin`` of the JSON read routes: one value sent as it is
-    (``"*"``), or the origins allowed (each answered with itself); empty: no header."""
 
 
 CORS_ROUTES = ("/jobs", "/workers", "/ping")

@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mirrorbus.manager.http import HttpSettings, StatusHttp
+from mirrorbus.listen import HttpSettings
 from projections.changes import Changes
 from projections.files import StatusFiles
 from projections.status_view import StatusView
+
+if TYPE_CHECKING:
+    from mirrorbus.manager.http import StatusHttp
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,12 @@ async def run_outputs(
             await tg.start(files.run)
         server: StatusHttp | None = None
         if settings.http.enable:
+            # Imported only to serve: a manager without HTTP never loads aiohttp.
+            from mirrorbus.cli.common import allow_aiohttp
+
+            allow_aiohttp()
+            from mirrorbus.manager.http import StatusHttp
+
             server = StatusHttp(
                 view,
                 changes,
