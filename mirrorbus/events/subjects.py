@@ -141,9 +141,9 @@ def check_token(value: str, what: str = "name") -> str:
 
 def name_token(name: str, what: str = "name") -> str:
     """The subject token of a worker or job name (see the module docstring); checks the name."""
+    if isinstance(name, str) and len(name) <= MAX_NAME_BYTES and _PLAIN.fullmatch(name):
+        return name  # the common case, on every append: no need to look at each character
     check_name(name, what)
-    if _PLAIN.fullmatch(name):
-        return name
     data = name.encode()
     out = [
         chr(b) if b in _SAFE and not (i == 0 and b == 0x2D) else f"%{b:02X}"
