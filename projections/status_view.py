@@ -26,6 +26,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -81,6 +82,23 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _run_row(r: Any) -> RunRow:
+    return RunRow(
+        worker=r.worker,
+        job=r.job,
+        run_id=r.run_id,
+        reason=r.reason,
+        forced=r.forced,
+        started_at=from_us(r.started_at) or datetime.min.replace(tzinfo=UTC),
+        ended_at=from_us(r.ended_at),
+        result=r.result,
+        attempts=r.attempts,
+        size=r.size,
+        error=r.error,
+        exit_code=r.exit_code,
+    )
 
 
 def _add_missing_columns(conn: Connection) -> None:
@@ -342,23 +360,28 @@ class StatusView:
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [
-            RunRow(
-                worker=r.worker,
-                job=r.job,
-                run_id=r.run_id,
-                reason=r.reason,
-                forced=r.forced,
-                started_at=from_us(r.started_at) or datetime.min.replace(tzinfo=UTC),
-                ended_at=from_us(r.ended_at),
-                result=r.result,
-                attempts=r.attempts,
-                size=r.size,
-                error=r.error,
-                exit_code=r.exit_code,
+        return [_run_row(r) for r in rows]
+
+    def recent_runs(self, limit: int) -> list[RunRow]:
+        """The last ``limit`` runs of every job (newest first within a job), in one query:
+        the status page's strip of marks per job."""
+        r = t.runs
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=(r.c.worker, r.c.job),
+                order_by=(r.c.started_at.desc(), r.c.seq.desc()),
             )
-            for r in rows
-        ]
+            .label("rank")
+        )
+        ranked = select(r, rank).subquery()
+        query = (
+            select(ranked)
+            .where(ranked.c.rank <= limit)
+            .order_by(ranked.c.worker, ranked.c.job, ranked.c.rank)
+        )
+        with self.engine.connect() as conn:
+            return [_run_row(row) for row in conn.execute(query).all()]
 
     def size_bytes(self) -> int | None:
         """Bytes the view takes: the SQLite file with its write-ahead log, or the PostgreSQL

@@ -12,6 +12,7 @@ import os
 import shlex
 import sqlite3
 import subprocess
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,3 +241,45 @@ def test_a_wrapped_command_shows_how_it_was_launched_without_secrets() -> None:
     plain = command_header(["rsync", "-a"], Path("/srv"), dict(os.environ), os.environ, None)
     assert plain.splitlines()[2] == f"{HEADER_PREFIX}environment set: (none)"
     assert "launched as" not in plain
+
+
+@pytest.mark.anyio
+async def test_the_page_api_answers_and_refuses_clearly(tmp_path: Path) -> None:
+    view = StatusView(f"sqlite:///{tmp_path / 'view.db'}")
+    subject = Subjects().job_events("w1", "debian")
+    configured = JobConfigured(id="e1", at=T0, worker="w1", job="debian", interval=3600)
+    view.apply([(1, subject, encode(configured))])
+    http = StatusHttp(view, Changes(), HttpSettings(enable=True, listen=f"127.0.0.1:{free_port()}"))
+
+    def get(path: str) -> tuple[int, object]:
+        try:
+            with urllib.request.urlopen(http.url + path, timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(http.run)
+            status, doc = await anyio.to_thread.run_sync(get, "/api/status?runs=5")
+            assert status == 200 and isinstance(doc, dict)
+            (job,) = doc["jobs"]
+            assert (job["worker"], job["name"], job["interval"], job["runs"]) == (
+                "w1",
+                "debian",
+                3600,
+                [],
+            )
+            assert await anyio.to_thread.run_sync(get, "/api/status?runs=x") == (
+                400,
+                {"error": "runs must be a whole number"},
+            )
+            assert await anyio.to_thread.run_sync(get, "/api/history?worker=w1&job=nope") == (
+                404,
+                {"error": "no job 'nope' on worker 'w1'"},
+            )
+            status, doc = await anyio.to_thread.run_sync(get, "/api/history?worker=w1&job=debian")
+            assert status == 200 and isinstance(doc, dict) and doc["runs"] == []
+            tg.cancel_scope.cancel()
+    finally:
+        view.close()

@@ -197,5 +197,15 @@ def test_failures_in_a_row_count_from_the_last_success(tmp_path: Path) -> None:
     try:
         view.apply(entries)
         assert consecutive_failures(view) == {("w1", "a"): 2, ("w1", "b"): 2}
+        # The status page's strip: the last two runs of each job, newest first.
+        recent = [(r.job, r.run_id, r.result) for r in view.recent_runs(2)]
+        assert recent == [
+            ("a", "a3", "failed"),
+            ("a", "a2", "failed"),
+            ("b", "b1", "failed"),
+            ("b", "b0", "failed"),
+            ("c", "c2", "success"),
+            ("c", "c1", "failed"),
+        ]
     finally:
         view.close()

@@ -9,6 +9,8 @@ Off unless enabled (``[http] enable = true`` or ``mirrorbus manager --http ADDR`
     GET /ping                {"message":"pong"}
     GET /metrics             Prometheus text format
     GET /events              server-sent events: "change" with the view's position
+    GET /api/status?runs=N   the page's data: jobs with their last N runs, workers
+    GET /api/history?worker=W&job=J&limit=N   one job's runs, newest first
 
 The JSON read routes (``/jobs``, ``/workers``, ``/workers/<id>/jobs``, ``/ping``) carry
 ``Access-Control-Allow-Origin`` (``[http] allow_origin``, ``"*"`` by default): mirrorz's
@@ -37,6 +39,7 @@ from mirrorbus.errors import ConfigError, MirrorbusError, PortInUseError
 from mirrorbus.listen import HttpSettings, parse_listen
 from projections.changes import Changes
 from projections.metrics import CONTENT_TYPE, Metrics
+from projections.page_data import history_document, status_document
 from projections.status_view import StatusView
 from projections.tunasync import go_json, jobs_json, mirror_status, worker_status
 
@@ -67,6 +70,26 @@ def _error(message: str, status: int) -> web.Response:
     return _json(go_json({"error": message}), status)
 
 
+def _int_arg(request: web.Request, name: str, default: int) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    return int(text) if text.isdigit() else None
+
+
+async def _compressed_json(request: web.Request, doc: object) -> web.StreamResponse:
+    """The page's JSON, gzip'd when the browser takes it (a page of 500 jobs with a dozen
+    runs each is some hundred kilobytes, fetched again at every change)."""
+    response = web.Response(
+        body=json.dumps(doc, separators=(",", ":")).encode(),
+        content_type="application/json",
+        charset="utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+    response.enable_compression()
+    return response
+
+
 class StatusHttp:
     def __init__(
         self,
@@ -93,6 +116,8 @@ class StatusHttp:
         self.app.router.add_get("/workers/{id}/jobs", self.worker_jobs)
         self.app.router.add_get("/metrics", self.metrics_page)
         self.app.router.add_get("/events", self.events)
+        self.app.router.add_get("/api/status", self.page_status)
+        self.app.router.add_get("/api/history", self.page_history)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_response_prepare.append(self._cors)
 
@@ -159,6 +184,29 @@ class StatusHttp:
                 usage = await self.stream_usage()
         body = await anyio.to_thread.run_sync(self.metrics.render, last, usage)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def page_status(self, request: web.Request) -> web.StreamResponse:
+        runs = _int_arg(request, "runs", 12)
+        if runs is None:
+            return _error("runs must be a whole number", 400)
+        try:
+            doc = await anyio.to_thread.run_sync(status_document, self.view, runs)
+        except MirrorbusError as exc:
+            return _error(f"failed to read the status: {exc}", 500)
+        return await _compressed_json(request, doc)
+
+    async def page_history(self, request: web.Request) -> web.StreamResponse:
+        worker, job = request.query.get("worker"), request.query.get("job")
+        limit = _int_arg(request, "limit", 100)
+        if worker is None or job is None or limit is None:
+            return _error("worker and job are needed (limit: a whole number)", 400)
+        try:
+            doc = await anyio.to_thread.run_sync(history_document, self.view, worker, job, limit)
+        except MirrorbusError as exc:
+            return _error(f"failed to read the history: {exc}", 500)
+        if doc is None:
+            return _error(f"no job {job!r} on worker {worker!r}", 404)
+        return await _compressed_json(request, doc)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: one ``change`` now, then one after every change of the view,
