@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import JobState
@@ -79,7 +80,8 @@ def mirror_entry(state: JobState) -> dict[str, Any]:
     return {
         "cname": state.name,
         "desc": state.desc,
-        "url": f"/{state.name}",
+        # The name as written is the directory; a link to it needs a space or an é escaped.
+        "url": "/" + quote(state.name),
         "status": status_string(state),
         "help": state.help,
         "upstream": state.upstream,

@@ -50,6 +50,7 @@ from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.docker import container_name, job_of_container
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log
 from mirrorbus.worker.zfs import help_text
+from projections.mirrorz import mirrorz
 from projections.status_view import StatusView
 
 S = Subjects()
@@ -638,3 +639,16 @@ def test_the_server_reads_the_users_of_any_workers(pki_dir: Path, names: list[st
         )
     assert checked.returncode == 0, checked.stderr + checked.stdout
     assert "is valid" in checked.stdout + checked.stderr
+
+
+def test_mirrorz_names_the_mirror_as_written_and_links_it_escaped() -> None:
+    states = [
+        JobState(worker="mirrors.example.org", name=name, status="success")
+        for name in ("crates.io-index.git", "linux stable", "café")
+    ]
+    entries = mirrorz(states, {"url": "https://m.example.org", "abbr": "M"})["mirrors"]
+    assert [(e["cname"], e["url"]) for e in entries] == [
+        ("café", "/caf%C3%A9"),
+        ("crates.io-index.git", "/crates.io-index.git"),
+        ("linux stable", "/linux%20stable"),
+    ]
