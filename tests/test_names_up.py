@@ -82,6 +82,10 @@ def _scenario(up: Up) -> None:
     assert sorted((j["worker"], j["name"]) for j in per_worker) == sorted(
         (WORKER, n) for n in NAMES
     )
+    for name in NAMES:  # the status page's history of a job, asked as the page asks it
+        query = urllib.parse.urlencode({"worker": WORKER, "job": name})
+        history = json.loads(_get(up, f"/api/history?{query}"))
+        assert history["runs"], history
     metrics = _get(up, "/metrics").decode()
     runs = [line for line in metrics.splitlines() if line.startswith("mirrorbus_job_runs")]
     for name in NAMES:
