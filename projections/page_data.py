@@ -3,7 +3,8 @@
 Served by the HTTP read side as ``GET /api/status`` and ``GET /api/history`` (the page's own
 API; tunasync's ``/jobs`` stays byte-compatible and knows neither runs nor workers' state).
 Times are Unix seconds (floats), ``null`` when unknown; texts are passed as they are (the
-page puts them in the document as text, never as HTML).
+page puts them in the document as text, never as HTML).  Workers' host names and versions are
+left out, as ``/workers`` leaves out their URLs: the page is public.
 """
 
 from __future__ import annotations
@@ -61,8 +62,6 @@ def worker_dict(worker: WorkerRow) -> dict[str, Any]:
         "online": worker.online,
         "last_seen": _ts(worker.last_seen),
         "started": _ts(worker.started_at),
-        "hostname": worker.hostname,
-        "version": worker.version,
         "jobs": worker.jobs,
     }
 

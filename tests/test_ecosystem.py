@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -237,6 +238,16 @@ def test_a_wrapped_command_shows_how_it_was_launched_without_secrets() -> None:
     assert "hunter2" not in text
     assert f"{HEADER_PREFIX}launched as: docker run --rm -e RSYNC_PASSWORD=... img rsync -a" in (
         text
+    )
+    secret = command_header(
+        ["sync.sh", "--token", "t0k", "--api-key=k3y", "rsync://mirror:pa55@up.example/d/"],
+        Path("/srv"),
+        {},
+        {},
+    )
+    assert not {"t0k", "k3y", "pa55"} & set(re.split(r"[\s=:@]", secret))
+    assert secret.splitlines()[0] == (
+        f"{HEADER_PREFIX}command: sync.sh --token ... --api-key=... rsync://mirror:...@up.example/d/"
     )
     plain = command_header(["rsync", "-a"], Path("/srv"), dict(os.environ), os.environ, None)
     assert plain.splitlines()[2] == f"{HEADER_PREFIX}environment set: (none)"

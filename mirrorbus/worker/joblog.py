@@ -30,18 +30,32 @@ HEADER_PREFIX = "# mirrorbus: "
 """Each line of an attempt's command header starts with this (never rsync's or a job's)."""
 
 _ENV_OPTIONS = ("-e", "--env")
+_SECRET_OPTION = re.compile(r"--?[\w-]*(pass|token|secret|api[-_]?key|auth|credential)[\w-]*", re.I)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/:@\s]*):[^/@\s]*@", re.I)
+HIDDEN = "..."
 
 
 def _redacted(argv: Sequence[str]) -> list[str]:
-    """``argv`` with the values of ``-e KEY=VALUE`` (docker's environment) left out: the
-    credentials of a job travel there, and the log is readable by more people."""
+    """``argv`` without the secrets it may carry: job logs are read by more people than the
+    config (``ctl logs`` with a reader's certificate, often a public web directory).
+
+    Left out: the values of docker's ``-e KEY=VALUE``, of options named like a secret
+    (``--password=X``, ``--token X``, ``--api-key=X``) and the password of a URL
+    (``rsync://user:X@host/``).  What remains is still the command to run by hand, with the
+    secret to put back in.
+    """
     shown: list[str] = []
     for i, arg in enumerate(argv):
-        if i > 0 and argv[i - 1] in _ENV_OPTIONS and "=" in arg:
-            arg = arg.split("=", 1)[0] + "=..."
+        before = argv[i - 1] if i > 0 else ""
+        if before in _ENV_OPTIONS and "=" in arg:
+            arg = arg.split("=", 1)[0] + "=" + HIDDEN
         elif arg.startswith("--env=") and arg.count("=") > 1:
-            arg = "--env=" + arg[len("--env=") :].split("=", 1)[0] + "=..."
-        shown.append(arg)
+            arg = "--env=" + arg[len("--env=") :].split("=", 1)[0] + "=" + HIDDEN
+        elif arg.startswith("-") and "=" in arg and _SECRET_OPTION.fullmatch(arg.split("=")[0]):
+            arg = arg.split("=", 1)[0] + "=" + HIDDEN
+        elif _SECRET_OPTION.fullmatch(before) and not arg.startswith("-"):
+            arg = HIDDEN
+        shown.append(_URL_PASSWORD.sub(rf"\g<head>:{HIDDEN}@", arg))
     return shown
 
 
@@ -56,10 +70,10 @@ def command_header(
     it ran, and the names (never the values) of the variables it got beyond ``base`` (the
     worker's own environment).  ``launched`` is the command actually executed when a docker
     or cgroup launcher wrapped ``argv``.  What operators need when an upstream misbehaves:
-    the exact command to run again by hand."""
+    the exact command to run again by hand (secrets left out: :func:`_redacted`)."""
     keys = sorted(k for k, v in env.items() if base.get(k) != v)
     lines = [
-        f"command: {shlex.join(argv)}",
+        f"command: {shlex.join(_redacted(argv))}",
         f"working dir: {cwd}",
         f"environment set: {' '.join(keys) if keys else '(none)'}",
     ]
