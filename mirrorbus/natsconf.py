@@ -140,8 +140,10 @@ def _manager_permissions(s: Subjects) -> Permissions:
             f"$JS.API.DIRECT.GET.{s.snap_stream}",
             f"$JS.API.DIRECT.GET.{s.snap_stream}.>",
             f"$JS.API.STREAM.MSG.GET.{s.snap_stream}",
-            # A replica asks whether its name is held before it takes the name's consumer.
+            # A replica asks whether its name is held before it takes the name's consumer,
+            # and, when it starts behind, whether other replicas answer meanwhile.
             s.all_replica_pings,
+            s.every_replica_api("ping"),
         ),
         allow_responses=True,
         subscribe_allow=(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -28,13 +29,15 @@ from conftest import RunningServer, connect, permission_violations
 from e2e import Site, count_lines, wait_for
 from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy import create_engine, text
+from test_drills import _subject as drill_subject
+from test_drills import append_as_worker, generated_history
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 
 from mirrorbus.bus import connect as bus_connect
 from mirrorbus.bus import settings_from_paths
 from mirrorbus.control import Control
 from mirrorbus.errors import BusError
-from mirrorbus.events import Subjects
+from mirrorbus.events import Subjects, encode
 from mirrorbus.instance import Instance
 from mirrorbus.server import free_port
 from projections.status_view import StatusView
@@ -366,6 +369,7 @@ class Prober:
     def __init__(self, site: Site, server: RunningServer) -> None:
         self.settings = settings_from_paths([server.url], site.root / "pki", "admin")
         self.samples: list[tuple[float, float, str]] = []  # (at, latency, replica)
+        self.positions: list[tuple[str, int]] = []  # (replica, position) of each answer
         self.failures: list[tuple[float, str]] = []
         self.t0 = time.monotonic()
         self._stop = threading.Event()
@@ -379,8 +383,9 @@ class Prober:
                 began = time.monotonic()
                 try:
                     await control.jobs(timeout=5.0)
-                    replica = control.answered_by[0] if control.answered_by else "?"
+                    replica, position = control.answered_by or ("?", 0)
                     self.samples.append((began - self.t0, time.monotonic() - began, replica))
+                    self.positions.append((replica, position))
                 except BusError as exc:
                     self.failures.append((began - self.t0, str(exc)))
                 await anyio.sleep(0.1)
@@ -410,6 +415,27 @@ class Prober:
                 f"{sum(lat) / len(lat) * 1000:7.0f}  {by}{mark}"
             )
         return "\n".join(lines)
+
+
+def test_a_replica_behind_leaves_the_queries_to_the_others(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """A replica that starts far behind the log (a new one, or one back after a long absence)
+    takes no share of the queries while others answer, until it has caught up: no answer
+    comes from an old view."""
+    start_replicas(site, "a")
+    history = generated_history("w1", random.Random(21))
+    append_as_worker(nats_server, "w1", [(drill_subject(e), encode(e)) for e in history])
+    last = last_sequence(nats_server)
+    with views(site, "a") as v:
+        wait_for(lambda: v["a"].position() == last, 120, f"replica a at {last}")
+    with Prober(site, nats_server) as probe:
+        site.start_manager("b")  # an empty view: every event to apply
+        wait_for(lambda: any(r == "b" for r, _ in probe.positions), 120, "answers from b at last")
+    from_b = [p for r, p in probe.positions if r == "b"]
+    assert from_b and min(from_b) >= last
+    assert probe.failures == []
+    assert f"catching up to event {last} before taking queries" in site.output("manager-b")
 
 
 STOPPED_FOR = 20.0

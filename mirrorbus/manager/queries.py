@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +91,12 @@ class QueryService:
         *,
         identity: ReplicaIdentity | None = None,
         watch: PositionWatch | None = None,
+        join_when: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``join_when``: the queries of the queue group (and those asked of every replica)
+        are taken once it returns; those asked of this replica by name at once."""
         self.bus = bus
+        self.join_when = join_when
         self.view = view
         self.identity = identity or ReplicaIdentity()
         self.watch = watch
@@ -235,15 +240,23 @@ class QueryService:
             await send.send(msg)
 
         s = self.bus.subjects
-        subs = [
-            await self.bus.serve(s.all_api, on_msg, queue=s.manager_queue),
-            await self.bus.serve(s.every_replica_all_api, on_msg),
-        ]
+        subs = []
         if self.identity.name:
             subs.append(await self.bus.serve(s.replica_all_api(self.identity.name), on_msg))
+
+        async def join() -> None:
+            if self.join_when is not None:
+                await self.join_when()
+            subs.append(await self.bus.serve(s.all_api, on_msg, queue=s.manager_queue))
+            subs.append(await self.bus.serve(s.every_replica_all_api, on_msg))
+
+        if self.join_when is None:
+            await join()
         task_status.started()
         try:
             async with receive, anyio.create_task_group() as tg:
+                if self.join_when is not None:
+                    tg.start_soon(join)
                 async for msg in receive:
                     await self._handle(msg, tg)
         finally:

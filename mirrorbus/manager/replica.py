@@ -90,6 +90,15 @@ async def claim(bus: Bus, name: str, *, timeout: float = CLAIM_TIMEOUT) -> None:
     raise _in_use(name, _holder(reply.data))
 
 
+async def others_answer(bus: Bus, *, timeout: float = 1.0) -> bool:
+    """Whether another replica answers queries now (asked of every replica at once)."""
+    try:
+        await bus.nc.request(bus.subjects.every_replica_api("ping"), b"{}", timeout=timeout)
+    except (nats.errors.Error, TimeoutError):
+        return False  # nobody subscribed, or only hung ones: this one is needed
+    return True
+
+
 FENCE_EVERY = 5.0
 """Seconds between two looks at the replica's own consumer."""
 

@@ -18,17 +18,21 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, StreamSettings
+from mirrorbus.errors import BusError
 from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.liveness import Liveness
 from mirrorbus.manager.names import default_name
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.manager.queries import PositionWatch, QueryService, ReplicaIdentity
-from mirrorbus.manager.replica import check_alone, claim, fence
+from mirrorbus.manager.replica import check_alone, claim, fence, others_answer
 from projections.changes import Changes
 from projections.status_view import ApplyResult, StatusView
 
 log = logging.getLogger(__name__)
+
+CATCH_UP_LIMIT = 120.0
+"""Seconds a replica that is behind leaves the queries to the others (see ``_useful``)."""
 
 
 class Manager:
@@ -57,8 +61,27 @@ class Manager:
             consumer=bus.subjects.manager_consumer(self.name),
             on_applied=self._applied,
         )
-        self.queries = QueryService(bus, view, identity=self.identity, watch=self.watch)
+        self.queries = QueryService(
+            bus, view, identity=self.identity, watch=self.watch, join_when=self._useful
+        )
         self.liveness = Liveness(bus, view)
+
+    async def _useful(self) -> None:
+        """Return when this replica should take its share of the queries: at once if its
+        view is at the log's end (as it was at start) or no other replica answers; else,
+        while the others answer, once it has caught up (at most :data:`CATCH_UP_LIMIT`), so
+        that a replica back after a long absence does not answer from an old view."""
+        try:
+            end = await self.bus.last_sequence()
+        except BusError:
+            return
+        if self.watch.position >= end or not await others_answer(self.bus):
+            return
+        log.info("catching up to event %d before taking queries (others answer them)", end)
+        if await self.watch.wait_for(end, CATCH_UP_LIMIT):
+            log.info("caught up to event %d: taking queries", end)
+        else:
+            log.warning("not at event %d after %.0fs; taking queries anyway", end, CATCH_UP_LIMIT)
 
     def _applied(self, result: ApplyResult) -> None:
         self.changes.applied(result)
