@@ -180,9 +180,10 @@ class Bus:
         usable answer wins, whoever sends it: a replica that is merely slow still counts,
         and a hung one costs one ``first_wait``.  The fan-out costs the replicas one answer
         each, only for the calls whose first request found no answer in time.  An answer
-        ``usable`` refuses (a replica behind the position asked for) is asked again at
-        once, of every replica.  A "no responders" status (nobody subscribed at all) ends it
-        at once.  Without ``hedge_subject`` the copies go to ``subject`` again.
+        ``usable`` refuses (a replica behind the position asked for) is passed over: the
+        next copy, when due, asks every replica.  A "no responders" status (nobody
+        subscribed at all) ends it at once.  Without ``hedge_subject`` the copies go to
+        ``subject`` again.
         """
         started = time.monotonic()
         deadline = started + timeout
@@ -202,27 +203,26 @@ class Bus:
             try:
                 wait = first_wait
                 target = subject
-                while True:
-                    try:
-                        await self.nc.publish(target, data, reply=inbox, headers=headers)
-                    except nats.errors.Error as exc:
-                        raise BusError(f"request on {subject} failed: {exc}") from None
-                    remaining = deadline - time.monotonic()
+                next_send = started
+                while (now := time.monotonic()) < deadline:
+                    if now >= next_send:
+                        try:
+                            await self.nc.publish(target, data, reply=inbox, headers=headers)
+                        except nats.errors.Error as exc:
+                            raise BusError(f"request on {subject} failed: {exc}") from None
+                        target = hedge_subject or subject
+                        next_send = now + wait
+                        wait = min(wait * 2, HEDGE_MAX_WAIT)
                     msg: Msg | None = None
-                    with anyio.move_on_after(min(wait, remaining)):
+                    with anyio.move_on_after(min(next_send, deadline) - now):
                         msg = await receive.receive()
                     if msg is None:
-                        wait = min(wait * 2, HEDGE_MAX_WAIT)
-                    elif msg.headers and msg.headers.get("Status") == "503":
+                        continue
+                    if msg.headers and msg.headers.get("Status") == "503":
                         raise BusError(f"nobody answers on {subject}: is the manager running?")
-                    elif usable is None or usable(msg.data):
+                    if usable is None or usable(msg.data):
                         return bytes(msg.data)
-                    else:
-                        refused += 1
-                        await anyio.sleep(min(HEDGE_FIRST_WAIT / 5, remaining))
-                    if time.monotonic() >= deadline:
-                        break
-                    target = hedge_subject or subject
+                    refused += 1  # (a replica behind: the next copy, when due, asks them all)
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
