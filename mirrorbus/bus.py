@@ -15,7 +15,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -28,9 +27,22 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from mirrorbus.busconfig import BusSettings, StreamSettings, settings_from_paths
 from mirrorbus.errors import BusError, ConfigError, PermissionDenied
 from mirrorbus.events.codec import MAX_MESSAGE_BYTES
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
+from mirrorbus.events.subjects import Subjects
+
+# Settings live in mirrorbus.busconfig (no nats-py there); re-exported for callers of the bus.
+__all__ = [
+    "AppendPipeline",
+    "Bus",
+    "BusSettings",
+    "StreamSettings",
+    "connect",
+    "next_fetch_size",
+    "settings_from_paths",
+    "tls_context",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,41 +50,6 @@ HEDGE_FIRST_WAIT = 0.25
 """Seconds a hedged request waits for an answer before it is sent again (see
 :meth:`Bus.request_hedged`): well above a query's usual answer time, well below a timeout."""
 HEDGE_MAX_WAIT = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class BusSettings:
-    """How to reach NATS and who we are there (our client certificate)."""
-
-    servers: tuple[str, ...]
-    ca_cert: Path
-    cert: Path
-    key: Path
-    prefix: str = DEFAULT_PREFIX
-    inbox_prefix: str | None = None
-    name: str = "mirrorbus"
-
-    def check(self, source: str) -> None:
-        """Raise ConfigError (naming ``source``) if the settings cannot work."""
-        if not self.servers:
-            raise ConfigError("no NATS server URL", file=source, key="bus.url")
-        for key, path in (
-            ("bus.ca_cert", self.ca_cert),
-            ("bus.cert", self.cert),
-            ("bus.key", self.key),
-        ):
-            if not path.is_file():
-                raise ConfigError(f"file {path} does not exist", file=source, key=key)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSettings:
-    """Limits of the streams; ``max_age`` 0 keeps events forever."""
-
-    replicas: int = 1
-    max_age: float = 0.0
-    command_max_age: float = 24 * 3600.0
-    duplicate_window: float = 120.0
 
 
 def tls_context(settings: BusSettings) -> ssl.SSLContext:
@@ -278,6 +255,28 @@ class Bus:
             )
 
     # -- streams -------------------------------------------------------------------------
+    async def ensure_streams_when_ready(
+        self, limits: StreamSettings | None = None, timeout: float = 30.0
+    ) -> None:
+        """:meth:`ensure_streams` once JetStream answers.
+
+        A new cluster first elects its meta leader; until then a JetStream request gets "503
+        temporarily unavailable" or no answer at all, so JetStream is asked with a short
+        timeout first (a stream request would wait out its full timeout instead).
+        """
+        deadline = time.monotonic() + timeout
+        probe = self.nc.jetstream(timeout=0.5)
+        while True:
+            try:
+                await probe.account_info()
+                await self.ensure_streams(limits)
+                return
+            except (BusError, nats.errors.Error) as exc:
+                if time.monotonic() > deadline:
+                    raise BusError(f"no streams after {timeout:g}s: {exc}") from None
+                log.debug("JetStream not ready (%s); asking again", exc)
+                await anyio.sleep(0.2)
+
     async def ensure_streams(self, limits: StreamSettings | None = None) -> None:
         """Create the streams if missing, or update their limits; safe to call any time.
 
@@ -556,24 +555,3 @@ def _restore_websocket_transport() -> None:
             setattr(transport, "aiohttp", importlib.import_module("aiohttp"))  # noqa: B010
         except ImportError:
             raise ConfigError("a ws:// or wss:// NATS URL needs aiohttp installed") from None
-
-
-def settings_from_paths(
-    servers: Sequence[str],
-    pki_dir: Path,
-    role_file: str,
-    *,
-    prefix: str = DEFAULT_PREFIX,
-    inbox_prefix: str | None = None,
-    name: str = "mirrorbus",
-) -> BusSettings:
-    """Settings for a certificate pair ``<role_file>.crt/.key`` in a PKI directory."""
-    return BusSettings(
-        servers=tuple(servers),
-        ca_cert=pki_dir / "ca.crt",
-        cert=pki_dir / f"{role_file}.crt",
-        key=pki_dir / f"{role_file}.key",
-        prefix=prefix,
-        inbox_prefix=inbox_prefix,
-        name=name,
-    )

@@ -30,11 +30,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirrorbus import pki
 from mirrorbus.errors import ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.natsconf import ClusterBlock, render_server_config
 from mirrorbus.server import NatsServer, _check_port_free
 
 __all__ = ["CLUSTER_NAME", "NODES", "Node", "cluster_ports", "nodes", "servers", "write_configs"]
@@ -79,6 +77,11 @@ def _config_file(instance: Instance, node: Node) -> Path:
 
 def write_configs(instance: Instance, info: InstanceInfo, workers: Iterable[str]) -> None:
     """Issue the route certificate if needed and write every node's ``nats.conf``."""
+    # Here, not at the top: `up`'s supervisor builds the nodes' servers without the
+    # certificate machinery (cryptography), which only the preparation step needs.
+    from mirrorbus import pki
+    from mirrorbus.natsconf import ClusterBlock, render_server_config
+
     pki_dir = instance.pki_dir.resolve()
     pki.ensure_route_cert(pki_dir)
     all_nodes = nodes(info)

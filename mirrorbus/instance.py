@@ -19,10 +19,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mirrorbus.bus import BusSettings, settings_from_paths
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
+
+if TYPE_CHECKING:
+    # The layout of a state directory is read by `up`'s supervisor too, which never
+    # connects: nats-py is imported where settings to connect with are made.
+    from mirrorbus.busconfig import BusSettings
 
 STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
 DEFAULT_STATE_DIR = Path("mirrorbus-state")
@@ -171,6 +176,8 @@ class Instance:
 
     def bus_settings(self, role: str, name: str | None = None) -> BusSettings:
         """Connection settings for ``role`` (manager, admin, reader, worker NAME)."""
+        from mirrorbus.busconfig import settings_from_paths
+
         info = self.read()
         if role == "worker":
             # pki's module imports cryptography, which a connecting client does not need.

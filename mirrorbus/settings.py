@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mirrorbus.bus import BusSettings, StreamSettings
+from mirrorbus.busconfig import BusSettings, StreamSettings
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 from mirrorbus.gateway.settings import GatewaySettings, gateway_settings

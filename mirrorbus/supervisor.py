@@ -24,7 +24,9 @@ process, which then stops them in that order.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,17 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-import anyio
-import nats.errors
-
-from mirrorbus import cluster, pki
-from mirrorbus.bus import StreamSettings, connect
-from mirrorbus.errors import BusError, ConfigError, ServerError
-from mirrorbus.events.subjects import Subjects
+from mirrorbus import cluster
+from mirrorbus.errors import ConfigError, MirrorbusError, ServerError
 from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.listen import parse_listen
 from mirrorbus.manager.names import default_name
-from mirrorbus.natsconf import render_server_config
 from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
 from mirrorbus.worker.config import WorkerConfig
 
@@ -53,6 +49,8 @@ log = logging.getLogger("mirrorbus.up")
 HOSTS = ("localhost", "127.0.0.1", "::1")
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0
+READY_TIMEOUT = 60.0
+"""Seconds ``up`` waits for a manager, then the worker, to say it is ready before it goes on."""
 
 
 @dataclass
@@ -68,9 +66,39 @@ class Child:
     backoff: float = 1.0
     restart_at: float | None = None
     restarts: int = field(default=0)
+    ready: bool = False
+    """The process said ``READY=1`` since it was (re)started."""
+    _notify: socket.socket | None = None
+
+    def _notify_socket(self) -> str:
+        """The child's ``NOTIFY_SOCKET``: a datagram socket in the abstract namespace that
+        this process reads, as systemd would (see :mod:`mirrorbus.sdnotify`).  Readiness thus
+        comes from the child itself, once it really serves, without a connection of ours."""
+        address = f"mirrorbus-up-{os.getpid()}-{id(self):x}"
+        if self._notify is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            sock.bind(b"\0" + address.encode())
+            sock.setblocking(False)
+            self._notify = sock
+        return "@" + address
+
+    def drain(self) -> None:
+        """Read what the child said; note ``READY=1``."""
+        while self._notify is not None:
+            try:
+                data = self._notify.recv(4096)
+            except BlockingIOError:
+                return
+            if b"READY=1" in data.split(b"\n") and not self.ready:
+                self.ready = True
+                log.info("%s ready", self.name)
 
     def start(self) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "NOTIFY_SOCKET": self._notify_socket()}
+        env.pop("WATCHDOG_USEC", None)
+        self.drain()  # what a previous process said
+        self.ready = False
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -78,6 +106,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=env,
             )
         self.started_at = time.monotonic()
         self.restart_at = None
@@ -106,6 +135,9 @@ class Child:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         self.restart_at = None
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
         if proc is None or proc.poll() is not None:
             return
         proc.send_signal(signal.SIGTERM)
@@ -126,6 +158,10 @@ def prepare(
     server's log cannot become a cluster's (the nodes have stores of their own), so
     ``--cluster`` on a state directory that holds one is an error.
     """
+    from mirrorbus import pki
+    from mirrorbus.events.subjects import Subjects
+    from mirrorbus.natsconf import render_server_config
+
     previous = instance.read() if instance.info_file.exists() else None
     if previous is not None and previous.clustered:
         clustered = True
@@ -163,46 +199,52 @@ def prepare(
     return info
 
 
-async def _create_streams(instance: Instance, replicas: int, timeout: float = 30.0) -> None:
-    """Create (or update) the streams once JetStream answers.
+def _prepare_in_child(
+    config_path: Path, state_dir: Path, port: int | None, clustered: bool
+) -> None:
+    """Run :func:`prepare` in a short-lived process of its own: certificates need the
+    cryptography library, which this long-running supervisor would otherwise hold in memory
+    for the rest of its life.  A problem is reported by the child on stderr (one line) and
+    ends ``up`` with the child's exit status."""
+    argv = [sys.executable, "-m", "mirrorbus.supervisor", "prepare", str(config_path)]
+    argv += [str(state_dir), str(port or 0), "cluster" if clustered else "single"]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise SystemExit(done.returncode)
 
-    A new cluster first elects its meta leader; until then a JetStream request gets "503
-    temporarily unavailable" or no answer at all, so JetStream is asked with a short timeout
-    first (a stream request would wait out its full timeout instead).  With the manager's
-    certificate: it is the only one allowed to create and update the streams.
-    """
-    bus = await connect(instance.bus_settings("manager"), reconnect=False)
-    try:
-        deadline = time.monotonic() + timeout
-        probe = bus.nc.jetstream(timeout=0.5)
-        while True:
+
+def _wait_ready(
+    children: Sequence[Child], servers: Sequence[NatsServer], timeout: float = READY_TIMEOUT
+) -> bool:
+    """Watch the processes (restarting what dies) until each of ``children`` said it is
+    ready; False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _watch(servers, children)
+        if all(child.ready for child in children):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _watch(servers: Sequence[NatsServer], children: Sequence[Child]) -> None:
+    """One round of supervision: restart a server or child that died; read what they said."""
+    now = time.monotonic()
+    for server in servers:
+        if not server.running:
+            log.warning(
+                "nats-server on port %d exited; restarting it (log %s)",
+                server.port,
+                server.log_file,
+            )
             try:
-                await probe.account_info()
-                await bus.ensure_streams(StreamSettings(replicas=replicas))
-                return
-            except (BusError, nats.errors.Error) as exc:
-                if time.monotonic() > deadline:
-                    raise BusError(f"no streams after {timeout:g}s: {exc}") from None
-                log.debug("JetStream not ready (%s); asking again", exc)
-                await anyio.sleep(0.2)
-    finally:
-        await bus.close()
-
-
-async def _wait_for_manager(instance: Instance, timeout: float = 20.0) -> bool:
-    """True once the manager answers queries (so the banner's ctl commands work at once)."""
-    bus = await connect(instance.bus_settings("admin"), reconnect=False)
-    try:
-        with anyio.move_on_after(timeout):
-            while True:
-                try:
-                    await bus.request(bus.subjects.api("ping"), b"{}", timeout=1.0)
-                    return True
-                except BusError:
-                    await anyio.sleep(0.2)
-        return False
-    finally:
-        await bus.close()
+                server.start()
+            except ServerError as exc:
+                log.error("%s", exc)
+    for child in children:
+        child.drain()
+        child.check(now)
 
 
 class _Stop(Exception):
@@ -228,7 +270,8 @@ def up(
     ``tunasync_api``: the manager also serves tunasync's API there; ``managers``: that many
     manager replicas, see :func:`replica_names`)."""
     instance = Instance(state_dir)
-    info = prepare(instance, cfg, port, clustered)
+    _prepare_in_child(config_path, state_dir, port, clustered)
+    info = instance.read()
     binary = find_nats_server(nats_binary)
     if info.clustered:
         servers = cluster.servers(instance, info, binary)
@@ -276,27 +319,18 @@ def up(
     try:
         for server in servers:
             server.start()
-        anyio.run(_create_streams, instance, info.replicas, backend="asyncio")
-        for child in children:
+        managers_, workers_ = children[:-1], children[-1:]
+        for child in managers_:
+            child.start()  # a manager makes (or updates) the streams before it is ready
+        if not _wait_ready(managers_[:1], servers):
+            log.warning("the manager is not ready yet; see %s", managers_[0].log_file)
+        for child in workers_:
             child.start()
-        if not anyio.run(_wait_for_manager, instance, backend="asyncio"):
-            log.warning("the manager does not answer yet; see %s", children[0].log_file)
+        if not _wait_ready(workers_, servers):
+            log.warning("the worker is not ready yet; see %s", workers_[0].log_file)
         print(_banner(instance, info, cfg, config_path, https, tunasync_api, names), flush=True)
         while True:
-            now = time.monotonic()
-            for server in servers:
-                if not server.running:
-                    log.warning(
-                        "nats-server on port %d exited; restarting it (log %s)",
-                        server.port,
-                        server.log_file,
-                    )
-                    try:
-                        server.start()
-                    except ServerError as exc:
-                        log.error("%s", exc)
-            for child in children:
-                child.check(now)
+            _watch(servers, children)
             time.sleep(0.5)
     except _Stop as stop:
         print(f"\n{stop.args[0]}: stopping the worker, the manager and nats-server ...", flush=True)
@@ -387,3 +421,22 @@ def _banner(
             "Ctrl-C stops everything (job processes included).",
         ]
     )
+
+
+def _prepare_main(argv: Sequence[str]) -> int:
+    """``python -m mirrorbus.supervisor prepare CONFIG STATE PORT cluster|single``."""
+    from mirrorbus.worker.config import load_worker_config
+
+    config, state, port, mode = argv
+    try:
+        cfg = load_worker_config(Path(config))
+        prepare(Instance(Path(state)), cfg, int(port) or None, mode == "cluster")
+    except MirrorbusError as exc:
+        print(f"mirrorbus up: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["prepare"]:
+        sys.exit(_prepare_main(sys.argv[2:]))

@@ -20,7 +20,8 @@ import anyio
 import typer
 from anyio.abc import TaskStatus
 
-from mirrorbus.bus import Bus, BusSettings, connect
+from mirrorbus.bus import Bus, connect
+from mirrorbus.busconfig import BusSettings
 from mirrorbus.cli.common import (
     LogFormat,
     allow_aiohttp,

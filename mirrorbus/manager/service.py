@@ -17,7 +17,8 @@ import logging
 import anyio
 from anyio.abc import TaskStatus
 
-from mirrorbus.bus import Bus, StreamSettings
+from mirrorbus.bus import Bus
+from mirrorbus.busconfig import StreamSettings
 from mirrorbus.errors import BusError
 from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.liveness import Liveness
@@ -88,7 +89,7 @@ class Manager:
         self.watch.advance(result.position)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.bus.ensure_streams(self.streams)
+        await self.bus.ensure_streams_when_ready(self.streams)
         # Before the consumer is touched: the projector re-creates it from this view.
         await claim(self.bus, self.name)
         await anyio.to_thread.run_sync(self.view.claim, self.name)
