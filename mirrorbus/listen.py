@@ -39,3 +39,5 @@ class HttpSettings:
     allow_origin: str | tuple[str, ...] = "*"
     """``Access-Control-Allow-Origin`` of the JSON read routes: one value sent as it is
     (``"*"``), or the origins allowed (each answered with itself); empty: no header."""
+    replica: str = ""
+    """The manager replica that serves: every response says so (``Mirrorbus-Replica``)."""

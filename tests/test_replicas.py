@@ -356,9 +356,10 @@ def test_start_then_list_shows_the_start_on_every_replica(site: Site) -> None:
 # -- the drill -----------------------------------------------------------------------------
 
 
-def http_jobs(port: int) -> set[str]:
-    """The job names of a replica's tunasync ``GET /jobs``."""
+def http_jobs(port: int, replica: str) -> set[str]:
+    """The job names of a replica's tunasync ``GET /jobs`` (the answer names the replica)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/jobs", timeout=10) as r:
+        assert r.headers["Mirrorbus-Replica"] == replica
         return {str(item["name"]) for item in json.loads(r.read())}
 
 
@@ -470,7 +471,7 @@ def test_drill_three_replicas_one_killed_one_hung(
             stop_until = time.monotonic() + STOPPED_FOR
             while time.monotonic() < stop_until:  # the real ctl and c's HTTP meanwhile
                 ctl_runs.append(site.ctl("list", "--all", timeout=30))
-                pages.append(http_jobs(ports["c"]))
+                pages.append(http_jobs(ports["c"], "c"))
         finally:
             resumed = time.monotonic() - probe.t0
             marks[int(resumed)].append("SIGCONT b")
@@ -485,8 +486,8 @@ def test_drill_three_replicas_one_killed_one_hung(
             60,
             "answers from all three after the faults",
         )
-        pages.append(http_jobs(ports["a"]))
-        pages.append(http_jobs(ports["b"]))
+        pages.append(http_jobs(ports["a"], "a"))
+        pages.append(http_jobs(ports["b"], "b"))
     print("\nctl list (Control.jobs) per second during the drill:")
     print(probe.report(marks))
 

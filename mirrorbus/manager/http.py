@@ -120,6 +120,8 @@ class StatusHttp:
         self.app.router.add_get("/api/history", self.page_history)
         self.app.on_shutdown.append(self._on_shutdown)
         self.app.on_response_prepare.append(self._cors)
+        if settings.replica:
+            self.app.on_response_prepare.append(self._replica)
 
     @property
     def url(self) -> str:
@@ -236,6 +238,9 @@ class StatusHttp:
         except (ConnectionResetError, RuntimeError):  # the browser went away
             pass
         return response
+
+    async def _replica(self, _request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Mirrorbus-Replica"] = self.settings.replica
 
     async def _cors(self, request: web.Request, response: web.StreamResponse) -> None:
         allow = self.settings.allow_origin

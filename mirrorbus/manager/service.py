@@ -13,6 +13,7 @@ held twice).
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import anyio
 from anyio.abc import TaskStatus
@@ -50,8 +51,10 @@ class Manager:
         self.bus = bus
         self.view = view
         self.streams = streams or StreamSettings()
-        self.outputs = outputs or OutputSettings()
         self.name = check_token(name if name is not None else default_name(), "manager name")
+        outputs = outputs or OutputSettings()
+        # Its HTTP answers name it too (behind a load balancer: which replica answered).
+        self.outputs = replace(outputs, http=replace(outputs.http, replica=self.name))
         self.identity = ReplicaIdentity(name=self.name)
         self.changes = Changes()
         self.watch = PositionWatch()
