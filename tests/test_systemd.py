@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from e2e import Site, wait_for
+from e2e import PYTHON, Site, wait_for
 
 from mirrorbus.sdnotify import Notifier
 from mirrorbus.server import find_nats_server, free_port
@@ -328,3 +328,30 @@ def test_a_full_notify_socket_drops_notifications_rather_than_blocking(tmp_path:
         assert len(receiver.drain()) == results.count(True)  # ... and the others arrived
     finally:
         receiver.close()
+
+
+@pytest.mark.parametrize("program", ["manager", "worker"])
+def test_a_service_stopped_while_connecting_exits_cleanly(
+    program: str, pki_dir: Path, tmp_path: Path
+) -> None:
+    """``systemctl stop`` while NATS does not answer yet (the unit is still "activating"):
+    SIGTERM ends the program with status 0, not killed by the signal."""
+    site = Site.create(tmp_path / "site", pki_dir, free_port())  # nobody listens there
+    notify = NotifySocket(str(tmp_path / "notify"))
+    argv = [*PYTHON, program, "--state-dir", str(site.root)]
+    if program == "worker":
+        argv += ["-c", str(site.worker_config("w1", ""))]
+    env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+    env["NOTIFY_SOCKET"] = notify.address
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        notify.wait("STATUS=connecting to tls://127.0.0.1:" + str(site.port), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err.decode()
+        assert "STOPPING=1" in notify.lines() and "READY=1" not in notify.lines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        notify.close()

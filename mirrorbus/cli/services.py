@@ -56,11 +56,15 @@ LogFormatOpt = Annotated[
 
 
 async def _until_signal(
-    on_stop: Callable[[str], object], on_hup: Callable[[], object] | None = None
+    on_stop: Callable[[str], object],
+    on_hup: Callable[[], object] | None = None,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Return after SIGTERM or SIGINT, having told ``on_stop`` its name; SIGHUP calls
     ``on_hup`` (config reload) when given."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()  # from here on a signal is ours, not the default's
         async for sig in signals:
             if sig == signal.SIGHUP:
                 if on_hup is None:
@@ -128,37 +132,50 @@ def worker(
     notifier = Notifier.from_environment()  # before any job inherits the environment
 
     async def main() -> None:
-        notifier.status(f"connecting to {', '.join(settings.servers)}")
-        bus = await _connect_patiently(settings)
-        try:
-            service = Worker(cfg, bus, journal=journal, freeze_gc=True)
+        # Signals are handled from the start: a stop while connecting or restoring (no job
+        # runs yet) ends the worker cleanly instead of killing it.
+        service: Worker | None = None
+        serving = False
+        bus = None
 
-            def stop(name: str) -> None:
-                notifier.stopping(f"stopping on {name}")
-                if serving:
-                    service.stop(f"signal {name}")
-                else:  # still restoring (waiting for the streams): no job runs yet
-                    tg.cancel_scope.cancel()
-
-            async def reload() -> None:
-                notifier.reloading()
-                _, message = await service.reload()
-                notifier.ready(message)
-
-            async def serve(*, task_status: TaskStatus[None]) -> None:
-                await service.run(task_status=task_status)
+        def stop(name: str) -> None:
+            notifier.stopping(f"stopping on {name}")
+            if serving and service is not None:
+                service.stop(f"signal {name}")
+            else:
                 tg.cancel_scope.cancel()
 
-            serving = False
+        def hup() -> None:
+            if serving:
+                tg.start_soon(reload)
+            else:
+                log.warning("SIGHUP ignored: not serving yet")
+
+        async def reload() -> None:
+            assert service is not None
+            notifier.reloading()
+            _, message = await service.reload()
+            notifier.ready(message)
+
+        async def serve(*, task_status: TaskStatus[None]) -> None:
+            assert service is not None
+            await service.run(task_status=task_status)
+            tg.cancel_scope.cancel()
+
+        try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_until_signal, stop, lambda: tg.start_soon(reload))
+                await tg.start(_until_signal, stop, hup)
+                notifier.status(f"connecting to {', '.join(settings.servers)}")
+                bus = await _connect_patiently(settings)
+                service = Worker(cfg, bus, journal=journal, freeze_gc=True)
                 await tg.start(serve)
                 serving = True
                 notifier.ready(f"worker {cfg.name}: {len(cfg.mirrors)} jobs, bus connected")
                 tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
         finally:
-            with anyio.CancelScope(shield=True):
-                await bus.close()
+            if bus is not None:
+                with anyio.CancelScope(shield=True):
+                    await bus.close()
 
     run_async(main)
 
@@ -247,12 +264,20 @@ def manager(
     notifier = Notifier.from_environment()
 
     async def main() -> None:
-        notifier.status(f"connecting to {', '.join(mc.bus.servers)}")
-        bus = await connect(mc.bus)
-        gw_bus = None
+        # Signals are handled from the start: a stop while connecting or catching up ends
+        # the manager cleanly (the batch being applied commits or not) instead of killing it.
+        bus = gw_bus = None
+
+        def stop(name: str) -> None:
+            notifier.stopping(f"stopping on {name}")
+            tg.cancel_scope.cancel()
+
         try:
-            service = Manager(bus, view, name=mc.name, streams=mc.streams, outputs=outputs)
             async with anyio.create_task_group() as tg:
+                await tg.start(_until_signal, stop)
+                notifier.status(f"connecting to {', '.join(mc.bus.servers)}")
+                bus = await connect(mc.bus)
+                service = Manager(bus, view, name=mc.name, streams=mc.streams, outputs=outputs)
                 await tg.start(service.run)
                 if gateway_bus is not None:
                     from mirrorbus.gateway import Gateway
@@ -261,13 +286,12 @@ def manager(
                     await tg.start(Gateway(gw_bus, view, service.changes, gateway).run)
                 notifier.ready("manager: bus connected, view projected, queries answered")
                 tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
-                await _until_signal(lambda name: notifier.stopping(f"stopping on {name}"))
-                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 if gw_bus is not None:
                     await gw_bus.close()
-                await bus.close()
+                if bus is not None:
+                    await bus.close()
             view.close()
 
     run_async(main)
