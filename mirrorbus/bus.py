@@ -9,27 +9,39 @@ that such a timeout is reported as :class:`PermissionDenied`, not as a slow serv
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import nats.errors
 import nats.js.errors
+from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 
 from mirrorbus.busconfig import BusSettings, StreamSettings, settings_from_paths
 from mirrorbus.errors import BusError, ConfigError, PermissionDenied
-from mirrorbus.events.codec import MAX_MESSAGE_BYTES
+from mirrorbus.events.codec import MAX_ANSWER_PARTS, MAX_MESSAGE_BYTES
 from mirrorbus.events.subjects import Subjects
 
 # Settings live in mirrorbus.busconfig (no nats-py there); re-exported for callers of the bus.
@@ -38,6 +50,7 @@ __all__ = [
     "Bus",
     "BusSettings",
     "StreamSettings",
+    "certificate_role",
     "connect",
     "next_fetch_size",
     "settings_from_paths",
@@ -46,10 +59,47 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+PART_HEADER = "Mirrorbus-Part"
+"""Header of one part of an answer too big for one message: ``<answer id> <index> <count>``."""
+PART_ROOM = 4096
+"""Bytes of a message kept free for its headers when an answer is cut into parts."""
+
 HEDGE_FIRST_WAIT = 0.25
 """Seconds a hedged request waits for an answer before it is sent again (see
 :meth:`Bus.request_hedged`): well above a query's usual answer time, well below a timeout."""
 HEDGE_MAX_WAIT = 2.0
+
+
+_CN_OID = b"\x06\x03\x55\x04\x03"  # DER of the object identifier 2.5.4.3 (commonName)
+_ROLES_WITH_INBOX = ("manager", "admin", "reader", "gateway")
+
+
+def certificate_role(cert: Path) -> str | None:
+    """The role of one of our client certificates other than a worker's, from the common
+    name of its subject (``mirrorbus-admin``...); None for a worker's or any other.
+
+    A client connects with its role's inbox prefix, the only one its user may subscribe to.
+    Read from the DER without an X.509 library (a ctl command must not import one just to
+    connect): the subject's common name is the last one in the certificate, after the
+    issuer's.
+    """
+    try:
+        pem = Path(cert).read_text()
+        body = pem.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END", 1)[0]
+        der = base64.b64decode("".join(body.split()))
+    except (OSError, IndexError, ValueError):
+        return None
+    at = der.rfind(_CN_OID)
+    if at < 0 or len(der) < at + 7:
+        return None
+    length = der[at + 6]
+    if length >= 0x80:
+        return None
+    cn = der[at + 7 : at + 7 + length].decode("utf-8", errors="replace")
+    for role in _ROLES_WITH_INBOX:
+        if cn == f"mirrorbus-{role}":
+            return role
+    return None
 
 
 def tls_context(settings: BusSettings) -> ssl.SSLContext:
@@ -172,6 +222,7 @@ class Bus:
                 send.send_nowait(msg)
 
         refused = 0
+        parts: dict[str, dict[int, bytes]] = {}
         with self._guard(subject) as scope:
             try:
                 sub = await self.nc.subscribe(inbox, cb=on_reply)
@@ -190,15 +241,13 @@ class Bus:
                         target = hedge_subject or subject
                         next_send = now + wait
                         wait = min(wait * 2, HEDGE_MAX_WAIT)
-                    msg: Msg | None = None
+                    answer: bytes | None = None
                     with anyio.move_on_after(min(next_send, deadline) - now):
-                        msg = await receive.receive()
-                    if msg is None:
+                        answer = await _next_answer(receive, parts, subject)
+                    if answer is None:
                         continue
-                    if msg.headers and msg.headers.get("Status") == "503":
-                        raise BusError(f"nobody answers on {subject}: is the manager running?")
-                    if usable is None or usable(msg.data):
-                        return bytes(msg.data)
+                    if usable is None or usable(answer):
+                        return answer
                     refused += 1  # (a replica behind: the next copy, when due, asks them all)
             finally:
                 with anyio.CancelScope(shield=True), contextlib.suppress(nats.errors.Error):
@@ -210,6 +259,37 @@ class Bus:
             raise BusError(f"no answer on {subject} within {timeout:g}s{behind}")
         assert scope.cancelled_caught
         raise self._denied(subject)
+
+    async def respond(self, msg: Msg, data: bytes) -> bool:
+        """Answer a request with ``data`` and never raise; False if it is too big even in
+        parts (more than :data:`MAX_ANSWER_PARTS`), and nothing was sent.
+
+        An answer bigger than the server's ``max_payload`` goes in parts (header
+        :data:`PART_HEADER`), which :meth:`request_hedged` puts together; one message over
+        the limit would make nats-py raise, and a service must not end on an honest big
+        answer.  Only an inbox is answered (see :func:`answerable`).
+        """
+        if not answerable(msg.reply):
+            return True
+        assert msg.reply is not None
+        room = max(1024, int(self.nc.max_payload) - PART_ROOM)
+        count = -(-len(data) // room)
+        if count > MAX_ANSWER_PARTS:
+            return False
+        try:
+            if count <= 1:
+                await self.nc.publish(msg.reply, data)
+                return True
+            answer_id = secrets.token_hex(8)
+            for index in range(count):
+                await self.nc.publish(
+                    msg.reply,
+                    data[index * room : (index + 1) * room],
+                    headers={PART_HEADER: f"{answer_id} {index} {count}"},
+                )
+        except (nats.errors.Error, OSError) as exc:
+            log.warning("could not answer on %s: %s", msg.subject, exc)
+        return True
 
     @contextlib.contextmanager
     def _guard(self, subject: str) -> Iterator[anyio.CancelScope]:
@@ -342,6 +422,43 @@ class Bus:
             except (nats.errors.TimeoutError, TimeoutError):
                 raise BusError(f"cannot create stream {config.name}: no answer") from None
 
+    async def drop_legacy_consumers(self, replica: str) -> None:
+        """Delete the event stream's consumers that older versions named ``manager`` and
+        ``manager-<replica>``: nothing reads them any more, and a name a worker's token can
+        take (no ``-`` first) must not stay a manager's."""
+        s = self.subjects
+        for name in ("manager", f"manager-{replica}"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self.js.delete_consumer(s.evt_stream, name)
+
+    async def ensure_command_consumer(self, worker: str) -> None:
+        """Make ``worker``'s durable command consumer if it does not exist (the manager's
+        job: no worker may make a consumer).  The worker pulls from it and acknowledges each
+        command; the configuration is the one workers used to make themselves, so an existing
+        consumer is taken as it is."""
+        s = self.subjects
+        name = s.worker_consumer(worker)
+        config = ConsumerConfig(
+            name=name,
+            durable_name=name,
+            filter_subject=s.worker_commands(worker),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30,
+            max_ack_pending=256,
+        )
+        try:
+            await self.js.consumer_info(s.cmd_stream, name)
+            return
+        except nats.js.errors.NotFoundError:
+            pass
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot read the command consumer of {worker}: {exc}") from None
+        try:
+            await self.js.add_consumer(s.cmd_stream, config)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            raise BusError(f"cannot make the command consumer of {worker}: {exc}") from None
+
     async def last_sequence(self) -> int:
         """Last sequence of the event stream (0 when empty)."""
         try:
@@ -471,6 +588,43 @@ class AppendPipeline:
         self._replies.clear()
 
 
+async def _next_answer(
+    receive: MemoryObjectReceiveStream[Msg], parts: dict[str, dict[int, bytes]], subject: str
+) -> bytes:
+    """The next whole answer among the messages on a request's inbox: a message, or the parts
+    of one answer put together (parts of several answers may interleave when a hedged request
+    was answered twice)."""
+    while True:
+        msg = await receive.receive()
+        headers = msg.headers or {}
+        if headers.get("Status") == "503":
+            raise BusError(f"nobody answers on {subject}: is the manager running?")
+        part = headers.get(PART_HEADER)
+        if part is None:
+            return bytes(msg.data)
+        try:
+            answer_id, index, count = part.split(" ")
+            i, n = int(index), int(count)
+        except ValueError:
+            continue
+        got = parts.setdefault(answer_id, {})
+        got[i] = bytes(msg.data)
+        if len(got) == n and all(k in got for k in range(n)):
+            del parts[answer_id]
+            return b"".join(got[k] for k in range(n))
+
+
+def answerable(reply: str | None) -> bool:
+    """Whether a service may answer on ``reply``: only an inbox (``_INBOX...``).
+
+    The requester chooses the reply subject, and a service's user may publish there
+    (``allow_responses``) whatever its own permissions say: answering a reply subject such
+    as ``<prefix>.hb.<worker>`` or ``<prefix>.evt.<worker>.<job>`` would publish on the
+    requester's behalf where it may not publish itself.
+    """
+    return reply is not None and reply.startswith("_INBOX")
+
+
 def next_fetch_size(msgs: Sequence[Msg], batch: int) -> int:
     """How many messages a consumer's next ``fetch`` should ask for: ``batch`` while the
     consumer has a backlog (the last message says how many are still pending), else one.
@@ -517,6 +671,11 @@ async def connect(
         "max_reconnect_attempts": -1 if reconnect else 0,
         "reconnect_time_wait": 1,
     }
+    if not settings.inbox_prefix:
+        # Each role may subscribe only to its own inbox prefix: take it from the certificate.
+        role = certificate_role(settings.cert)
+        if role is not None:
+            settings = replace(settings, inbox_prefix=Subjects.role_inbox(role))
     if settings.inbox_prefix:
         options["inbox_prefix"] = settings.inbox_prefix
     nc = Client()

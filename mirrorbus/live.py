@@ -1,11 +1,10 @@
 """Reading the event log as it grows: what ``ctl watch`` and ``ctl events`` are made of.
 
-:func:`follow_events` reads the event stream through an ephemeral pull consumer of its own
-(named ``ctl_<random>``, no acks, in memory, deleted at the end and expiring by itself if the
-client dies), from a stream sequence, a time or "now", optionally only for some workers.  It
-yields every message, decodable or not: an undecodable one comes with its reason instead of an
-event, so a tool shows it and goes on.  A reader certificate is enough: it may create consumers
-on the event stream and pull from them, nothing else.
+:func:`follow_events` reads the event stream by sequence, without a consumer (batched direct
+gets, woken by a core subscription while it follows; see :mod:`mirrorbus.logread`), from a
+stream sequence, a time or "now", optionally only for some workers.  It yields every message,
+decodable or not: an undecodable one comes with its reason instead of an event, so a tool
+shows it and goes on.  A reader certificate is enough: it may read the log, nothing else.
 
 :class:`LiveTable` folds job events into rows with the one ``evolve``; :func:`describe` says in
 a few words what an event did (``syncing attempt 1``), for line-per-event output.
@@ -16,10 +15,7 @@ a few words what an event did (``syncing attempt 1``), for line-per-event output
 
 from __future__ import annotations
 
-import contextlib
 import re
-import secrets
-import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,12 +23,9 @@ from typing import Any
 
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError, CodecError, ConfigError, InvalidName
+from mirrorbus.errors import CodecError, ConfigError, InvalidName
 from mirrorbus.events import (
     AttemptFailed,
     AttemptStarted,
@@ -55,6 +48,7 @@ from mirrorbus.events import (
     evolve,
 )
 from mirrorbus.events.subjects import ADMIN_TOKEN, Subjects
+from mirrorbus.logread import LogReader, Stored, Wakeup
 
 __all__ = [
     "LiveTable",
@@ -146,41 +140,19 @@ def _subject_names(subject: str) -> tuple[str, str]:
     return worker, job or "-"
 
 
-def _stored_at(reply: str) -> datetime | None:
-    """The stream's time of a message, rounded down to the microsecond.
-
-    nats-py divides the nanoseconds of the ack subject as a float, which can round *up* a
-    microsecond; a time printed from that and given back as ``--since`` would then miss the
-    very message it was read from.
-    """
-    tokens = reply.split(".")
-    index = 7 if len(tokens) == 9 else 9  # $JS.ACK.<stream>... or $JS.ACK.<domain>.<hash>...
+def _entry(msg: Stored) -> LogEntry:
     try:
-        nanos = int(tokens[index])
-    except (IndexError, ValueError):
-        return None
-    return _EPOCH + timedelta(microseconds=nanos // 1000)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _entry(msg: Any) -> LogEntry:
-    meta = msg.metadata
-    stamp = _stored_at(msg.reply) or meta.timestamp.replace(tzinfo=UTC)
-    data = bytes(msg.data)
-    try:
-        event: Event | None = decode_event(data)
+        event: Event | None = decode_event(msg.data)
         error = ""
     except CodecError as exc:
         event, error = None, str(exc)
     return LogEntry(
-        seq=int(meta.sequence.stream),
+        seq=msg.seq,
         subject=msg.subject,
-        time=stamp,
+        time=msg.time,
         event=event,
         error=error,
-        data=data if event is None else b"",
+        data=msg.data if event is None else b"",
     )
 
 
@@ -205,70 +177,43 @@ async def follow_events(
         return
     if isinstance(start, int) and until is not None and start > until:
         return
-    filters = [
-        subject for w in workers for subject in (s.worker_events(w), s.worker_job_events(w))
-    ] or [s.all_events]
-    name = f"ctl_{secrets.token_hex(6)}"
-    config = ConsumerConfig(
-        name=name,
-        ack_policy=AckPolicy.NONE,
-        inactive_threshold=30.0,
-        mem_storage=True,
-    )
-    if len(filters) == 1:
-        config.filter_subject = filters[0]
-    else:
-        config.filter_subjects = filters
-    if isinstance(start, datetime):
-        config.deliver_policy = DeliverPolicy.BY_START_TIME
-        config.opt_start_time = start.astimezone(UTC)
-    elif start is None:
-        config.deliver_policy = DeliverPolicy.NEW
-    elif start <= 1:
-        config.deliver_policy = DeliverPolicy.ALL
-    else:
-        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
-        config.opt_start_seq = start
-    started = time.monotonic()
+    prefixes = [s.worker_events(w) for w in workers]
+
+    def wanted(subject: str) -> bool:
+        return not prefixes or any(subject == p or subject.startswith(f"{p}.") for p in prefixes)
+
+    reader = LogReader(bus, s.evt_stream, batch=batch)
+    wakeup = Wakeup(bus, [x for p in prefixes for x in (p, f"{p}.>")] or [s.all_events])
     try:
-        info = await bus.js.add_consumer(s.evt_stream, config)
-    except nats.js.errors.NotFoundError:
-        raise BusError(f"no stream {s.evt_stream}: has a manager ever run here?") from None
-    except nats.js.errors.APIError as exc:
-        raise BusError(f"cannot read {s.evt_stream}: {exc.description}") from None
-    except (nats.errors.TimeoutError, TimeoutError):
-        bus.raise_if_denied(f"$JS.API.CONSUMER.CREATE.{s.evt_stream}", started)
-        raise BusError(f"cannot read {s.evt_stream}: the server did not answer") from None
-    except nats.errors.NoRespondersError:
-        raise BusError("JetStream does not answer: is the server running it?") from None
-    try:
-        if until is not None and not int(info.num_pending or 0):
-            return
-        sub = await bus.js.pull_subscribe_bind(consumer=name, stream=s.evt_stream)
-        try:
-            while True:
-                try:
-                    msgs = await sub.fetch(batch, timeout=poll)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    if until is not None:
-                        return  # nothing more was there when we asked: the log ends here
-                    continue
-                for msg in msgs:
-                    entry = _entry(msg)
-                    if until is not None and entry.seq > until:
-                        return
-                    yield entry
-                    if until is not None and (
-                        entry.seq >= until or int(msg.metadata.num_pending) == 0
-                    ):
-                        return
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        if until is None:
+            await wakeup.start()
+        position: int | datetime
+        if start is None:
+            position = await bus.last_sequence() + 1
+        elif isinstance(start, datetime):
+            position = start
+        else:
+            position = max(1, start)
+        while True:
+            wakeup.clear()
+            got = await reader.read(position)
+            for msg in got.messages:
+                if until is not None and msg.seq > until:
+                    return
+                if wanted(msg.subject):
+                    yield _entry(msg)
+                if until is not None and msg.seq >= until:
+                    return
+            if got.messages:
+                position = got.last + 1
+            if not got.pending:
+                if until is not None:
+                    return  # nothing more was there when we asked: the log ends here
+                await wakeup.wait(poll)
     finally:
-        # Best effort: the consumer also goes away by itself after inactive_threshold.
-        with contextlib.suppress(Exception), anyio.CancelScope(shield=True), anyio.move_on_after(2):
-            await bus.js.delete_consumer(s.evt_stream, name)
+        with anyio.CancelScope(shield=True):
+            await wakeup.close()
+            await reader.close()
 
 
 # -- describing events ---------------------------------------------------------------------

@@ -10,18 +10,27 @@ Roles (prefix ``mirrorbus``, worker ``W``; ``W`` here is the worker name's subje
 worker ``a.b``, whose token is ``a%2Eb``):
 
 - **worker W** appends its own events (``evt.W``, ``evt.W.>``), writes its snapshot and
-  heartbeat, replays its own events through a consumer named ``W`` filtered to ``evt.W.>``,
-  consumes its commands through the consumer ``W`` on the command stream, and reads its last
-  snapshot with a direct get.  Its replies come on ``_INBOX_W.>`` only, so it cannot see
-  another client's answers.  It cannot publish commands, nor anything of another worker.
-- **admin** publishes commands and queries and reads the event log; it may never forge an
-  event, snapshot or heartbeat (explicit deny) nor administer a stream.
-- **reader** may query (``api.>``) and read events through its own consumers; nothing else.
+  heartbeat, restores by reading the log with batched direct gets, consumes its commands
+  through the consumer ``W`` on the command stream (made by the manager; the worker pulls and
+  acknowledges), and reads its last snapshot with a direct get.  Its replies come on
+  ``_INBOX_W.>`` only, so it cannot see another client's answers.  It cannot publish
+  commands, nor anything of another worker.
+- **admin** publishes commands and queries and reads the event log and job logs; it may never
+  forge an event, snapshot or heartbeat (explicit deny) nor administer a stream or consumer.
+- **reader** may query (``api.>``), request job logs (``logs.>``) and read the event log and
+  the snapshots (direct gets, core subscriptions); nothing else.
 - **manager** creates and updates the streams at its start (the only role that may; the
-  streams deny deleting and purging to everyone), reads events through JetStream and answers
-  queries on ``api.>`` and, as one replica, on ``replica.<name>.*`` (``allow_responses``: it
-  may publish only to the reply subject of a request it received, and ``replica.*.ping`` to
-  find whether its name is held).
+  streams deny deleting and purging to everyone), is the only role that makes consumers (the
+  workers' command consumers), reads events and answers queries on ``api.>`` and, as one
+  replica, on ``replica.<name>.*`` (``allow_responses``: it may publish only to the reply
+  subject of a request it received, and ``replica.*.ping`` to find whether its name is held).
+
+No client but the manager makes consumers: a consumer's maker chooses where the server
+delivers its messages (``deliver_subject``), and no permission can restrict that choice, so a
+consumer right would let a reader deliver events onto a worker's heartbeat subject or a
+worker deliver onto another's command subject.  Each role subscribes only to its own inbox
+prefix (:meth:`~mirrorbus.events.subjects.Subjects.role_inbox`, a worker's
+``_INBOX_W``).
 - **gateway** (tunasync's HTTP API for old workers and tools) appends the events of workers
   that have *no* certificate of their own (``evt.*``, ``evt.*.>`` with an explicit deny of
   every worker certificate's subjects, so it can never speak for a native worker: the deny
@@ -44,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirrorbus.errors import ConfigError
+from mirrorbus.events.codec import MAX_ANSWER_PARTS
 from mirrorbus.events.subjects import Subjects, check_name
 from mirrorbus.pki import ROUTE_IDENTITY, identity
 from mirrorbus.server import DEFAULT_PORT
@@ -70,6 +80,8 @@ class Permissions:
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
     allow_responses: bool = False
+    max_responses: int = 1
+    """Messages it may send to one request's reply subject (an answer in parts needs more)."""
     comment: str = field(default="", compare=False)
 
 
@@ -77,30 +89,43 @@ def _worker_permissions(s: Subjects, w: str) -> Permissions:
     evt, cmd, snap = s.evt_stream, s.cmd_stream, s.snap_stream
     c = s.worker_consumer(w)
     return Permissions(
-        comment=f"worker {w}: appends and replays its own events, consumes its own commands",
+        comment=f"worker {w}: appends its own events, reads the log, consumes its own commands",
         publish_allow=(
             s.worker_events(w),
             s.worker_job_events(w),
             s.snapshot(w),
             s.heartbeat(w),
-            # Its replay consumer: named after it, filtered to its own events, made by itself.
-            f"$JS.API.CONSUMER.CREATE.{evt}.{c}.{s.worker_job_events(w)}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{evt}.{c}",
-            f"$JS.API.CONSUMER.DELETE.{evt}.{c}",
-            f"$JS.API.CONSUMER.INFO.{evt}.{c}",
-            # Its command consumer, filtered to its own commands.
-            f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.worker_commands(w)}",
+            # Its restore reads the log by sequence (filtered to its own subjects by the
+            # request, which the server cannot restrict: a worker may read the log as a reader
+            # may).  No consumer of its own: a consumer's maker chooses where it delivers.
+            f"$JS.API.DIRECT.GET.{evt}",
+            f"$JS.API.STREAM.INFO.{evt}",
+            # Its command consumer (made by the manager, filtered to its commands): pull, ack.
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",
             f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
             f"$JS.ACK.{cmd}.{c}.>",
-            f"$JS.ACK.{evt}.{c}.>",
             # Its last snapshot (one per subject), read without a consumer.
             f"$JS.API.DIRECT.GET.{snap}.{s.snapshot(w)}",
-            f"$JS.API.STREAM.INFO.{evt}",
         ),
         # Its log requests, answered on the requester's inbox (allow_responses).
         subscribe_allow=(f"{s.worker_inbox(w)}.>", s.logs(w)),
         allow_responses=True,
+    )
+
+
+def _log_reading(s: Subjects) -> tuple[str, ...]:
+    """Reading the event log and the workers' snapshots, without a consumer (the reader's,
+    the admin's): stream info, batched direct gets, and the snapshots a view is seeded from
+    when the log starts after its oldest events (its maximum age)."""
+    evt, snap = s.evt_stream, s.snap_stream
+    return (
+        "$JS.API.INFO",
+        f"$JS.API.STREAM.INFO.{evt}",
+        f"$JS.API.DIRECT.GET.{evt}",
+        f"$JS.API.STREAM.INFO.{snap}",
+        f"$JS.API.STREAM.MSG.GET.{snap}",
+        f"$JS.API.DIRECT.GET.{snap}",
+        f"$JS.API.DIRECT.GET.{snap}.>",
     )
 
 
@@ -124,7 +149,8 @@ def _manager_permissions(s: Subjects) -> Permissions:
                 for stream in _streams(s)
                 for verb in ("CREATE", "UPDATE", "INFO")
             ),
-            # Its consumers on the event stream (any name: every manager is trusted alike).
+            # Consumers on the event stream (any name: every manager is trusted alike); it
+            # reads the log by sequence, and deletes the consumers older versions left.
             f"$JS.API.CONSUMER.CREATE.{evt}",
             f"$JS.API.CONSUMER.CREATE.{evt}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{evt}.*",
@@ -146,8 +172,10 @@ def _manager_permissions(s: Subjects) -> Permissions:
             s.every_replica_api("ping"),
         ),
         allow_responses=True,
+        # An answer bigger than the server's max_payload goes in parts (Bus.respond).
+        max_responses=MAX_ANSWER_PARTS,
         subscribe_allow=(
-            "_INBOX.>",
+            f"{s.role_inbox('manager')}.>",
             f"{p}.api.>",
             s.all_replica_api,
             s.every_replica_all_api,
@@ -166,13 +194,13 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             raise ConfigError("role 'worker' needs a worker name")
         return _worker_permissions(s, check_name(name, "worker name"))
     if role == "admin":
-        evt = s.evt_stream
         return Permissions(
-            comment="admin: sends commands and queries, reads events; never forges events, "
-            "never administers streams",
+            comment="admin: sends commands and queries, reads the log and the job logs; "
+            "never forges events, never administers streams or consumers",
             # Of the event subjects only the operators' own (rm-worker, flush): anything not
-            # allowed is refused, so no job or worker event can be forged.  No stream API:
-            # only the manager creates and updates the streams, and nobody deletes or purges.
+            # allowed is refused, so no job or worker event can be forged.  No stream or
+            # consumer API: only the manager creates and updates the streams and makes
+            # consumers, and nobody deletes or purges.
             publish_allow=(
                 f"{p}.cmd.>",
                 f"{p}.api.>",
@@ -180,42 +208,26 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
                 s.every_replica_all_api,
                 s.admin_events,
                 f"{p}.logs.>",
-                "$JS.API.INFO",
-                *(f"$JS.API.STREAM.INFO.{stream}" for stream in _streams(s)),
+                *_log_reading(s),
+                f"$JS.API.STREAM.INFO.{s.cmd_stream}",
                 # The last event of a subject: where a command's answer is stored (the ctl
                 # then reads its own write from any manager replica).
-                f"$JS.API.DIRECT.GET.{evt}.>",
-                f"$JS.API.CONSUMER.CREATE.{evt}.>",
-                f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
-                f"$JS.API.CONSUMER.DELETE.{evt}.>",
-                f"$JS.API.CONSUMER.INFO.{evt}.>",
-                f"$JS.ACK.{evt}.>",
+                f"$JS.API.DIRECT.GET.{s.evt_stream}.>",
             ),
             publish_deny=(f"{p}.snap.>", f"{p}.hb.>"),
-            subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
+            subscribe_allow=(f"{s.role_inbox('admin')}.>", f"{p}.evt.>", f"{p}.hb.>"),
         )
     if role == "reader":
-        evt = s.evt_stream
         return Permissions(
-            comment="reader: queries and reads events; publishes nothing of its own",
+            comment="reader: queries, reads the log and the job logs; publishes nothing else",
             publish_allow=(
                 f"{p}.api.>",
                 s.all_replica_api,
                 s.every_replica_all_api,
                 f"{p}.logs.>",
-                "$JS.API.INFO",
-                f"$JS.API.STREAM.INFO.{evt}",
-                f"$JS.API.CONSUMER.CREATE.{evt}.>",
-                # The workers' snapshots: a view that starts after the log's oldest events
-                # (its maximum age) is seeded from them.
-                f"$JS.API.STREAM.INFO.{s.snap_stream}",
-                f"$JS.API.STREAM.MSG.GET.{s.snap_stream}",
-                f"$JS.API.CONSUMER.MSG.NEXT.{evt}.>",
-                f"$JS.API.CONSUMER.DELETE.{evt}.>",
-                f"$JS.API.CONSUMER.INFO.{evt}.>",
-                f"$JS.ACK.{evt}.>",
+                *_log_reading(s),
             ),
-            subscribe_allow=("_INBOX.>", f"{p}.evt.>", f"{p}.hb.>"),
+            subscribe_allow=(f"{s.role_inbox('reader')}.>", f"{p}.evt.>", f"{p}.hb.>"),
         )
     if role == "gateway":
         return gateway_permissions(s, ())  # with no worker certificate issued yet
@@ -254,7 +266,7 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"$JS.ACK.{cmd}.{c}.>",
         ),
         publish_deny=(*denied, f"{p}.snap.>", f"{p}.hb.>"),
-        subscribe_allow=("_INBOX.>", f"{p}.evt.>"),
+        subscribe_allow=(f"{s.role_inbox('gateway')}.>", f"{p}.evt.>"),
     )
 
 
@@ -293,7 +305,9 @@ def _render_user(user: str, perm: Permissions, indent: str) -> str:
     lines.append(f"{i2}subscribe: {{")
     lines.append(f"{i3}allow: {_list(perm.subscribe_allow, i3)}")
     lines.append(f"{i2}}}")
-    if perm.allow_responses:
+    if perm.allow_responses and perm.max_responses > 1:
+        lines.append(f"{i2}allow_responses: {{ max: {perm.max_responses} }}")
+    elif perm.allow_responses:
         lines.append(f"{i2}allow_responses: true")
     lines.append(f"{i1}}}")
     lines.append(f"{indent}}}")
@@ -433,14 +447,17 @@ _REFERENCE_HEADER = """\
 # `mirrorbus certs issue worker NAME --dir ...` for every worker.
 #
 # Roles (one user per client certificate; prefix "mirrorbus"):
-#   manager  creates/updates the streams (no role may delete or purge them), reads the
-#            event stream, answers queries on mirrorbus.api.> (allow_responses)
+#   manager  creates/updates the streams (no role may delete or purge them), makes the
+#            only consumers (each worker's command consumer), reads the event stream,
+#            answers queries on mirrorbus.api.> (allow_responses)
 #   admin    publishes commands (mirrorbus.cmd.>) and queries, reads the event log;
 #            may never publish events, snapshots or heartbeats, nor administer a stream
-#   reader   queries and reads events; publishes nothing else
+#   reader   queries, reads the event log, snapshots and job logs; nothing else
 #   worker   (here "mirror1") appends only mirrorbus.evt.mirror1[.>], its snapshot and
-#            heartbeat; replays its own events and consumes its own commands through
-#            consumers named after itself; receives replies on _INBOX_mirror1.> only
+#            heartbeat; reads the log to restore; consumes its own commands through the
+#            consumer named after itself (made by the manager); replies on _INBOX_mirror1.>
+#   Each role has its own inbox prefix (_INBOX_-reader, ...); only the manager makes
+#   consumers (a consumer's maker chooses where the server delivers).
 #   gateway  tunasync's HTTP API: appends events only for workers WITHOUT a certificate
 #            (each worker certificate's subjects are denied to it), commands and the
 #            operators' view changes; re-render after issuing a worker certificate

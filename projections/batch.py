@@ -35,6 +35,9 @@ from projections import statements as q
 from projections import tables as t
 from projections.rows import ApplyResult, Entry, from_us, row_state, state_row, to_us
 
+DEAD_LETTER_EXCERPT = 1024
+"""Bytes of a dead letter's message kept in the view (its start; the log keeps it whole)."""
+
 _INTEGER = (-(2**31), 2**31 - 1)
 """Range of the view's ``Integer`` columns on every backend (PostgreSQL's int4)."""
 
@@ -171,7 +174,9 @@ class Batch:
                         "seq": seq,
                         "subject": subject,
                         "reason": exc.reason,
-                        "data": bytes(data),
+                        # An excerpt: the whole message stays in the log, and a flood of big
+                        # malformed events must not fill the view's database.
+                        "data": bytes(data[:DEAD_LETTER_EXCERPT]),
                         "at": to_us(datetime.now(UTC)),
                     }
                 )

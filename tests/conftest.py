@@ -27,7 +27,8 @@ Fixtures and helpers
 
 ``await connect(nats_server, role, name=None, *, errors=None, **kw)`` -> ``nats.aio.client.Client``
     A connected nats-py client with the TLS context of that role's certificate; workers get
-    ``inbox_prefix=Subjects.worker_inbox(name)``.  Errors reported through ``error_cb`` (such
+    ``inbox_prefix=Subjects.worker_inbox(name)``, other roles ``Subjects.role_inbox(role)``
+    (the only inboxes their users may subscribe to).  Errors reported through ``error_cb`` (such
     as "permissions violation") are appended to ``errors`` when a list is given.  Reconnects
     are off so that a refused connection fails at once.  Close it (``await nc.close()``).
 
@@ -211,6 +212,8 @@ async def connect(
     if role == "worker":
         assert name is not None
         options["inbox_prefix"] = Subjects.worker_inbox(name)
+    else:
+        options["inbox_prefix"] = Subjects.role_inbox(role)
     options.update(kw)
     nc = Client()
     try:

@@ -83,6 +83,9 @@ def test_manager_catches_up_once_and_rebuild_is_identical(site: Site, tmp_path: 
     site.start_manager()
     site.start_worker(config, key="worker")
     site.wait_job("w1", "tick", lambda j: j.status == "success")
+    # The view may show the run before the manager has finished starting (and handles
+    # SIGTERM): the clean stop below is the ready manager's.
+    wait_for(lambda: "manager ready" in site.output("manager"), 30, "the manager ready")
 
     assert site.stop("manager") == 0
     seen = count_lines(runs_file)

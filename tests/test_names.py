@@ -26,7 +26,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus, natsconf, pki
 from mirrorbus.errors import InvalidName
@@ -43,6 +43,7 @@ from mirrorbus.events.subjects import (
     token_name,
 )
 from mirrorbus.live import LogEntry
+from mirrorbus.logread import LogReader
 from mirrorbus.manager.projector import seed_if_truncated
 from mirrorbus.server import find_nats_server
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
@@ -263,30 +264,32 @@ async def _works_as_itself(
         await js.publish(S.snapshot(name), b"snap")
         await nc.publish(S.heartbeat(name), b"beat")
         consumer = S.worker_consumer(name)
-        await js.add_consumer(
-            S.evt_stream,
-            ConsumerConfig(
-                name=consumer,
-                filter_subject=S.worker_job_events(name),
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
+        # Its restore: the log read by sequence, filtered to its own job events.
+        worker_bus = await bus.connect(
+            bus.settings_from_paths(
+                [server.url],
+                server.pki_dir,
+                pki.issued_cert(server.pki_dir, "worker", name).cert.stem,
+                inbox_prefix=S.worker_inbox(name),
             ),
+            reconnect=False,
         )
-        replay = await js.pull_subscribe_bind(consumer, stream=S.evt_stream)
-        msgs = await replay.fetch(1, timeout=2)
-        assert [S.names_in(m.subject) for m in msgs] == [("evt", name, job)]
-        await msgs[0].ack_sync()
-        await replay.unsubscribe()
-        await js.delete_consumer(S.evt_stream, consumer)
-        await js.add_consumer(
-            S.cmd_stream,
-            ConsumerConfig(
-                name=consumer,
-                durable_name=consumer,
-                filter_subject=S.worker_commands(name),
-                ack_policy=AckPolicy.EXPLICIT,
-            ),
+        try:
+            async with LogReader(
+                worker_bus, S.evt_stream, subject=S.worker_job_events(name)
+            ) as log_reader:
+                got = await log_reader.read(1)
+            assert [S.names_in(m.subject) for m in got.messages] == [("evt", name, job)]
+        finally:
+            await worker_bus.close()
+        # Its command consumer, made by the manager.
+        manager = await bus.connect(
+            bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
         )
+        try:
+            await manager.ensure_command_consumer(name)
+        finally:
+            await manager.close()
         await admin.jetstream().publish(S.job_command(name, job), b"start")
         commands = await js.pull_subscribe_bind(consumer, stream=S.cmd_stream)
         msgs = await commands.fetch(1, timeout=2)

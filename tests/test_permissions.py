@@ -19,10 +19,11 @@ import pytest
 from conftest import RunningServer, connect, permission_violations
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus, pki
 from mirrorbus.events.subjects import Subjects
+from mirrorbus.logread import LogReader
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +41,17 @@ async def _streams(server: RunningServer) -> Client:
     finally:
         await manager.close()
     return await connect(server, "admin")
+
+
+async def _make_command_consumer(server: RunningServer, worker: str) -> None:
+    """What the manager does once it knows ``worker``: make its command consumer."""
+    manager = await bus.connect(
+        bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
+    )
+    try:
+        await manager.ensure_command_consumer(worker)
+    finally:
+        await manager.close()
 
 
 async def _count(admin: Client, stream: str, subject: str) -> int:
@@ -118,22 +130,25 @@ async def test_worker_appends_replays_and_consumes_its_own(nats_server: RunningS
         await js.publish(S.worker_events("w1"), b"worker-started")
         assert (await js.stream_info(S.evt_stream)).state.messages == 2
 
-        # Replay: its own consumer, named after it, filtered to its job events.
-        await js.add_consumer(
-            S.evt_stream,
-            ConsumerConfig(
-                name=S.worker_consumer("w1"),
-                filter_subject=S.worker_job_events("w1"),
-                deliver_policy=DeliverPolicy.ALL,
-                ack_policy=AckPolicy.EXPLICIT,
+        # Replay: the log read by sequence, filtered to its job events (no consumer).
+        await _make_command_consumer(nats_server, "w1")
+        w1_bus = await bus.connect(
+            bus.settings_from_paths(
+                [nats_server.url],
+                nats_server.pki_dir,
+                "worker-w1",
+                inbox_prefix=S.worker_inbox("w1"),
             ),
+            reconnect=False,
         )
-        replay = await js.pull_subscribe_bind(S.worker_consumer("w1"), stream=S.evt_stream)
-        msgs = await replay.fetch(1, timeout=2)
-        assert [m.data for m in msgs] == [b"e1"]
-        await msgs[0].ack_sync()
-        await replay.unsubscribe()
-        await js.delete_consumer(S.evt_stream, S.worker_consumer("w1"))
+        try:
+            async with LogReader(
+                w1_bus, S.evt_stream, subject=S.worker_job_events("w1")
+            ) as log_reader:
+                got = await log_reader.read(1)
+            assert [m.data for m in got.messages] == [b"e1"]
+        finally:
+            await w1_bus.close()
 
         # Snapshot: written by itself, read back with a direct get.
         await js.publish(S.snapshot("w1"), b"snap-1")
@@ -141,17 +156,9 @@ async def test_worker_appends_replays_and_consumes_its_own(nats_server: RunningS
         last = await js.get_last_msg(S.snap_stream, S.snapshot("w1"), direct=True)
         assert last.data == b"snap-2"
 
-        # Commands: the admin sends one; w1 consumes it through its durable consumer.
+        # Commands: the admin sends one; w1 consumes it through its durable consumer, which
+        # the manager made.
         await w1.publish(S.heartbeat("w1"), b"beat")
-        await js.add_consumer(
-            S.cmd_stream,
-            ConsumerConfig(
-                name=S.worker_consumer("w1"),
-                durable_name=S.worker_consumer("w1"),
-                filter_subject=S.worker_commands("w1"),
-                ack_policy=AckPolicy.EXPLICIT,
-            ),
-        )
         await admin.jetstream().publish(S.job_command("w1", "job"), b"start")
         commands = await js.pull_subscribe_bind(S.worker_consumer("w1"), stream=S.cmd_stream)
         msgs = await commands.fetch(1, timeout=2)
@@ -181,19 +188,14 @@ async def test_worker_cannot_act_for_others(nats_server: RunningServer) -> None:
         assert await _count(admin, S.snap_stream, S.all_snapshots) == 0
 
         # w2's commands: neither a consumer on them, nor pulling from w2's consumer,
-        # nor a plain subscription.
-        manager = await connect(nats_server, "manager")
-        try:
-            await manager.jetstream().add_consumer(
-                S.cmd_stream,
-                ConsumerConfig(
-                    name="w2", durable_name="w2", filter_subject=S.worker_commands("w2")
-                ),
-            )
-        finally:
-            await manager.close()
+        # nor a plain subscription; and no consumer at all, not even on its own commands.
+        await _make_command_consumer(nats_server, "w2")
         await admin.jetstream().publish(S.job_command("w2", "job"), b"for w2 only")
-        for name, filter_subject in (("w2", S.worker_commands("w2")), ("w1", S.all_commands)):
+        for name, filter_subject in (
+            ("w2", S.worker_commands("w2")),
+            ("w1", S.all_commands),
+            ("w1", S.worker_commands("w1")),
+        ):
             with pytest.raises(nats.errors.TimeoutError):
                 await js.add_consumer(
                     S.cmd_stream,
@@ -255,12 +257,22 @@ async def test_reader_reads_but_cannot_publish(nats_server: RunningServer) -> No
         assert await _count(admin, S.cmd_stream, S.all_commands) == 0
         assert await _count(admin, S.evt_stream, S.all_events) == 1
 
-        # It may read events through a consumer of its own.
-        await js.add_consumer(
-            S.evt_stream, ConsumerConfig(name="reader", filter_subject=S.all_events)
+        # It may read events by sequence, but make no consumer.
+        reader_bus = await bus.connect(
+            bus.settings_from_paths([nats_server.url], nats_server.pki_dir, "reader"),
+            reconnect=False,
         )
-        sub = await js.pull_subscribe_bind("reader", stream=S.evt_stream)
-        assert [m.data for m in await sub.fetch(1, timeout=2)] == [b"e1"]
+        try:
+            async with LogReader(reader_bus, S.evt_stream) as log_reader:
+                got = await log_reader.read(1)
+            assert [m.data for m in got.messages] == [b"e1"]
+        finally:
+            await reader_bus.close()
+        with pytest.raises(nats.errors.TimeoutError):
+            await reader.jetstream(timeout=DENIED).add_consumer(
+                S.evt_stream, ConsumerConfig(name="reader", filter_subject=S.all_events)
+            )
+        _assert_denied(errors, f"$JS.API.CONSUMER.CREATE.{S.evt_stream}.reader.")
     finally:
         await reader.close()
         await w1.close()

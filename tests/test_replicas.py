@@ -59,10 +59,11 @@ def last_sequence(server: RunningServer) -> int:
 
 
 def delivered(server: RunningServer, replica: str) -> int:
-    """The last stream sequence replica ``replica``'s own consumer delivered."""
+    """The last stream sequence replica ``replica``'s own consumer delivered (asked as a
+    manager: no other role may look at a consumer)."""
 
     async def ask() -> int:
-        nc = await connect(server, "admin")
+        nc = await connect(server, "manager")
         try:
             info = await nc.jetstream().consumer_info(S.evt_stream, S.manager_consumer(replica))
             return int(info.delivered.stream_seq)

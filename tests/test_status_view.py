@@ -55,6 +55,7 @@ from mirrorbus.events import (
 )
 from projections import StatusView
 from projections import tables as t
+from projections.batch import DEAD_LETTER_EXCERPT
 from projections.statements import INSERT, driver_statement
 
 PG_ENV = "MIRRORBUS_TEST_PG_URL"
@@ -346,10 +347,10 @@ def test_bad_events_become_dead_letters_and_the_rest_is_applied(view: StatusView
     for seq, subject, reason in dead:
         assert why[seq] in reason, (seq, reason)
         assert subject == es[seq - 1][1]
-    # the raw bytes are kept for inspection
+    # the raw bytes are kept for inspection, the first DEAD_LETTER_EXCERPT of a big one
     stored = {r[0]: r[3] for r in table_rows(view, "dead_letters")}
     assert stored[2] == es[1][2]
-    assert stored[8] == es[7][2]
+    assert stored[8] == es[7][2][:DEAD_LETTER_EXCERPT] and len(es[7][2]) > DEAD_LETTER_EXCERPT
     (job,) = view.jobs()
     assert (job.worker, job.name, job.status, job.size) == (W, "debian", "success", "9G")
     assert job.upstream == "u"

@@ -99,7 +99,7 @@ def _emit(line: str) -> None:
 
 @contextlib.asynccontextmanager
 async def _entries(bus: Bus, **kwargs: Any) -> AsyncIterator[AsyncIterator[LogEntry]]:
-    """``follow_events`` closed on exit, so that its consumer is deleted at once."""
+    """``follow_events`` closed on exit, so that its subscriptions end at once."""
     from mirrorbus.live import follow_events
 
     events = follow_events(bus, **kwargs)

@@ -1,7 +1,7 @@
 """``mirrorbus project NAME...``: run status projections on their own, with a reader certificate.
 
 For a host that only serves status (a web server in front of the mirror, a monitoring box):
-the tool reads the event stream through its own consumer, folds it into its own SQLite view
+the tool reads the event stream by sequence (no consumer), folds it into its own SQLite view
 (position stored in the same transaction, so it resumes where it stopped, also across
 restarts of the manager or of nats-server) and keeps its outputs current:
 
@@ -9,15 +9,13 @@ restarts of the manager or of nats-server) and keeps its outputs current:
     mirrorz     mirrorz.json (format v1.7)
     http        the read API, /metrics and the live status page, as the manager serves them
 
-A reader certificate may create consumers on the event stream and read it, nothing else, so
-this tool can neither forge an event nor command a worker.
+A reader certificate may read the event stream and query, nothing else, so this tool can
+neither forge an event nor command a worker, nor disturb anybody else's reading.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import socket
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +37,6 @@ from mirrorbus.cli.services import (
     _until_signal,
 )
 from mirrorbus.errors import BusError, ConfigError
-from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.settings import project_config, with_http
@@ -48,9 +45,6 @@ from projections.mirrorz import check_site
 from projections.status_view import StatusView
 
 log = logging.getLogger("mirrorbus")
-
-INACTIVE_THRESHOLD = 24 * 3600.0
-"""A consumer whose tool has been gone this long (seconds) is removed by the server."""
 
 
 class Output(StrEnum):
@@ -64,12 +58,6 @@ def view_url(value: str) -> str:
     if "://" in value:
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"
-
-
-def default_consumer(url: str) -> str:
-    """Stable for one host and view (so a restart reuses it), distinct between tools."""
-    digest = hashlib.sha1(f"{socket.gethostname()}|{url}".encode()).hexdigest()[:12]
-    return f"project-{digest}"
 
 
 async def wait_for_stream(bus: Bus) -> None:
@@ -185,8 +173,8 @@ def project(
         str | None,
         typer.Option(
             "--consumer",
-            help="Name of this tool's consumer on the event stream "
-            "[default: derived from the host and the view].",
+            hidden=True,
+            help="Ignored (kept for old command lines): the log is read without a consumer.",
             show_default=False,
         ),
     ] = None,
@@ -202,7 +190,7 @@ def project(
     setup_logging(verbose, debug, with_systemd, log_format)
     pc = project_config(config, state_dir, view_url(view) if view else None)
     outputs = _outputs(names, pc.outputs, jobs_json, mirrorz_json, http, site_url, site_abbr)
-    name = check_token(consumer or default_consumer(pc.view_url), "consumer name")
+    del consumer  # the log is read by sequence, without a consumer of its own
     status_view = StatusView(pc.view_url)
 
     async def main() -> None:
@@ -210,13 +198,7 @@ def project(
         try:
             await wait_for_stream(bus)
             changes = Changes()
-            projector = Projector(
-                bus,
-                status_view,
-                consumer=name,
-                on_applied=changes.applied,
-                inactive_threshold=INACTIVE_THRESHOLD,
-            )
+            projector = Projector(bus, status_view, on_applied=changes.applied)
             async with anyio.create_task_group() as tg:
                 await tg.start(projector.run)
                 await tg.start(
@@ -228,9 +210,8 @@ def project(
                     bus.stream_usage,
                 )
                 log.info(
-                    "projecting %s as consumer %s (view %s, position %d)",
+                    "projecting %s (view %s, position %d)",
                     ", ".join(n.value for n in names),
-                    name,
                     status_view.url,
                     projector.position,
                 )

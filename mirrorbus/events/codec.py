@@ -37,6 +37,9 @@ MAX_MESSAGE_BYTES = MAX_EVENT_BYTES + MAX_HEADER_BYTES
 """The event and command streams' ``max_msg_size``: nats-server counts headers and payload
 together, and refuses a larger append, so nobody can fill the log (or a projector's fetch)
 with messages the codec would only set aside."""
+MAX_ANSWER_PARTS = 64
+"""Most messages one query answer may take (an answer over the server's max_payload goes in
+parts; the manager's user may send this many to one request): 64 MiB at the default 1 MiB."""
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}

@@ -386,6 +386,14 @@ class Subjects:
         return f"_INBOX_{_worker(worker)}"
 
     @staticmethod
+    def role_inbox(role: str) -> str:
+        """Inbox prefix of a client of ``role`` (manager, admin, reader, gateway): each role
+        may subscribe only to its own, so no client reads another role's replies.  The
+        ``-`` after ``_INBOX_`` keeps it apart from every worker's (no worker's token starts
+        with ``-``)."""
+        return f"_INBOX_-{role}"
+
+    @staticmethod
     def worker_consumer(worker: str) -> str:
         """Name of the worker's consumers (command, replay); one exact token per worker, cut
         to nats-server's limit by :func:`fit` (the filter still holds the whole token)."""
@@ -405,5 +413,7 @@ class Subjects:
     @property
     def gateway_consumer(self) -> str:
         """Name of the tunasync gateway's command consumer (commands for the old workers it
-        speaks for; one for every gateway of the site, each command taken by one of them)."""
-        return "gateway"
+        speaks for; one for every gateway of the site, each command taken by one of them).
+        Starts with ``-``, which no worker's token does: a worker named ``gateway`` has its
+        own command consumer."""
+        return "-gateway"

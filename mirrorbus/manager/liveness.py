@@ -13,6 +13,7 @@ import logging
 from datetime import datetime
 
 import anyio
+import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,6 +29,16 @@ HEARTBEAT_INTERVAL = 5.0
 """Seconds between a worker's heartbeats."""
 
 
+class Beat(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A worker's heartbeat: ``{"worker": NAME, "running": N}``."""
+
+    worker: str
+    running: int = 0
+
+
+_BEAT = msgspec.json.Decoder(Beat)
+
+
 class Liveness:
     def __init__(
         self, bus: Bus, view: StatusView, clock: Clock | None = None, *, flush_every: float = 2.0
@@ -38,18 +49,23 @@ class Liveness:
         self.flush_every = flush_every
         self._heard: dict[str, datetime] = {}
 
-    def _on_beat(self, subject: str) -> None:
+    def _on_beat(self, subject: str, data: bytes = b"", headers: object = None) -> None:
+        """Note a beat, if it is one: a worker's own beat is a bare core message naming that
+        worker.  Anything else on a heartbeat subject is not trusted: a JetStream answer or a
+        service's reply sent there by whoever chose the reply subject (the server then
+        publishes on a subject the requester may not publish on itself) carries headers or
+        other content."""
         try:
-            kind, worker, _ = self.bus.subjects.names_in(subject)
-        except InvalidName:
+            beat = _BEAT.decode(data)
+            if headers or self.bus.subjects.heartbeat(beat.worker) != subject:
+                return
+        except (InvalidName, msgspec.DecodeError):
             return
-        if kind != "hb":
-            return
-        self._heard[worker] = self.clock.now()
+        self._heard[beat.worker] = self.clock.now()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async def on_msg(msg: Msg) -> None:
-            self._on_beat(msg.subject)
+            self._on_beat(msg.subject, msg.data, msg.headers)
 
         sub = await self.bus.serve(self.bus.subjects.all_heartbeats, on_msg)
         task_status.started()

@@ -1,13 +1,19 @@
 """Feed the event stream into the status view: fetch a batch, apply it in one transaction.
 
-The stored position in the view is the truth, and the only record of progress (the consumer
-acknowledges nothing): at start the durable consumer is (re)created to deliver from
-``position + 1``, so a fresh or rebuilt view never misses events, and a batch that was being
-applied when the manager died is delivered again and applied once.
+The stored position in the view is the truth.  A manager replica reads through its durable
+consumer, (re)created at start to deliver from ``position + 1``, so a fresh or rebuilt view
+never misses events, and a batch that was being applied when the manager died is delivered
+again and applied once.  The consumer acknowledges explicitly (each batch, once committed,
+by its last message; ``max_ack_pending`` bounds what is out), so a delivery that never
+reached the view (lost to a slow-consumer drop on the way) is delivered again after
+``ack_wait``; and a batch that does not start right after the view's position (a message
+lost before later ones arrived) is not applied past the hole: the consumer is made again from
+the position, the next fetches kept small, so that a log of oversized events is taken a few
+at a time instead of overflowing the client again.  Only managers have consumer rights.
 
-The same projector feeds a standalone ``mirrorbus project`` with a ``reader`` certificate: it
-then names its own consumer and sets ``inactive_threshold``, so that the server removes the
-consumer of a reader that went away for good.
+``mirrorbus project`` (a ``reader`` certificate, which may make no consumer) and ``manager
+rebuild`` read the log by sequence instead (batched direct gets, bounded in bytes; see
+:mod:`mirrorbus.logread`): nothing to steal or delete there either.
 """
 
 from __future__ import annotations
@@ -21,18 +27,29 @@ import anyio
 import nats.errors
 import nats.js.errors
 from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus, next_fetch_size
 from mirrorbus.errors import BusError, CodecError, InvalidName, ProjectionError
 from mirrorbus.events import WorkerSnapshot, decode_snapshot
 from mirrorbus.events.subjects import Subjects
+from mirrorbus.logread import DEFAULT_MAX_BYTES, LogReader, Wakeup
 from projections.status_view import ApplyResult, Entry, StatusView
 
 log = logging.getLogger(__name__)
 
 INLINE_EVENTS = 8
 """Batches of at most this many events on an in-process database are applied on the loop."""
+
+POLL = 2.0
+"""Seconds a caught-up reader without a consumer waits for a wake-up before it reads again."""
+
+ACK_WAIT = 30.0
+"""Seconds after which a delivery the projector did not acknowledge is delivered again."""
+
+CAREFUL_FETCHES = 32
+"""Fetches of one message each after a hole: a log of big events is then taken one by one."""
 
 
 class Projector:
@@ -42,7 +59,8 @@ class Projector:
         view: StatusView,
         *,
         batch: int = 512,
-        consumer: str,
+        consumer: str | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
         on_applied: Callable[[ApplyResult], None] | None = None,
         inactive_threshold: float | None = None,
     ) -> None:
@@ -50,13 +68,19 @@ class Projector:
         self.view = view
         self.batch = batch
         self.consumer = consumer
+        """The durable consumer to read through (a manager replica's), or None to read the log
+        by sequence without one (a reader's ``mirrorbus project``)."""
+        self.max_bytes = max_bytes
         self.on_applied = on_applied
         self.inactive_threshold = inactive_threshold
         self.position = 0
         self.created: datetime | None = None
         """When the server made our consumer (another time: someone else made it again)."""
+        self.rebinds = 0
+        """How many times the consumer was made again over a hole in what it delivered."""
 
     async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
+        assert self.consumer is not None
         s = self.bus.subjects
         await seed_if_truncated(self.bus, self.view)
         self.position = await anyio.to_thread.run_sync(self.view.position)
@@ -66,11 +90,12 @@ class Projector:
             durable_name=self.consumer,
             name=self.consumer,
             filter_subject=s.all_events,
-            # Nothing is acknowledged: the position stored with the view is the only record
-            # of progress, and the consumer is made anew from it at every start (above).
-            # An ack per batch would be one more message on the path of every event, and an
-            # ack timeout would only redeliver what the view skips by sequence anyway.
-            ack_policy=AckPolicy.NONE,
+            # Acknowledged once applied (a batch by its last message): what was delivered
+            # but never applied is delivered again; what is applied twice the view skips by
+            # sequence.
+            ack_policy=AckPolicy.ALL,
+            ack_wait=ACK_WAIT,
+            max_ack_pending=4 * self.batch,
             deliver_policy=(
                 DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL
             ),
@@ -81,6 +106,9 @@ class Projector:
         return await self.bus.js.pull_subscribe_bind(consumer=self.consumer, stream=s.evt_stream)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self.consumer is None:
+            await self._run_direct(task_status=task_status)
+            return
         try:
             sub = await self._bind()
         except (nats.errors.Error, nats.js.errors.Error) as exc:
@@ -88,9 +116,10 @@ class Projector:
         log.info("projecting from sequence %d", self.position + 1)
         task_status.started()
         size = self.batch  # a fresh consumer may start with a backlog
+        careful = 0
         while True:
             try:
-                msgs = await sub.fetch(size, timeout=2)
+                msgs = await sub.fetch(1 if careful else size, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except nats.errors.Error as exc:
@@ -99,16 +128,105 @@ class Projector:
                 continue
             if not msgs:
                 continue
+            careful = max(0, careful - 1)
             size = next_fetch_size(msgs, self.batch)
-            entries: list[Entry] = [
-                (int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs
-            ]
-            result = await self._apply(entries)
-            self.position = result.position
-            if result.dead:
-                log.warning("%d events set aside as dead letters", result.dead)
-            if self.on_applied is not None:
-                self.on_applied(result)
+            usable = self._contiguous(msgs)
+            if len(usable) < len(msgs) and not usable and await self._hole(self.position + 1):
+                usable = msgs  # the log itself has no such event (deleted before protection)
+            if usable:
+                entries: list[Entry] = [
+                    (int(m.metadata.sequence.stream), m.subject, m.data) for m in usable
+                ]
+                result = await self._apply(entries)
+                self.position = result.position
+                with contextlib.suppress(nats.errors.Error):
+                    await usable[-1].ack()  # acknowledges every delivery up to it
+                if result.dead:
+                    log.warning("%d events set aside as dead letters", result.dead)
+                if self.on_applied is not None:
+                    self.on_applied(result)
+            if len(usable) < len(msgs):
+                log.warning(
+                    "event %d did not arrive before later ones (lost on the way); reading "
+                    "again from there",
+                    self.position + 1,
+                )
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                try:
+                    sub = await self._bind()  # seeds the view first if the log starts later
+                except (nats.errors.Error, nats.js.errors.Error) as exc:
+                    raise BusError(f"cannot create the projector's consumer: {exc}") from None
+                self.rebinds += 1
+                careful = CAREFUL_FETCHES
+
+    def _contiguous(self, msgs: list[Msg]) -> list[Msg]:
+        """The messages of a batch up to the first hole after the view's position.
+
+        The consumer's filter covers the whole stream and no message is deleted from it, so
+        its sequences follow each other; redelivered ones (at or below the position) are
+        kept for the view to skip.
+        """
+        expected = self.position + 1
+        kept: list[Msg] = []
+        for m in msgs:
+            seq = int(m.metadata.sequence.stream)
+            if seq > expected:
+                break
+            kept.append(m)
+            expected = max(expected, seq + 1)
+        return kept
+
+    async def _hole(self, seq: int) -> bool:
+        """Whether the log has no message ``seq`` though it has later ones (a message deleted
+        before the streams denied it): then waiting for it would wait forever."""
+        try:
+            info = await self.bus.js.stream_info(self.bus.subjects.evt_stream)
+            if int(info.state.first_seq or 0) > seq:
+                return False  # the log starts later: the next bind seeds the view
+            await self.bus.js.get_msg(self.bus.subjects.evt_stream, seq, direct=True)
+        except nats.js.errors.NotFoundError:
+            return True
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            return False
+        return False
+
+    async def _run_direct(self, *, task_status: TaskStatus[None]) -> None:
+        """Read the log by sequence from ``position + 1``, woken by new events."""
+        s = self.bus.subjects
+        reader = LogReader(self.bus, s.evt_stream, batch=self.batch, max_bytes=self.max_bytes)
+        wakeup = Wakeup(self.bus, [s.all_events])
+        try:
+            await wakeup.start()
+            try:
+                await seed_if_truncated(self.bus, self.view)
+            except (nats.errors.Error, nats.js.errors.Error) as exc:
+                raise BusError(f"cannot read the event stream: {exc}") from None
+            self.position = await anyio.to_thread.run_sync(self.view.position)
+            log.info("projecting from sequence %d", self.position + 1)
+            task_status.started()
+            while True:
+                wakeup.clear()
+                try:
+                    batch = await reader.read(self.position + 1)
+                except BusError as exc:
+                    log.warning("reading the event stream failed: %s", exc)
+                    await wakeup.wait(POLL)
+                    continue
+                if batch.messages:
+                    entries: list[Entry] = [(m.seq, m.subject, m.data) for m in batch.messages]
+                    result = await self._apply(entries)
+                    self.position = result.position
+                    if result.dead:
+                        log.warning("%d events set aside as dead letters", result.dead)
+                    if self.on_applied is not None:
+                        self.on_applied(result)
+                if not batch.pending:
+                    await wakeup.wait(POLL)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await wakeup.close()
+                await reader.close()
 
     async def _apply(self, entries: list[Entry]) -> ApplyResult:
         """Apply a batch, retrying while the database is away (restarting, unreachable): the
@@ -194,11 +312,17 @@ def _own_snapshot(s: Subjects, subject: str, snapshot: WorkerSnapshot) -> bool:
 
 
 async def catch_up(
-    bus: Bus, view: StatusView, *, batch: int = 2000, until: int | None = None
+    bus: Bus,
+    view: StatusView,
+    *,
+    batch: int = 2000,
+    until: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> int:
     """Apply every event up to ``until`` (default: the stream's last sequence now) and stop.
 
-    Used by ``manager rebuild``: an ordered, ephemeral read of the log into ``view``.
+    Used by ``manager rebuild``: an ordered read of the log into ``view``, by sequence and
+    bounded in bytes, so that it finishes on a log of oversized or malformed events too.
     """
     s = bus.subjects
     await seed_if_truncated(bus, view)
@@ -206,34 +330,18 @@ async def catch_up(
     position = await anyio.to_thread.run_sync(view.position)
     if position >= last:
         return position
-    sub = await bus.js.pull_subscribe(
-        s.all_events,
-        stream=s.evt_stream,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=position + 1,
-            ack_policy=AckPolicy.NONE,
-            inactive_threshold=60,
-            mem_storage=True,
-        ),
-    )
+    reader = LogReader(bus, s.evt_stream, batch=batch, max_bytes=max_bytes)
     # One batch at a time, applied right here: nothing else is served from this loop while
     # the view is rebuilt, and a worker thread only traded the GIL with it (each event's
-    # apply took 23 against 19 µs on SQLite; BENCHMARKS.md, fifth round).  Fetching the next
-    # batch while a thread applied this one was slower still (4,500 against 5,900 events/s
-    # on SQLite, 3,700 against 4,600 on PostgreSQL; BENCHMARKS.md "Ingest").
+    # apply took 23 against 19 µs on SQLite; BENCHMARKS.md, fifth round).
     try:
         while position < last:
-            try:
-                msgs = await sub.fetch(batch, timeout=5)
-            except (nats.errors.TimeoutError, TimeoutError):
-                raise BusError(f"rebuild stalled at sequence {position} of {last}") from None
-            entries = [(int(m.metadata.sequence.stream), m.subject, m.data) for m in msgs]
-            entries = [e for e in entries if e[0] <= last]
+            got = await reader.read(position + 1)
+            entries = [(m.seq, m.subject, m.data) for m in got.messages if m.seq <= last]
             if entries:
                 position = view.apply(entries).position
-            if len(entries) < len(msgs):
-                break  # past ``until``
+            if len(entries) < len(got.messages) or not got.messages:
+                break  # past ``until``, or the log ends before it
     finally:
-        await sub.unsubscribe()
+        await reader.close()
     return position

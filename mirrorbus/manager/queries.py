@@ -27,7 +27,7 @@ from nats.aio.msg import Msg
 from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus import __version__
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, answerable
 from mirrorbus.clock import new_id
 from mirrorbus.errors import BusError, MirrorbusError
 from mirrorbus.manager.api import (
@@ -185,7 +185,16 @@ class QueryService:
             reply = await anyio.to_thread.run_sync(self.answer, query, msg.data)
         if msg.reply:
             reply = msgspec.structs.replace(reply, replica=self.identity.name, position=position)
-            await msg.respond(_encoder.encode(reply))
+            data = _encoder.encode(reply)
+            if not await self.bus.respond(msg, data):
+                refusal: Reply[Any] = Reply(
+                    ok=False,
+                    error=f"the answer to {query} is too big ({len(data)} bytes): ask for "
+                    "less (one worker, fewer runs)",
+                    replica=self.identity.name,
+                    position=position,
+                )
+                await self.bus.respond(msg, _encoder.encode(refusal))
 
     async def _behind(self, msg: Msg, wanted: int) -> None:
         position = await self._position()
@@ -197,7 +206,7 @@ class QueryService:
                 replica=self.identity.name,
                 position=position,
             )
-            await msg.respond(_encoder.encode(reply))
+            await self.bus.respond(msg, _encoder.encode(reply))
 
     async def _when_reached(self, msg: Msg, query: str, wanted: int) -> None:
         """Answer once the view reaches ``wanted``, or say it is behind."""
@@ -215,6 +224,8 @@ class QueryService:
             await self._behind(msg, wanted)
 
     async def _handle(self, msg: Msg, tg: TaskGroup) -> None:
+        if not answerable(msg.reply):
+            return  # a reply subject that is not an inbox (see ``answerable``)
         query = self._query_name(msg.subject)
         wanted = _min_position(msg)
         if wanted and wanted > await self._position():

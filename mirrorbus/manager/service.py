@@ -7,7 +7,8 @@ read API, metrics and status page over HTTP and writes the status files, all fro
 Any number of managers run against one log as *replicas*: each has a name, its own durable
 consumer (``Subjects.manager_consumer(name)``) and its own view, and answers queries in one
 queue group with the others (see :mod:`mirrorbus.manager.replica` for why a name is never
-held twice).
+held twice).  Every replica makes the workers' command consumers it finds missing (making one
+that exists is a no-op): no other role may make a consumer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mirrorbus.bus import Bus
 from mirrorbus.busconfig import StreamSettings
 from mirrorbus.errors import BusError
 from mirrorbus.events.subjects import check_token
+from mirrorbus.manager.consumers import CommandConsumers
 from mirrorbus.manager.liveness import Liveness
 from mirrorbus.manager.names import default_name
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
@@ -69,6 +71,7 @@ class Manager:
             bus, view, identity=self.identity, watch=self.watch, join_when=self._useful
         )
         self.liveness = Liveness(bus, view)
+        self.consumers = CommandConsumers(bus, view, self.changes)
 
     async def _useful(self) -> None:
         """Return when this replica should take its share of the queries: at once if its
@@ -96,6 +99,7 @@ class Manager:
         # Before the consumer is touched: the projector re-creates it from this view.
         await claim(self.bus, self.name)
         await anyio.to_thread.run_sync(self.view.claim, self.name)
+        await self.bus.drop_legacy_consumers(self.name)
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
             self.watch.advance(self.projector.position)
@@ -114,6 +118,7 @@ class Manager:
             await check_alone(self.bus, self.identity)
             tg.start_soon(fence, self.bus, self.name, lambda: self.projector.created)
             await tg.start(self.liveness.run)
+            await tg.start(self.consumers.run)
             log.info(
                 "manager ready (replica %s, view %s, position %d)",
                 self.name,

@@ -18,7 +18,6 @@ import anyio
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import next_fetch_size
 from mirrorbus.errors import CodecError
@@ -51,30 +50,27 @@ class CommandHandler:
         s = w.bus.subjects
         name = s.worker_consumer(w.name)
         delay = 0.5
+        said = False
         while True:
+            # The manager makes this consumer (a worker may not make consumers: a consumer's
+            # maker chooses where the server delivers); a new worker's comes once the manager
+            # has seen its first event.
             try:
-                await w.bus.js.add_consumer(
-                    s.cmd_stream,
-                    ConsumerConfig(
-                        name=name,
-                        durable_name=name,
-                        filter_subject=s.worker_commands(w.name),
-                        ack_policy=AckPolicy.EXPLICIT,
-                        deliver_policy=DeliverPolicy.ALL,
-                        ack_wait=30,
-                        max_ack_pending=256,
-                    ),
-                )
+                await w.bus.js.consumer_info(s.cmd_stream, name)
                 sub = await w.bus.js.pull_subscribe_bind(
                     consumer=name,
                     stream=s.cmd_stream,
                     inbox_prefix=(w.bus.settings.inbox_prefix or "_INBOX").encode() + b".",
                 )
                 break
+            except nats.js.errors.NotFoundError:
+                if not said:
+                    log.info("waiting for the manager to make this worker's command consumer")
+                    said = True
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
                 log.warning("command consumer not ready (%s); retrying in %.0fs", exc, delay)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 15)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 5)
         async with anyio.create_task_group() as handlers:
             size = FETCH_BATCH  # commands may be queued since the worker last ran
             while True:

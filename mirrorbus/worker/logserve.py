@@ -18,6 +18,8 @@ import msgspec
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 
+from mirrorbus.bus import answerable
+
 if TYPE_CHECKING:
     from mirrorbus.worker.service import Worker
 
@@ -101,7 +103,7 @@ class LogServer:
                     except OSError as exc:
                         answer = LogChunk(ok=False, error=f"cannot read the log: {exc}")
                     answer = msgspec.structs.replace(answer, running=job.running)
-            if msg.reply:
+            if answerable(msg.reply):
                 await msg.respond(encoder.encode(answer))
 
         sub = await w.bus.serve(w.bus.subjects.logs(w.name), on_request)

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import TypedDict
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from mirrorbus import __version__
@@ -239,7 +240,7 @@ class Worker:
         subject = self.bus.subjects.heartbeat(self.name)
         while True:
             running = sum(1 for job in self.jobs.values() if job.running)
-            payload = f'{{"worker":"{self.name}","running":{running}}}'.encode()
+            payload = msgspec.json.encode({"worker": self.name, "running": running})
             with contextlib.suppress(Exception):  # disconnected: nats-py buffers or refuses
                 await self.bus.nc.publish(subject, payload)
             await anyio.sleep(self.heartbeat_interval)
