@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -350,6 +351,33 @@ def test_a_service_stopped_while_connecting_exits_cleanly(
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err.decode()
         assert "STOPPING=1" in notify.lines() and "READY=1" not in notify.lines()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        notify.close()
+
+
+def test_project_says_ready_once_it_serves(site: Site, tmp_path: Path) -> None:
+    """``mirrorbus project`` under systemd: READY=1 once its outputs run (its HTTP server
+    answers at once), then watchdog pings."""
+    site.start_manager()
+    notify = NotifySocket(f"@mirrorbus-test-{uuid.uuid4().hex}")
+    port = free_port()
+    argv = [*PYTHON, "project", "http", "--state-dir", str(site.root)]
+    argv += ["--view", str(tmp_path / "project.db"), "--http", f"127.0.0.1:{port}"]
+    env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+    env |= {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000"}
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ready = notify.wait("READY=1", timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5) as r:
+            assert r.status == 200
+        notify.wait("WATCHDOG=1", count=2, after=ready)
+        notify.drain()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert "STOPPING=1" in notify.lines()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -39,6 +39,7 @@ from mirrorbus.cli.services import (
 from mirrorbus.errors import BusError, ConfigError
 from mirrorbus.manager.outputs import OutputSettings, run_outputs
 from mirrorbus.manager.projector import Projector
+from mirrorbus.sdnotify import Notifier
 from mirrorbus.settings import project_config, with_http
 from projections.changes import Changes
 from projections.mirrorz import check_site
@@ -193,6 +194,8 @@ def project(
     del consumer  # the log is read by sequence, without a consumer of its own
     status_view = StatusView(pc.view_url)
 
+    notifier = Notifier.from_environment()  # under systemd: Type=notify, as the manager
+
     async def main() -> None:
         bus = await connect(pc.bus)
         try:
@@ -215,7 +218,9 @@ def project(
                     status_view.url,
                     projector.position,
                 )
-                await _until_signal(lambda _name: None)
+                notifier.ready(f"projecting {', '.join(n.value for n in names)}")
+                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
+                await _until_signal(lambda name: notifier.stopping(f"stopping on {name}"))
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
