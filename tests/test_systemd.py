@@ -383,3 +383,12 @@ def test_project_says_ready_once_it_serves(site: Site, tmp_path: Path) -> None:
             proc.kill()
             proc.wait(10)
         notify.close()
+
+
+def test_project_waiting_for_the_stream_stops_cleanly(site: Site, tmp_path: Path) -> None:
+    """Started before any manager made the stream, it waits; SIGTERM then ends it with 0."""
+    argv = [*PYTHON, "project", "jobs-json", "--state-dir", str(site.root)]
+    argv += ["--view", str(tmp_path / "project.db"), "--jobs-json", str(tmp_path / "j.json")]
+    site._spawn("project", argv)
+    wait_for(lambda: "waiting for the manager" in site.output("project"), 30, "the wait")
+    assert site.stop("project", timeout=30) == 0

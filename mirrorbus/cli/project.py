@@ -197,12 +197,21 @@ def project(
     notifier = Notifier.from_environment()  # under systemd: Type=notify, as the manager
 
     async def main() -> None:
-        bus = await connect(pc.bus)
+        # Signals are handled from the start: a stop while it waits for the stream or
+        # catches up ends it cleanly instead of killing it.
+        bus = None
+
+        def stop(name: str) -> None:
+            notifier.stopping(f"stopping on {name}")
+            tg.cancel_scope.cancel()
+
         try:
-            await wait_for_stream(bus)
-            changes = Changes()
-            projector = Projector(bus, status_view, on_applied=changes.applied)
             async with anyio.create_task_group() as tg:
+                await tg.start(_until_signal, stop)
+                bus = await connect(pc.bus)
+                await wait_for_stream(bus)
+                changes = Changes()
+                projector = Projector(bus, status_view, on_applied=changes.applied)
                 await tg.start(projector.run)
                 await tg.start(
                     run_outputs,
@@ -220,11 +229,10 @@ def project(
                 )
                 notifier.ready(f"projecting {', '.join(n.value for n in names)}")
                 tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
-                await _until_signal(lambda name: notifier.stopping(f"stopping on {name}"))
-                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await bus.close()
+                if bus is not None:
+                    await bus.close()
             status_view.close()
 
     run_async(main)
