@@ -36,7 +36,12 @@ from mirrorbus.server import find_nats_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "examples" / "systemd"
-UNIT_NAMES = ("mirrorbus-nats.service", "mirrorbus-manager.service", "mirrorbus-worker@.service")
+UNIT_NAMES = (
+    "mirrorbus-nats.service",
+    "mirrorbus-manager.service",
+    "mirrorbus-worker@.service",
+    "mirrorbus-project.service",
+)
 
 RUN = ("/opt/mirrorbus/bin/mirrorbus ", "install ", "cp examples/systemd/manager.toml ")
 """README steps the test runs; the others need root or systemd and are only recognised."""
@@ -295,10 +300,11 @@ def test_systemd_analyze_accepts_the_units(tmp_path: Path) -> None:
 
 def test_the_units_say_what_the_programs_do() -> None:
     worker, manager = unit("mirrorbus-worker@.service"), unit("mirrorbus-manager.service")
-    assert worker["Type"] == manager["Type"] == "notify"
+    project = unit("mirrorbus-project.service")
+    assert worker["Type"] == manager["Type"] == project["Type"] == "notify"
     assert worker["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert worker["Delegate"] == "yes"  # [cgroup] needs its own subtree
-    for service in (worker, manager, unit("mirrorbus-nats.service")):
+    for service in (worker, manager, project, unit("mirrorbus-nats.service")):
         assert service["NoNewPrivileges"] == service["PrivateTmp"] == "yes"
         assert service["ProtectSystem"] in ("full", "strict")
 
