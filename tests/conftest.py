@@ -40,6 +40,16 @@ Fixtures and helpers
 
 ``permission_violations(errors)`` -> ``list[str]``
     The "permissions violation" messages among ``errors``.
+
+The ``e2e`` marker
+------------------
+
+A test that starts a process (a nats-server, a site's manager or worker, the CLI, rsync, a
+shell) is ``e2e``; every other test is in the fast set, ``pytest -m "not e2e"``
+(``scripts/test --quick``).  A test that uses a fixture of :data:`PROCESS_FIXTURES` (directly
+or through another fixture) is marked here; a file whose tests start processes in other ways
+says ``pytestmark = pytest.mark.e2e``.  So that the fast set stays fast and honest, a test that
+is not marked and starts a process anyway fails at that point, naming what it started.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ import contextlib
 import gc
 import os
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +75,91 @@ from mirrorbus.server import NatsServer, find_nats_server, free_port
 BASE_WORKERS = ("w1", "w2")
 
 
+#: Fixtures that start a real nats-server or the processes of a site.
+PROCESS_FIXTURES = frozenset({"nats_server", "site"})
+
+#: The audit events (see :func:`sys.addaudithook`) by which a new process is started.
+_SPAWN_EVENTS = frozenset(
+    {
+        "subprocess.Popen",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.system",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``e2e`` every test that uses a fixture starting a nats-server or processes."""
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+class _SpawnGuard:
+    """Refuse to start a process while a test not marked ``e2e`` runs (setup, call and
+    teardown): the fast set must not start any.  One audit hook for the session (an audit
+    hook cannot be removed), armed per test."""
+
+    def __init__(self) -> None:
+        self.test: str | None = None
+        self.started: list[str] = []
+
+    def __call__(self, event: str, args: tuple[Any, ...]) -> None:
+        if self.test is None or event not in _SPAWN_EVENTS:
+            return
+        what = f"{event} {args[1] if event == 'subprocess.Popen' else args[0]!r}"[:200]
+        self.started.append(what)
+        raise RuntimeError(self.message(self.test, what))
+
+    @staticmethod
+    def message(test: str, what: str) -> str:
+        return (
+            f"{test} is not marked e2e but starts a process ({what}): mark its file "
+            "`pytestmark = pytest.mark.e2e` or use a fixture of conftest.PROCESS_FIXTURES"
+        )
+
+
+_spawn_guard = _SpawnGuard()
+sys.addaudithook(_spawn_guard)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _spawn_guard.started = []
+    _spawn_guard.test = None if item.get_closest_marker("e2e") else item.nodeid
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None] | Any:
+    report = yield
+    test, started = _spawn_guard.test, _spawn_guard.started
+    if test is not None and started:
+        if report.passed:
+            # The error raised at the start was caught by the code under test: fail anyway.
+            report.outcome = "failed"
+            report.longrepr = _spawn_guard.message(test, started[0])
+        _spawn_guard.started = []
+    if call.when == "teardown":
+        _spawn_guard.test, _spawn_guard.started = None, []
+    return report
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def pytest_collection_finish() -> None:
+    """Leave what collection made (modules, classes, test items) out of every later garbage
+    collection: :func:`_collect_garbage` then only walks what the tests themselves made."""
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # every test here starts processes
+
 GOOD = """
 [global]
 name = "w1"

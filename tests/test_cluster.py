@@ -35,6 +35,8 @@ from mirrorbus.supervisor import prepare
 from mirrorbus.worker.config import load_worker_config
 from projections.status_view import StatusView
 
+pytestmark = pytest.mark.e2e  # every test here starts processes
+
 WORKER = "solo"
 
 

@@ -618,6 +618,7 @@ def test_manager_server_and_unknown_keys_are_warnings(tmp_path: Path) -> None:
 # -- the example and the report ---------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_example_config_loads_and_its_commands_run_offline(tmp_path: Path) -> None:
     cfg = load_worker_config(EXAMPLE)
     assert cfg.warnings == ()

@@ -174,6 +174,7 @@ def test_desc_and_help_reach_the_view_and_a_reload_of_them_restarts_nothing(site
     assert runs.read_text() == "run\n"  # not run again for a new description
 
 
+@pytest.mark.e2e
 def test_log_format_json_gives_one_object_a_line(tmp_path: Path) -> None:
     config = tmp_path / "worker.toml"
     config.write_text(
@@ -200,6 +201,7 @@ def test_log_format_json_gives_one_object_a_line(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "xml" in bad.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.anyio
 async def test_every_attempt_log_starts_with_the_command_it_ran(tmp_path: Path) -> None:
     """The header names the argv (shell-quoted), working dir and variables set, and the

@@ -562,6 +562,7 @@ def test_different_prefixes_get_different_streams() -> None:
     assert dash.cmd_stream != underscore.cmd_stream
 
 
+@pytest.mark.e2e
 def test_ids_are_32_hex_digits_and_never_repeat_also_across_fork() -> None:
     """Event ids are ``Nats-Msg-Id``s: the same id twice would make JetStream drop an event as
     a duplicate.  A forked child (a hook, a job) must not continue its parent's sequence."""

@@ -54,6 +54,7 @@ def test_mistakes_name_the_file_and_key(tmp_path: Path, text: str, message: str)
     assert message in str(caught.value)
 
 
+@pytest.mark.e2e
 def test_a_bad_address_on_the_command_line_is_one_line(tmp_path: Path) -> None:
     out = subprocess.run(
         [*PYTHON, "up", "-c", str(EXAMPLE), "--state-dir", str(tmp_path / "s"), *BAD_ADDRESS],

@@ -12,10 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from e2e import wait_for
 from gateway_harness import mirror_status, registration
 
 from mirrorbus.server import free_port
+
+pytestmark = pytest.mark.e2e  # every test here starts processes
 
 CONFIG = """
 [global]

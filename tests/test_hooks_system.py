@@ -408,6 +408,7 @@ def _mirror(tmp_path: Path, name: str = "boxed", **kw: object) -> MirrorConfig:
     )
 
 
+@pytest.mark.e2e
 @pytest.mark.anyio
 async def test_docker_warns_when_the_container_stays(
     tmp_path: Path, standins: Path, caplog: pytest.LogCaptureFixture

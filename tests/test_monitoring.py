@@ -47,6 +47,7 @@ def promtool() -> str:
     return found
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "args",
     [
@@ -64,6 +65,7 @@ def test_promtool_accepts_the_rules_and_their_tests_pass(args: tuple[str, ...]) 
     assert "SUCCESS" in result.stdout + result.stderr
 
 
+@pytest.mark.e2e
 def test_the_rule_tests_fail_when_a_rule_is_wrong(tmp_path: Path) -> None:
     """The unit tests can fail: with N = 4 instead of 3 the failing job's alert is missing."""
     for source in (RULES, RULE_TESTS):

@@ -442,6 +442,7 @@ def _check(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e
 def test_check_accepts_and_lists_every_name_a_site_uses(tmp_path: Path) -> None:
     path = tmp_path / "workers.conf"
     path.write_text(_worker_toml("mirrors.example.org", SITE_NAMES))
@@ -455,6 +456,7 @@ def test_check_accepts_and_lists_every_name_a_site_uses(tmp_path: Path) -> None:
     assert [m.log_dir.name for m in cfg.mirrors] == SITE_NAMES  # {{.Name}} as written
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("worker", "job", "where", "shown"),
     [
@@ -616,6 +618,7 @@ def test_zfs_advice_can_be_pasted_whatever_the_name(tmp_path: Path) -> None:
     assert commands[1] == ["zfs", "set", f"mountpoint={workdir}", "tank/o'reilly books"]
 
 
+@pytest.mark.e2e
 @settings(max_examples=15, deadline=None)
 @given(st.lists(any_names, min_size=1, max_size=6, unique=True))
 def test_the_server_reads_the_users_of_any_workers(pki_dir: Path, names: list[str]) -> None:

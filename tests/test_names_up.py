@@ -13,8 +13,11 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
 from e2e import wait_for
 from test_up import Up
+
+pytestmark = pytest.mark.e2e  # every test here starts processes
 
 WORKER = "mirrors.example.org"
 NAMES = ("crates.io-index.git", "u.sb", "linux stable")

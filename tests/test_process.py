@@ -27,6 +27,8 @@ from mirrorbus.worker.process import (
     use_pidfd_child_watcher,
 )
 
+pytestmark = pytest.mark.e2e  # every test here starts processes
+
 SH = "/bin/sh"
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"}
 

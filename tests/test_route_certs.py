@@ -23,6 +23,8 @@ from e2e import wait_for
 from mirrorbus.bus import StreamSettings, connect, settings_from_paths
 from mirrorbus.server import NatsServer, find_nats_server, free_port
 
+pytestmark = pytest.mark.e2e  # every test here starts processes
+
 NODES = ("nats1.example.org", "nats2.example.org", "nats3.example.org")
 
 

@@ -45,7 +45,7 @@ from mirrorbus.worker.rsync import (
 )
 from mirrorbus.worker.run import prepare_attempt
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.e2e]
 
 UP = "rsync://rsync.example.org/debian/"
 DIR = "/data/mirrors/debian"

@@ -73,6 +73,7 @@ def test_not_found_says_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path
         find_nats_server()
 
 
+@pytest.mark.e2e
 def test_starts_ready_and_stops_cleanly(pki_dir: Path, tmp_path: Path) -> None:
     port = free_port()
     conf = _config(pki_dir, tmp_path, port)
@@ -112,6 +113,7 @@ def test_port_in_use(pki_dir: Path, tmp_path: Path) -> None:
         assert not server.running
 
 
+@pytest.mark.e2e
 def test_bad_config_reports_the_log(tmp_path: Path) -> None:
     conf = tmp_path / "nats.conf"
     conf.write_text(f'listen: "127.0.0.1:{free_port()}"\ntls {{ cert_file: "/nonexistent" }}\n')

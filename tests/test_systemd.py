@@ -193,6 +193,7 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
         m.stop_all()
 
 
+@pytest.mark.e2e
 def test_the_readme_setup_runs_under_systemd_like_supervision(
     machine: Machine, tmp_path: Path
 ) -> None:
@@ -272,6 +273,7 @@ def test_notifications_go_nowhere_without_systemd_and_variables_do_not_leak() ->
     assert not silent.enabled and silent.ready("x") is False
 
 
+@pytest.mark.e2e
 def test_systemd_analyze_accepts_the_units(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

@@ -24,6 +24,8 @@ from mirrorbus.server import free_port
 from mirrorbus.supervisor import replica_names
 from projections.tunasync import WEB_FIELDS
 
+pytestmark = pytest.mark.e2e  # every test here starts processes
+
 CONFIG = """
 [global]
 name = "solo"
