@@ -339,6 +339,7 @@ def test_a_full_notify_socket_drops_notifications_rather_than_blocking(tmp_path:
         receiver.close()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("program", ["manager", "worker"])
 def test_a_service_stopped_while_connecting_exits_cleanly(
     program: str, pki_dir: Path, tmp_path: Path
