@@ -48,8 +48,10 @@ A test that starts a process (a nats-server, a site's manager or worker, the CLI
 shell) is ``e2e``; every other test is in the fast set, ``pytest -m "not e2e"``
 (``scripts/test --quick``).  A test that uses a fixture of :data:`PROCESS_FIXTURES` (directly
 or through another fixture) is marked here; a file whose tests start processes in other ways
-says ``pytestmark = pytest.mark.e2e``.  So that the fast set stays fast and honest, a test that
-is not marked and starts a process anyway fails at that point, naming what it started.
+says ``pytestmark = pytest.mark.e2e``.  So that the fast set stays fast and honest, in a run
+that leaves the ``e2e`` tests out (``-m "not e2e"``) a test that is not marked and starts a
+process anyway fails at that point, naming what it started.  (The full suite runs every test
+whatever its marks, and does not check them.)
 """
 
 from __future__ import annotations
@@ -101,10 +103,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 class _SpawnGuard:
     """Refuse to start a process while a test not marked ``e2e`` runs (setup, call and
-    teardown): the fast set must not start any.  One audit hook for the session (an audit
-    hook cannot be removed), armed per test."""
+    teardown) in a run that leaves the ``e2e`` tests out: the fast set must not start any.
+    One audit hook for the session (an audit hook cannot be removed), armed per test."""
 
     def __init__(self) -> None:
+        self.enabled = False
         self.test: str | None = None
         self.started: list[str] = []
 
@@ -127,10 +130,17 @@ _spawn_guard = _SpawnGuard()
 sys.addaudithook(_spawn_guard)
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """A ``-m`` expression that leaves ``e2e`` tests out makes this the fast set."""
+    if any(item.config.option.markexpr and item.get_closest_marker("e2e") for item in items):
+        _spawn_guard.enabled = True
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     _spawn_guard.started = []
-    _spawn_guard.test = None if item.get_closest_marker("e2e") else item.nodeid
+    guarded = _spawn_guard.enabled and not item.get_closest_marker("e2e")
+    _spawn_guard.test = item.nodeid if guarded else None
 
 
 @pytest.hookimpl(wrapper=True)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # every test here starts the CLI
+
 # The console script: completion keys on the program's name (``_MIRRORBUS_COMPLETE``).
 MIRRORBUS = str(Path(sys.executable).parent / "mirrorbus")
 
