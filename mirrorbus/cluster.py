@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ServerError
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance, InstanceInfo
@@ -88,7 +89,7 @@ def write_configs(instance: Instance, info: InstanceInfo, workers: Iterable[str]
     names = list(workers)
     for node in all_nodes:
         directory = instance.node_dir(node.index)
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory, 0o700)
         text = render_server_config(
             pki_dir=pki_dir,
             store_dir=(directory / "jetstream").resolve(),

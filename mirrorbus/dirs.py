@@ -18,14 +18,14 @@ def make_dirs(path: Path, mode: int = 0o755) -> None:
     exists already is left as it is)."""
     missing: list[Path] = []
     current = Path(path)
-    while not current.is_dir():
+    while not current.exists() and current.parent != current:
         missing.append(current)
-        if current.parent == current:
-            break
         current = current.parent
+    if not missing and not current.is_dir():
+        os.mkdir(current, mode)  # raises what mkdir says of a file in the way
     for directory in reversed(missing):
         try:
-            os.mkdir(directory, mode)
+            os.mkdir(directory, mode)  # under a file: "Not a directory", as mkdir -p says
         except FileExistsError:
             if not directory.is_dir():
                 raise

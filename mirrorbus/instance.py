@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
 
@@ -166,7 +167,7 @@ class Instance:
 
     def write(self, info: InstanceInfo) -> None:
         """Write instance.json atomically (temp file + rename)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root, 0o700)
         tmp = self.info_file.with_suffix(".json.tmp")
         raw: dict[str, object] = {"host": info.host, "port": info.port, "prefix": info.prefix}
         if info.ports:

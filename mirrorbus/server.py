@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import PortInUseError, ServerError
 
 __all__ = ["DEFAULT_PORT", "ENV_BINARY", "NatsServer", "find_nats_server", "free_port"]
@@ -159,7 +160,7 @@ class NatsServer:
             raise ServerError(f"nats-server config not found: {self.config}")
         _check_port_free(self.host, self.port)
         try:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.log_file.parent, 0o700)
             self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
             with open(self.log_file, "ab") as log:
                 self._proc = subprocess.Popen(

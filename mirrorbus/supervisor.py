@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 from mirrorbus import cluster
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ConfigError, MirrorbusError, ServerError
 from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.listen import parse_listen
@@ -94,7 +95,7 @@ class Child:
                 log.info("%s ready", self.name)
 
     def start(self) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.log_file.parent, 0o700)
         env = {**os.environ, "NOTIFY_SOCKET": self._notify_socket()}
         env.pop("WATCHDOG_USEC", None)
         self.drain()  # what a previous process said
@@ -178,10 +179,10 @@ def prepare(
         prefix=cfg.bus.prefix,
         ports=cluster.cluster_ports(base) if clustered else (),
     )
-    instance.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(instance.root, 0o700)
     instance.write(info)
     pki.ensure_pki(instance.pki_dir, HOSTS, [cfg.name])
-    instance.nats_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(instance.nats_dir, 0o700)
     if clustered:
         cluster.write_configs(instance, info, pki.issued_workers(instance.pki_dir))
         return info

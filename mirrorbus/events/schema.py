@@ -125,6 +125,10 @@ class JobDisabled(JobEvent, frozen=True, kw_only=True, tag="job.disabled"):
     cmd_id: str = ""
 
 
+MAX_SIZE_TEXT = 64
+"""Longest size text a job shows (the view's column): a worker refuses a longer one."""
+
+
 class SizeSet(JobEvent, frozen=True, kw_only=True, tag="job.size-set"):
     """An operator set the job's size (``ctl set-size``), e.g. from a cron job's ``du``."""
 

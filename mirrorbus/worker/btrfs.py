@@ -24,6 +24,7 @@ from pathlib import Path
 
 import anyio
 
+from mirrorbus.dirs import make_dirs
 from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
 
@@ -64,7 +65,7 @@ class BtrfsSnapshotHook(Hook):
         if not workdir.exists():
             log.info("job [%s]: creating btrfs subvolume %s", ctx.mirror.name, workdir)
             try:  # btrfs does not make parents (tunasync then fails every run)
-                workdir.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                make_dirs(workdir.parent, 0o755)
             except OSError as exc:
                 raise HookError(f"Error making dir {workdir.parent}: {exc.strerror}") from exc
             await _must("subvolume", "create", str(workdir))

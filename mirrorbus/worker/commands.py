@@ -30,6 +30,7 @@ from mirrorbus.events import (
     WorkerAnswered,
     decode_command,
 )
+from mirrorbus.events.schema import MAX_SIZE_TEXT
 
 if TYPE_CHECKING:
     from mirrorbus.worker.service import Job, Worker
@@ -202,6 +203,11 @@ class CommandHandler:
             case "set-size":
                 if not cmd.size.strip():
                     return False, "no size given"
+                if len(cmd.size.strip()) > MAX_SIZE_TEXT:
+                    return False, (
+                        f"size of {len(cmd.size.strip())} characters refused: at most "
+                        f"{MAX_SIZE_TEXT} (e.g. 1.2T)"
+                    )
                 w.emit(SizeSet(**w.job_meta(job), size=cmd.size.strip(), cmd_id=cmd.id))
                 return True, f"size set to {cmd.size.strip()}"
             case "ping":

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import anyio
 
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import InvalidName
 from mirrorbus.events.subjects import name_token, token_name
 from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
@@ -180,7 +181,7 @@ class DockerHook(Hook):
     async def pre_exec(self, ctx: AttemptContext) -> None:
         workdir = ctx.mirror.working_dir
         try:
-            workdir.mkdir(parents=True, exist_ok=True, mode=0o755)
+            make_dirs(workdir, 0o755)
         except OSError as exc:
             raise HookError(f"Error making dir {workdir}: {exc.strerror or exc}") from exc
         docker = shutil.which("docker")

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from mirrorbus.dirs import make_dirs
+
 DEFAULT_KEEP = 10
 
 HEADER_PREFIX = "# mirrorbus: "
@@ -160,7 +162,7 @@ def _names(job: str, local: datetime) -> Iterator[str]:
 
 def new_attempt_log(log_dir: Path, job: str, now: datetime, keep: int = DEFAULT_KEEP) -> AttemptLog:
     """Create the log file of a new attempt (empty), prune old ones, point ``latest`` at it."""
-    log_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+    make_dirs(log_dir, 0o755)
     own, names = _listing(log_dir, job)
     if len(own) >= keep:  # the new file makes one more than ``keep``: the oldest go
         own.sort(key=lambda e: e.stat().st_mtime, reverse=True)

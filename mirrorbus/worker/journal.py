@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 
 from mirrorbus.bus import Bus
+from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import BusError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class Journal:
         if path is None:
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_dirs(path.parent, 0o700)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")

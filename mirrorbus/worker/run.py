@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypedDict
 import anyio
 
 from mirrorbus.clock import Clock, new_id
+from mirrorbus.dirs import make_dirs
 from mirrorbus.events import AttemptFailed, AttemptStarted, Event, RunStarted, RunSucceeded
 from mirrorbus.worker.config import MirrorConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, run_phase
@@ -64,7 +65,7 @@ def prepare_attempt(mirror: MirrorConfig, now: datetime) -> tuple[AttemptLog | N
     except OSError as exc:
         return None, f"cannot create log file in {mirror.log_dir}: {exc}"
     try:
-        mirror.working_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        make_dirs(mirror.working_dir, 0o755)
     except OSError as exc:
         return log, f"cannot create working dir {mirror.working_dir}: {exc.strerror or exc}"
     return log, ""
