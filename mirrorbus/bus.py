@@ -76,7 +76,8 @@ _ROLES_WITH_INBOX = ("manager", "admin", "reader", "gateway")
 
 def certificate_role(cert: Path) -> str | None:
     """The role of one of our client certificates other than a worker's, from the common
-    name of its subject (``mirrorbus-admin``...); None for a worker's or any other.
+    name of its subject (``mirrorbus-admin`` gives ``admin``, an operator's own
+    ``mirrorbus-admin-alice`` gives ``admin-alice``); None for a worker's or any other.
 
     A client connects with its role's inbox prefix, the only one its user may subscribe to.
     Read from the DER without an X.509 library (a ctl command must not import one just to
@@ -97,8 +98,10 @@ def certificate_role(cert: Path) -> str | None:
         return None
     cn = der[at + 7 : at + 7 + length].decode("utf-8", errors="replace")
     for role in _ROLES_WITH_INBOX:
-        if cn == f"mirrorbus-{role}":
-            return role
+        if cn == f"mirrorbus-{role}" or (
+            role in ("admin", "reader") and cn.startswith(f"mirrorbus-{role}-")
+        ):
+            return cn.removeprefix("mirrorbus-")  # an operator's: its role and its name
     return None
 
 

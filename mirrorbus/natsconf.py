@@ -49,9 +49,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mirrorbus import pki as pki_module
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.codec import MAX_ANSWER_PARTS
 from mirrorbus.events.subjects import Subjects, check_name
@@ -314,7 +315,22 @@ def _render_user(user: str, perm: Permissions, indent: str) -> str:
     return "\n".join(lines)
 
 
-def render_authorization(subjects: Subjects, workers: Iterable[str]) -> str:
+def operator_permissions(subjects: Subjects, role: str, name: str) -> Permissions:
+    """An operator's own certificate (``certs issue admin alice``): its role's rights, with
+    an inbox of its own, so that the server tells operators apart."""
+    base = role_permissions(subjects, role)
+    own = subjects.role_inbox(f"{role}-{name}")
+    shared = f"{subjects.role_inbox(role)}.>"
+    return replace(
+        base,
+        comment=f"{role} {name}: {base.comment.split(': ', 1)[-1]}",
+        subscribe_allow=tuple(f"{own}.>" if s == shared else s for s in base.subscribe_allow),
+    )
+
+
+def render_authorization(
+    subjects: Subjects, workers: Iterable[str], operators: Iterable[tuple[str, str]] = ()
+) -> str:
     """The ``authorization { users = [...] }`` block: manager, admin, reader, gateway, then each
     worker (the gateway's permissions depend on which workers have a certificate).
 
@@ -325,6 +341,10 @@ def render_authorization(subjects: Subjects, workers: Iterable[str]) -> str:
     entries: list[tuple[str, Permissions]] = [
         (identity(role), role_permissions(subjects, role))
         for role in ("manager", "admin", "reader")
+    ]
+    entries += [
+        (identity(role, name), operator_permissions(subjects, role, name))
+        for role, name in sorted(set(operators))
     ]
     entries.append((identity("gateway"), gateway_permissions(subjects, names)))
     entries += [(identity("worker", w), role_permissions(subjects, "worker", w)) for w in names]
@@ -397,8 +417,12 @@ def render_server_config(
     workers: Iterable[str],
     server_name: str = "mirrorbus",
     cluster: ClusterBlock | None = None,
+    operators: Iterable[tuple[str, str]] | None = None,
 ) -> str:
     """A complete nats-server config: listener, JetStream, mutual TLS and the users.
+
+    ``operators`` (role, name): the operators' own certificates; by default those issued in
+    ``pki_dir`` (see :func:`mirrorbus.pki.issued_operators`).
 
     The certificate files are the ones :mod:`mirrorbus.pki` writes in ``pki_dir``.  There is
     no monitoring port: add one by hand if you want it (it is not covered by the TLS mapping).
@@ -425,7 +449,11 @@ def render_server_config(
         "}\n"
         "\n"
         + (_render_cluster(cluster, pki) if cluster is not None else "")
-        + render_authorization(subjects, workers)
+        + render_authorization(
+            subjects,
+            workers,
+            pki_module.issued_operators(pki) if operators is None else operators,
+        )
     )
 
 

@@ -46,7 +46,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mirrorbus.errors import InvalidName, PkiError
-from mirrorbus.events.subjects import check_name, file_token, fit, name_token, token_name
+from mirrorbus.events.subjects import (
+    check_name,
+    check_token,
+    file_token,
+    fit,
+    name_token,
+    token_name,
+)
 
 __all__ = [
     "DEFAULT_HOSTS",
@@ -62,11 +69,16 @@ __all__ = [
     "issue",
     "issue_route",
     "issued_cert",
+    "issued_operators",
     "issued_workers",
+    "revoke",
 ]
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
-#: Roles a client certificate can be issued for; only ``worker`` takes a name.
+OPERATOR_ROLES: tuple[str, ...] = ("admin", "reader")
+"""Roles whose certificates may name a person (``certs issue admin alice``)."""
+#: Roles a client certificate can be issued for; ``worker`` takes a name, admin and reader
+#: may (one certificate per operator).
 ROLES: tuple[str, ...] = ("manager", "worker", "admin", "reader", "gateway")
 #: The identity of ``route.crt``, the certificate cluster nodes present to each other.
 ROUTE_IDENTITY = "CN=mirrorbus-route"
@@ -110,8 +122,17 @@ def _check_role(role: str, name: str | None) -> None:
                 "role 'worker' needs a worker name, e.g. `mirrorbus certs issue worker w1`"
             )
         check_name(name, "worker name")
+    elif name is not None and role in OPERATOR_ROLES:
+        try:
+            check_token(name, "operator name")
+        except InvalidName as exc:
+            raise PkiError(str(exc)) from None
+        if len(f"mirrorbus-{role}-{name}") > _CN_MAX:
+            raise PkiError(f"operator name {name!r} is too long for a certificate's name")
     elif name is not None:
-        raise PkiError(f"role {role!r} takes no name (got {name!r}); only 'worker' does")
+        raise PkiError(
+            f"role {role!r} takes no name (got {name!r}); only worker, admin and reader do"
+        )
 
 
 def _common_name(role: str, name: str | None) -> str:
@@ -122,7 +143,7 @@ def _common_name(role: str, name: str | None) -> str:
     if role == "worker":
         assert name is not None
         return _WORKER_CN + fit(name_token(name, "worker name"), _CN_MAX - len(_WORKER_CN))
-    return f"mirrorbus-{role}"
+    return f"mirrorbus-{role}-{name}" if name is not None else f"mirrorbus-{role}"
 
 
 def cert_stem(role: str, name: str | None = None) -> str:
@@ -136,7 +157,7 @@ def _stem(role: str, name: str | None) -> str:
     if role == "worker":
         assert name is not None
         return f"worker-{file_token(name, 'worker name')}"
-    return role
+    return f"{role}-{name}" if name is not None else role
 
 
 def _der_ia5(text: str) -> bytes:
@@ -407,7 +428,7 @@ def issue(directory: Path, role: str, name: str | None = None) -> IssuedCert:
     ca_cert, ca_key = _load_ca(directory)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     extra = []
-    if name is not None:
+    if name is not None and role == "worker":
         note = _TOKEN_NOTE + name_token(name, "worker name")
         extra.append(x509.UnrecognizedExtension(WORKER_NAME_OID, _der_ia5(note)))
     cert, key = _sign_leaf(
@@ -544,6 +565,46 @@ def ensure_pki(directory: Path, hosts: Sequence[str], workers: Iterable[str]) ->
         c = issued_cert(directory, role, name)
         if not (c.cert.is_file() and c.key.is_file()):
             issue(directory, role, name)
+
+
+def issued_operators(directory: Path) -> list[tuple[str, str]]:
+    """(role, name) of the operators' own certificates in ``directory``: ``admin-<name>.crt``
+    and ``reader-<name>.crt`` (one per person, so that the server, and the audit, can tell
+    them apart)."""
+    found: list[tuple[str, str]] = []
+    for role in OPERATOR_ROLES:
+        for p in Path(directory).glob(f"{role}-*.crt"):
+            name = p.name[len(role) + 1 : -len(".crt")]
+            try:
+                _check_role(role, name)
+            except PkiError:
+                continue  # not one of ours
+            if (Path(directory) / f"{role}-{name}.key").is_file():
+                found.append((role, name))
+    return sorted(found)
+
+
+def revoke(directory: Path, role: str, name: str | None = None) -> list[Path]:
+    """Take a client certificate out of ``directory`` (moved, with its key, into
+    ``revoked/``): the users block rendered from the directory no longer lists it, so the
+    server refuses it once its config is reloaded.  Returns where the files went."""
+    _check_role(role, name)
+    if role not in (*OPERATOR_ROLES, "worker"):
+        raise PkiError(f"role {role!r} is not revoked this way: re-issue it instead")
+    stem = _stem(role, name)
+    files = [Path(directory) / f"{stem}{suffix}" for suffix in (".crt", ".key")]
+    if not files[0].is_file():
+        raise PkiError(f"no certificate {files[0].name} in {directory}")
+    graveyard = Path(directory) / "revoked"
+    graveyard.mkdir(mode=0o700, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved = []
+    for f in files:
+        if f.exists():
+            target = graveyard / f"{f.stem}.{stamp}{f.suffix}"
+            f.replace(target)
+            moved.append(target)
+    return moved
 
 
 def issued_workers(directory: Path) -> list[str]:

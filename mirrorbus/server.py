@@ -264,3 +264,31 @@ class NatsServer:
                     f"(log {self.log_file}):\n{self._log_tail()}"
                 )
             time.sleep(_POLL)
+
+
+def reload_running(config: Path) -> bool:
+    """SIGHUP every running nats-server started with ``config`` (``-c``); True if any was.
+
+    For a server this process did not start (``mirrorbus up`` runs it): found by its command
+    line under /proc.
+    """
+    target = str(Path(config).resolve())
+    signalled = False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if not args or Path(args[0]).name != "nats-server":
+            continue
+        configs = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-c", "--config")]
+        if any(str(Path(c).resolve()) == target for c in configs):
+            try:
+                os.kill(int(entry.name), signal.SIGHUP)
+                signalled = True
+            except ProcessLookupError:
+                continue
+    return signalled

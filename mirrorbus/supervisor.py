@@ -160,8 +160,6 @@ def prepare(
     ``--cluster`` on a state directory that holds one is an error.
     """
     from mirrorbus import pki
-    from mirrorbus.events.subjects import Subjects
-    from mirrorbus.natsconf import render_server_config
 
     previous = instance.read() if instance.info_file.exists() else None
     if previous is not None and previous.clustered:
@@ -183,9 +181,21 @@ def prepare(
     instance.write(info)
     pki.ensure_pki(instance.pki_dir, HOSTS, [cfg.name])
     make_dirs(instance.nats_dir, 0o700)
-    if clustered:
+    write_server_config(instance, info)
+    return info
+
+
+def write_server_config(instance: Instance, info: InstanceInfo | None = None) -> None:
+    """Write the instance's nats-server config(s) again from the certificates in its PKI
+    directory (after a certificate was issued or revoked; reload the server after)."""
+    from mirrorbus import pki
+    from mirrorbus.events.subjects import Subjects
+    from mirrorbus.natsconf import render_server_config
+
+    info = info or instance.read()
+    if info.clustered:
         cluster.write_configs(instance, info, pki.issued_workers(instance.pki_dir))
-        return info
+        return
     text = render_server_config(
         pki_dir=instance.pki_dir.resolve(),
         store_dir=instance.store_dir.resolve(),
@@ -197,7 +207,6 @@ def prepare(
     tmp = instance.nats_conf.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(instance.nats_conf)
-    return info
 
 
 def _prepare_in_child(

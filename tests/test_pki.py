@@ -112,12 +112,24 @@ def test_worker_named_like_a_role_is_still_a_worker() -> None:
     assert pki.identity("worker", "admin") != pki.identity("admin")
 
 
+def test_an_operator_certificate_is_a_user_of_its_own(ca_dir: Path) -> None:
+    alice = pki.issue(ca_dir, "admin", "alice")
+    assert alice.identity == "CN=mirrorbus-admin-alice" != pki.identity("admin")
+    assert pki.identity("worker", "admin-alice") != alice.identity
+    assert alice.cert.name == "admin-alice.crt"
+    pki.issue(ca_dir, "reader", "bob")
+    assert pki.issued_operators(ca_dir) == [("admin", "alice"), ("reader", "bob")]
+    pki.revoke(ca_dir, "reader", "bob")
+    assert pki.issued_operators(ca_dir) == [("admin", "alice")]
+
+
 @pytest.mark.parametrize(
     ("role", "name", "message"),
     [
         ("root", None, r"unknown role 'root'"),
         ("worker", None, r"needs a worker name"),
-        ("admin", "x", r"takes no name"),
+        ("manager", "x", r"takes no name"),
+        ("admin", "a.b", r"operator name 'a.b'"),
     ],
 )
 def test_bad_roles(ca_dir: Path, role: str, name: str | None, message: str) -> None:

@@ -91,7 +91,9 @@ def issue(
     name: Annotated[
         str | None,
         typer.Argument(
-            help="Worker name (role worker) or cluster node (role route).", show_default=False
+            help="Worker name (role worker), the operator's own name (admin, reader: one "
+            "certificate per person) or cluster node (role route).",
+            show_default=False,
         ),
     ] = None,
     host: Annotated[
@@ -108,6 +110,8 @@ def issue(
     the CA in --dir.
 
     Example: mirrorbus certs issue worker mirror1 --dir /etc/mirrorbus/pki
+
+    Example: mirrorbus certs issue admin alice --dir /etc/mirrorbus/pki
 
     Example: mirrorbus certs issue route nats2.example.org --dir /etc/mirrorbus/pki
     """
@@ -129,7 +133,7 @@ def issue(
         raise PkiError("--host is for role 'route' only (client certificates name no host)")
     cert = pki.issue(directory, role, name)
     typer.echo(f"{cert.cert} (key {cert.key}), nats user {cert.identity!r}")
-    if role in ("worker", "gateway"):
+    if role in ("worker", "gateway") or name is not None:
         # A worker's certificate also takes its subjects away from the gateway: the users
         # block must be rendered again for either.
         typer.echo(
@@ -149,7 +153,69 @@ def authorization(
 
     Example: mirrorbus certs authorization --dir /etc/mirrorbus/pki >> nats.conf
     """
-    typer.echo(render_authorization(Subjects(prefix), pki.issued_workers(directory)), nl=False)
+    typer.echo(
+        render_authorization(
+            Subjects(prefix), pki.issued_workers(directory), pki.issued_operators(directory)
+        ),
+        nl=False,
+    )
+
+
+@app.command()
+@_one_line_errors
+def revoke(
+    role: Annotated[str, typer.Argument(help="admin, reader or worker.")],
+    name: Annotated[str, typer.Argument(help="The operator's or the worker's name.")],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", "-d", help="Directory of the CA and certificates.", show_default=False
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="A `mirrorbus up` state directory: its nats.conf is written again without "
+            "the user and its nats-server reloaded.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Revoke a certificate: moved to revoked/ in the PKI directory, so that the users block
+    no longer lists it; the server refuses it once it reloads its config (done here with
+    --state-dir; else write the users block again and SIGHUP nats-server).
+
+    Example: mirrorbus certs revoke admin alice --state-dir /var/lib/mirrorbus
+    """
+    from mirrorbus.instance import Instance
+    from mirrorbus.server import reload_running
+
+    instance = Instance(state_dir) if state_dir is not None else None
+    pki_dir = instance.pki_dir if instance is not None else directory
+    if pki_dir is None:
+        raise PkiError("give --dir (the PKI directory) or --state-dir (a `mirrorbus up` one)")
+    moved = pki.revoke(pki_dir, role, name)
+    typer.echo(f"{role} {name}: certificate moved to {moved[0].parent}")
+    if instance is None:
+        typer.echo(
+            "write the users block again (`mirrorbus certs authorization --dir "
+            f"{pki_dir}`) and reload nats-server (SIGHUP): until then it is still accepted",
+            err=True,
+        )
+        return
+    from mirrorbus.supervisor import write_server_config
+
+    write_server_config(instance)
+    reloaded = reload_running(instance.nats_conf)
+    if reloaded:
+        typer.echo(f"nats-server reloaded ({instance.nats_conf}): the certificate is refused")
+    else:
+        typer.echo(
+            f"{instance.nats_conf} written again; no running nats-server uses it "
+            "(it takes effect at the next start)",
+            err=True,
+        )
 
 
 def _host_port(text: str, option: str) -> tuple[str, int]:

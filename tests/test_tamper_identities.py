@@ -1,0 +1,131 @@
+"""Identities the server vouches for: one certificate per operator, and revocation.
+
+Against a real nats-server: an operator's own certificate maps to a user of its own (its own
+inbox, its role's rights), the ctl records that user as the issuer, and a revoked certificate
+is refused as soon as the server reloads its config, a connection it had included.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import anyio
+import nats.errors
+import pytest
+from conftest import RunningServer, connect, tls_context
+from nats.aio.client import Client
+from test_permissions import _assert_denied, _streams
+from typer.testing import CliRunner
+
+from mirrorbus import pki
+from mirrorbus.bus import Bus, settings_from_paths
+from mirrorbus.bus import connect as bus_connect
+from mirrorbus.cli.certs import app as certs_app
+from mirrorbus.control import Control
+from mirrorbus.events.subjects import Subjects
+from mirrorbus.server import reload_running
+
+pytestmark = pytest.mark.anyio
+S = Subjects()
+
+
+async def _operator_bus(server: RunningServer, role: str, name: str) -> Bus:
+    settings = settings_from_paths([server.url], server.pki_dir, f"{role}-{name}")
+    return await bus_connect(settings, reconnect=False)
+
+
+async def _raw(server: RunningServer, stem: str, errors: list[Exception]) -> Client:
+    async def error_cb(e: Exception) -> None:
+        errors.append(e)
+
+    nc = Client()
+    await nc.connect(
+        server.url,
+        tls=tls_context(server.pki_dir, stem),
+        error_cb=error_cb,
+        allow_reconnect=False,
+        connect_timeout=2,
+        inbox_prefix=S.role_inbox(stem),
+    )
+    return nc
+
+
+async def test_each_operator_has_a_user_and_an_inbox_of_their_own(
+    nats_server: RunningServer,
+) -> None:
+    alice, bob = f"alice{secrets.token_hex(3)}", f"bob{secrets.token_hex(3)}"
+    issued = pki.issue(nats_server.pki_dir, "admin", alice)
+    pki.issue(nats_server.pki_dir, "reader", bob)
+    assert issued.identity == f"CN=mirrorbus-admin-{alice}"
+    nats_server.write_config()
+    nats_server.server.reload()
+    admin = await _streams(nats_server)
+    mine = await _operator_bus(nats_server, "admin", alice)
+    errors: list[Exception] = []
+    reader = await _raw(nats_server, f"reader-{bob}", errors)
+    try:
+        # Alice works as an admin, on an inbox of her own, recorded as herself.
+        assert mine.settings.inbox_prefix == f"_INBOX_-admin-{alice}"
+        assert await mine.last_sequence() == 0
+        assert Control(mine).issuer == f"CN=mirrorbus-admin-{alice}"
+        # Bob reads with his own certificate and cannot read the admins' replies.
+        for inbox in ("_INBOX_-admin.>", f"_INBOX_-admin-{alice}.>", "_INBOX_-reader.>"):
+            await reader.subscribe(inbox)
+            await reader.flush()
+            with pytest.raises(nats.errors.TimeoutError):
+                await reader.request("nowhere", b"", timeout=0.2)  # lets the -ERR arrive
+            _assert_denied(errors, f'subscription to "{inbox}"')
+        # ... nor command (a reader's rights, not an admin's).
+        await reader.publish(S.job_command("w1", "job"), b"{}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await reader.request("nowhere", b"", timeout=0.2)
+        _assert_denied(errors, S.job_command("w1", "job"))
+    finally:
+        await reader.close()
+        await mine.close()
+        await admin.close()
+
+
+async def test_a_revoked_certificate_is_refused_at_once(nats_server: RunningServer) -> None:
+    carol = f"carol{secrets.token_hex(3)}"
+    pki.issue(nats_server.pki_dir, "admin", carol)
+    nats_server.write_config()
+    nats_server.server.reload()
+    errors: list[Exception] = []
+    connected = await _raw(nats_server, f"admin-{carol}", errors)
+    try:
+        assert await connected.request("$JS.API.INFO", b"", timeout=2)
+
+        result = CliRunner().invoke(
+            certs_app, ["revoke", "admin", carol, "--dir", str(nats_server.pki_dir)]
+        )
+        assert result.exit_code == 0, result.output
+        assert not (nats_server.pki_dir / f"admin-{carol}.crt").exists()
+        assert list((nats_server.pki_dir / "revoked").glob(f"admin-{carol}.*.crt"))
+        nats_server.write_config()
+        assert f"mirrorbus-admin-{carol}" not in nats_server.config_path.read_text()
+        assert reload_running(nats_server.config_path)  # the server found by its command line
+
+        # The open connection is dropped by the reload, a new one refused.
+        with anyio.fail_after(10):
+            while not connected.is_closed:  # noqa: ASYNC110 - nats-py's state, no event
+                await anyio.sleep(0.05)
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await connect(
+                nats_server,
+                "admin",
+                tls=_revoked_tls(nats_server, carol),
+            )
+    finally:
+        await connected.close()
+
+
+def _revoked_tls(server: RunningServer, name: str):  # type: ignore[no-untyped-def]
+    import ssl
+
+    revoked = server.pki_dir / "revoked"
+    cert = next(revoked.glob(f"admin-{name}.*.crt"))
+    key = next(revoked.glob(f"admin-{name}.*.key"))
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(server.pki_dir / "ca.crt"))
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
