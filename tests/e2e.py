@@ -152,10 +152,15 @@ class Site:
             return self._spawn("manager", argv)
         return self._spawn(f"manager-{name}", [*argv, "--name", name])
 
-    def start_worker(self, config: Path, key: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, config: Path, key: str | None = None, *args: str
+    ) -> subprocess.Popen[bytes]:
+        """``mirrorbus worker -c config -v`` (key ``worker-STEM`` unless given) with extra
+        ``args``."""
         key = key or f"worker-{config.stem}"
         return self._spawn(
-            key, [*PYTHON, "worker", "-c", str(config), "--state-dir", str(self.root), "-v"]
+            key,
+            [*PYTHON, "worker", "-c", str(config), "--state-dir", str(self.root), "-v", *args],
         )
 
     def stop(self, key: str, timeout: float = 30) -> int:

@@ -64,7 +64,9 @@ async def test_no_stream_is_an_error_and_given_up_replies_are_dropped(
         before = await manager.last_sequence()
         first = await pipe.send(subject, b"{}", "a")
         second = await pipe.send(subject, b"{}", "b")
-        await anyio.sleep(0.3)  # their replies have arrived and wait
+        with anyio.fail_after(10):  # their replies arrive and wait to be taken
+            while len(pipe._replies) < 2:  # noqa: ASYNC110 - filled by the subscription's callback
+                await anyio.sleep(0.01)
         pipe.forget()  # give up on both without taking their acks
         third = await pipe.send(subject, b"{}", "c")
         assert third > second > first

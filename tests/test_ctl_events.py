@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
-from e2e import PYTHON, Site
+from e2e import PYTHON, Site, wait_for
 
 from mirrorbus.bus import connect
 from mirrorbus.cli.ctl_live import event_json, event_line
@@ -106,7 +106,12 @@ def test_events_end_to_end(site: Site) -> None:
     time.sleep(1.2)  # so that w2's events are stored a clear second after w1's
     site.start_worker(site.worker_config("w2", JOB.format(name="beta")))
     site.wait_job("w2", "beta", lambda j: j.status == "success")
-    time.sleep(0.5)  # the last JobScheduled after the success
+
+    def w2_done() -> bool:  # the last event of w2: beta's next time, after its success
+        kinds = [line.split(" ")[3] for line in events(site, "-w", "w2").stdout.splitlines()]
+        return kinds[-1:] == ["job.scheduled"] and "job.succeeded" in kinds
+
+    wait_for(w2_done, 30, "w2's JobScheduled after beta's success")
 
     # The whole log, in order, SEQ TIME SUBJECT TYPE fields.
     everything = events(site).stdout

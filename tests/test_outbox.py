@@ -5,7 +5,6 @@ fire-and-forget)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from e2e import Site, count_lines, wait_for
@@ -44,8 +43,13 @@ def test_an_outage_with_a_worker_restart_loses_and_doubles_nothing(
     assert site.stop("worker", timeout=60) == 0  # restarted during the outage
     outbox = site.root / "outbox" / "w1.db"
     assert Journal(outbox).pending()  # the unacknowledged events are on disk
-    site.start_worker(config, key="worker")
-    time.sleep(2)  # it waits for the bus
+    seen = len(site.output("worker"))
+    site.start_worker(config, "worker", "--debug")  # --debug: it logs each failed connection
+    wait_for(
+        lambda: "NATS error" in site.output("worker")[seen:],
+        30,
+        "the restarted worker to try the bus",
+    )
     nats_server.server.start()
 
     wait_for(lambda: not Journal(outbox).pending(), 60, "the kept events to be appended")

@@ -71,6 +71,11 @@ async def read_pid(pidfile: Path, within: float = 3.0) -> int:
             await anyio.sleep(0.01)
 
 
+def started(directory: Path) -> int:
+    """How many ``started.*`` files the jobs in ``directory`` have written."""
+    return len(list(directory.glob("started.*")))
+
+
 def same_dir(a: str, b: Path) -> bool:
     return Path(a).resolve() == b.resolve()
 
@@ -265,13 +270,18 @@ async def test_job_processes_are_watched_without_a_thread_each(
     results: dict[int, ProcessResult] = {}
 
     async def one(code: int) -> None:
-        results[code] = await run([SH, "-c", f"sleep 0.4; exit {code}"], out, tmp_path)
+        # Each says it runs, then waits (up to the run's timeout) until the test lets it end.
+        script = f": > started.{code}; while [ ! -e go ]; do sleep 0.02; done; exit {code}"
+        results[code] = await run([SH, "-c", script], out, tmp_path)
 
     async with anyio.create_task_group() as tg:
         for code in range(8):
             tg.start_soon(one, code)
-        await anyio.sleep(0.2)
-        during = threading.active_count()
+        with anyio.fail_after(10):
+            while started(tmp_path) < 8:  # noqa: ASYNC110 - other processes write them
+                await anyio.sleep(0.02)
+        during = threading.active_count()  # all eight running
+        (tmp_path / "go").touch()
     assert during == before
     assert [results[code].exit_code for code in range(8)] == list(range(8))
     timed = await run([SH, "-c", "sleep 5"], out, tmp_path, timeout=0.2)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from conftest import RunningServer, connect
-from nats.aio.client import Client
+from conftest import RunningServer, connect, permission_violations
 from test_permissions import _assert_denied, _count, _streams
 
 from mirrorbus.events.subjects import Subjects
@@ -20,10 +19,17 @@ pytestmark = pytest.mark.anyio
 S = Subjects()
 
 
-async def _publish(nc: Client, subject: str) -> None:
-    await nc.publish(subject, b"{}")
-    await nc.flush(timeout=2)
-    await anyio.sleep(0.2)  # the server's -ERR arrives asynchronously
+async def _wait_denied(errors: list[Exception], subject: str, within: float = 5.0) -> None:
+    """Assert that the server refused ``subject``, waiting up to ``within`` s for its "permissions
+    violation" (the -ERR arrives asynchronously)."""
+
+    def refused() -> bool:
+        return any(subject.lower() in v.lower() for v in permission_violations(errors))
+
+    with anyio.move_on_after(within):
+        while not refused():  # noqa: ASYNC110 - filled by the client's error callback
+            await anyio.sleep(0.02)
+    _assert_denied(errors, subject)
 
 
 async def _denied(server: RunningServer, role: str, name: str | None, subjects: list[str]) -> None:
@@ -31,8 +37,9 @@ async def _denied(server: RunningServer, role: str, name: str | None, subjects: 
     nc = await connect(server, role, name, errors=errors)
     try:
         for subject in subjects:
-            await _publish(nc, subject)
-            _assert_denied(errors, subject)
+            await nc.publish(subject, b"{}")
+            await nc.flush(timeout=2)
+            await _wait_denied(errors, subject)
     finally:
         await nc.close()
 
@@ -103,8 +110,7 @@ async def test_worker_may_not_act_for_others(nats_server: RunningServer) -> None
         try:
             await w1.subscribe(S.logs("w2"))  # may not answer w2's log requests
             await w1.flush(timeout=2)
-            await anyio.sleep(0.2)
-            _assert_denied(errors, S.logs("w2"))
+            await _wait_denied(errors, S.logs("w2"))
         finally:
             await w1.close()
         assert await _count(admin, S.evt_stream, S.all_events) == 0
