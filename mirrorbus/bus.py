@@ -642,6 +642,16 @@ def next_fetch_size(msgs: Sequence[Msg], batch: int) -> int:
     return 1
 
 
+PING_INTERVAL = 5.0
+"""Seconds between the client's PINGs.  A node cut off by a silent partition (no RST, no
+ICMP) leaves the TCP connection open for many minutes; only an unanswered PING tells.  With
+nats-py's default (2 minutes, 2 outstanding) a worker or the manager stayed on such a node
+for over 4 minutes, its appends and queries lost meanwhile."""
+MAX_OUTSTANDING_PINGS = 3
+"""PINGs without a PONG before the connection counts as dead and the client moves to another
+node: about ``PING_INTERVAL * (MAX_OUTSTANDING_PINGS + 1)`` = 20 s."""
+
+
 async def connect(
     settings: BusSettings, *, connect_timeout: float = 5.0, reconnect: bool = True
 ) -> Bus:
@@ -673,6 +683,8 @@ async def connect(
         "allow_reconnect": reconnect,
         "max_reconnect_attempts": -1 if reconnect else 0,
         "reconnect_time_wait": 1,
+        "ping_interval": PING_INTERVAL,
+        "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
     }
     if not settings.inbox_prefix:
         # Each role may subscribe only to its own inbox prefix: take it from the certificate.
