@@ -22,12 +22,14 @@ from typing import Any
 
 import anyio
 import msgspec
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.aio.transport import TcpTransport
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -650,6 +652,37 @@ for over 4 minutes, its appends and queries lost meanwhile."""
 MAX_OUTSTANDING_PINGS = 3
 """PINGs without a PONG before the connection counts as dead and the client moves to another
 node: about ``PING_INTERVAL * (MAX_OUTSTANDING_PINGS + 1)`` = 20 s."""
+
+
+CLOSE_WAIT = 2.0
+"""Seconds a connection being given up may take to close before it is aborted."""
+
+
+class _Transport(TcpTransport):
+    """nats-py's TCP/TLS transport, except that waiting for a close is bounded.
+
+    Before nats-py reconnects it waits until the old connection has closed.  A TLS connection
+    to a node that was cut off silently still holds unsent data, so that close waits until
+    TCP itself gives up, about 15 minutes (nats-io/nats.py#671), and the client stays
+    disconnected all along although two other nodes are up.  After :data:`CLOSE_WAIT`
+    seconds the connection is aborted instead.
+    """
+
+    async def wait_closed(self) -> None:
+        writer = self._io_writer
+        if writer is None:
+            return
+        closing = asyncio.ensure_future(writer.wait_closed())
+        closing.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT)
+        except TimeoutError:
+            log.info("connection not closed within %gs; aborting it", CLOSE_WAIT)
+            writer.transport.abort()
+
+
+# nats-py makes a new transport for every connection it opens, by this module-level name.
+nats.aio.client.TcpTransport = _Transport  # type: ignore[attr-defined]
 
 
 async def connect(

@@ -27,7 +27,18 @@ from typing import Any
 from netdrills.fleet import CMD_JOBS, TICK, DrillFailure, Fleet, wait_for
 from netdrills.hosts import Host
 
-DRILLS = ("cut-worker", "cut-manager", "leader-minority", "command-expiry", "loss-delay", "flap")
+DRILLS = (
+    "cut-worker",
+    "cut-manager",
+    "leader-minority",
+    "command-expiry",
+    "loss-delay",
+    "flap",
+    "silent-node",
+)
+MOVE_WITHIN = 45.0
+"""Seconds a client may stay on a node that went silent (it PINGs every 5 s and gives up
+after 3 unanswered)."""
 LOSS = 0.20
 DELAY = 0.100
 """Added to each direction of the workers' connections (200 ms per round trip)."""
@@ -430,3 +441,34 @@ class Drills:
         made, last = self.made(), self.stream()["last_seq"]
         self.heal_and_converge(row, made, last)
         row.note = f"{cycles} cycles, w1 made {self.fleet.runs_made('w1', TICK) - at} runs"
+
+    def drill_silent_node(self, row: Row) -> None:
+        """The manager and w2 each cut from the node they are connected to, and only from
+        it (a silent partition: no RST, no ICMP): each moves to another node by itself, and
+        the view keeps up while the cut lasts."""
+        f = self.fleet
+        hosts = {key: f.net.hosts[key] for key in ("mgr", "w2")}
+        on = {}
+        for key, host in hosts.items():
+            nodes = f.connected_nodes(host)
+            if len(nodes) != 1:
+                raise DrillFailure(f"{key} is connected to {sorted(nodes)}, not to one node")
+            on[key] = nodes.pop()
+        row.fault = f"mgr-{on['mgr']}, w2-{on['w2']} cut {self.duration:g}s"
+        for key, node in on.items():
+            self.net.block(hosts[key], f.nodes[node])
+        cut_at = time.monotonic()
+        self.log("fault on: pair cuts")
+        made = f.runs_made("w2", TICK)
+
+        def moved() -> bool:
+            self.fleet.check_running()
+            return all(f.connected_nodes(h) - {on[k]} for k, h in hosts.items()) and (
+                len({r.run_id for r in f.runs_in_view("w2", TICK)}) >= made + 3
+            )
+
+        wait_for(moved, MOVE_WITHIN, "the manager and w2 to leave their silent nodes", 0.5)
+        took = time.monotonic() - cut_at
+        row.note = f"both on another node and w2's new runs in the view {took:.0f}s after the cut"
+        self.hold(max(0.0, self.duration - took), quiet=True)
+        self.heal_and_converge(row, self.made(), self.stream()["last_seq"])

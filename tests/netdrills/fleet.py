@@ -222,6 +222,13 @@ class Fleet:
         for worker in self.workers:
             self.net.stop(f"relay-{worker}")
 
+    def connected_nodes(self, host: Host) -> set[str]:
+        """The nodes (names) ``host`` has TCP connections to, by ``ss``: a connection to a
+        node cut off silently stays ESTABLISHED here until the process gives it up."""
+        out = self.net.run_on(host, ["ss", "-tnH", "state", "established"], timeout=10)
+        peers = {line.split()[-1].rsplit(":", 1)[0] for line in out.stdout.splitlines()}
+        return {name for name, n in self.nodes.items() if n.addr in peers}
+
     def check_running(self) -> None:
         """Raise if a process of the site exited (its log's tail in the message)."""
         for key, proc in self.net.procs.items():
