@@ -264,13 +264,12 @@ class Net:
                 self.block(a, b)
 
     def lose(self, host: Host, peers: Iterable[Host], share: float) -> None:
-        """Drop ``share`` (0..1) of the packets between ``host`` and each of ``peers``, at
-        random, in both directions."""
+        """Drop ``share`` (0..1) of the packets ``host`` sends to each of ``peers``, at random
+        (what ``tc netem loss`` on its interface would do)."""
         probability = f"{share:.3f}"
         for peer in peers:
-            for chain, flag in (("INPUT", "-s"), ("OUTPUT", "-d")):
-                self._iptables(host, chain, flag, peer.addr, "-m", "statistic", "--mode",
-                               "random", "--probability", probability, "-j", "DROP")  # fmt: skip
+            self._iptables(host, "OUTPUT", "-d", peer.addr, "-m", "statistic", "--mode",
+                           "random", "--probability", probability, "-j", "DROP")  # fmt: skip
 
     def redirect(
         self, host: Host, peers: Iterable[Host], port: int, to_port: int, mark: int
