@@ -56,8 +56,7 @@ name = "{name}"
 provider = "command"
 upstream = "https://example.org/{name}/"
 interval = {interval}
-command = '''/bin/sh -c 'echo run >> "$TUNASYNC_WORKING_DIR/runs"; echo "Total size is 1K"' '''
-size_pattern = "Total size is ([0-9\\\\.]+[KMGTP]?)"
+command = '''/bin/sh -c 'echo "$MIRRORBUS_RUN" >> "$TUNASYNC_WORKING_DIR/runs"' '''
 """
 
 
@@ -298,6 +297,13 @@ class Fleet:
 
     def runs_made(self, worker: str, job: str) -> int:
         return count_lines(self.runs_file(worker, job))
+
+    def run_ids_made(self, worker: str, job: str) -> list[str]:
+        """The run id of every run whose script ran (each writes ``$MIRRORBUS_RUN``)."""
+        try:
+            return self.runs_file(worker, job).read_text().split()
+        except FileNotFoundError:
+            return []
 
     def runs_in_view(self, worker: str, job: str) -> list[RunRow]:
         return self.view.history(worker, job, limit=1_000_000)
