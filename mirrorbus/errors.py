@@ -7,20 +7,23 @@ so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
 
     MirrorbusError
     ├── ConfigError            a configuration file or option is wrong
-    ├── NameError_             a worker or job name cannot be a subject token
+    ├── InvalidName            a worker, job or prefix name cannot be a subject token
     ├── PkiError               certificates cannot be made or read
     ├── ServerError            the embedded nats-server cannot start or stop
-    │   └── PortInUseError
+    │   └── PortInUseError     the port asked for is taken by another program
     ├── BusError               NATS is unreachable or refused us
     │   └── PermissionDenied   the server refused a subject for our certificate
     ├── CodecError             a message could not be decoded (kept for the dead letters)
     ├── ProjectionError        the SQL view cannot be opened or written
     ├── SourceError            a tunasync status to import cannot be read
     ├── NameInUse              a manager replica's name is held by a running manager
+    ├── HookError              a job hook failed: the run ends with "error exec hook ..."
     └── CommandError           a ctl command failed
         ├── UnknownTarget      unknown worker or job
         ├── CommandRejected    the worker answered "rejected: reason"
         └── NoAnswer           nobody answered in time
+
+(``tests/test_errors.py`` checks that this drawing is the tree the classes make.)
 """
 
 from __future__ import annotations
@@ -115,6 +118,10 @@ class SourceError(MirrorbusError):
 
 class NameInUse(MirrorbusError):
     """Another running manager holds this manager replica's name (its consumer and view)."""
+
+
+class HookError(MirrorbusError):
+    """A job hook failed; the run ends and reports ``error exec hook <phase>: <message>``."""
 
 
 class CommandError(MirrorbusError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mirrorbus.errors import MirrorbusError
+from mirrorbus.errors import HookError as HookError  # its home before errors.py; still here
 from mirrorbus.worker.config import MirrorConfig, WorkerConfig
 from mirrorbus.worker.process import Launcher, run_process
 from mirrorbus.worker.provider import tunasync_environment
@@ -36,10 +36,6 @@ Phase = Literal["pre-job", "pre-exec", "post-exec", "post-success", "post-fail"]
 
 EXEC_HOOK_TIMEOUT = 600.0
 """Seconds an exec_on_* command may run (tunasync: forever, blocking the job)."""
-
-
-class HookError(MirrorbusError):
-    """A hook failed; the run ends and reports ``error exec hook <phase>: <message>``."""
 
 
 @dataclass

@@ -15,8 +15,9 @@ import shutil
 
 import anyio
 
+from mirrorbus.errors import HookError
 from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
-from mirrorbus.worker.hooks import AttemptContext, Hook, HookError
+from mirrorbus.worker.hooks import AttemptContext, Hook
 
 log = logging.getLogger(__name__)
 
