@@ -27,7 +27,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, certificate_role
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import BusError, CodecError, CommandRejected, NoAnswer, UnknownTarget
 from mirrorbus.events import (
@@ -322,6 +322,11 @@ class Control:
             subjects.append(s.job_events(worker, job))
         subs = [await self.bus.nc.subscribe(subject, cb=on_event) for subject in subjects]
         target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
+        token = certificate_role(self.bus.settings.cert)
+        if token == "admin" or (token or "").startswith("admin-"):
+            # An operator's command carries its token, the only one the server lets it use:
+            # the worker records the issuer from it.  (The gateway's carry what it says.)
+            target = s.issued_by(target, token or "admin")
         try:
             # No flush needed before the append: the server handles this connection's SUBs
             # before its PUB, and the answer can only follow the stored command.

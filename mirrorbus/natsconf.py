@@ -203,7 +203,9 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
             # consumer API: only the manager creates and updates the streams and makes
             # consumers, and nobody deletes or purges.
             publish_allow=(
-                f"{p}.cmd.>",
+                # Commands under its own issuer token only (Subjects.issued_by): the workers
+                # record who sent a command from the subject the server let through.
+                f"{p}.cmd.*.*.admin",
                 f"{p}.api.>",
                 s.all_replica_api,
                 s.every_replica_all_api,
@@ -321,10 +323,14 @@ def operator_permissions(subjects: Subjects, role: str, name: str) -> Permission
     base = role_permissions(subjects, role)
     own = subjects.role_inbox(f"{role}-{name}")
     shared = f"{subjects.role_inbox(role)}.>"
+    commands = f"{subjects.prefix}.cmd.*.*.{role}"
     return replace(
         base,
         comment=f"{role} {name}: {base.comment.split(': ', 1)[-1]}",
         subscribe_allow=tuple(f"{own}.>" if s == shared else s for s in base.subscribe_allow),
+        publish_allow=tuple(
+            f"{commands}-{name}" if s == commands else s for s in base.publish_allow
+        ),
     )
 
 
@@ -478,7 +484,8 @@ _REFERENCE_HEADER = """\
 #   manager  creates/updates the streams (no role may delete or purge them), makes the
 #            only consumers (each worker's command consumer), reads the event stream,
 #            answers queries on mirrorbus.api.> (allow_responses)
-#   admin    publishes commands (mirrorbus.cmd.>) and queries, reads the event log;
+#   admin    publishes commands (mirrorbus.cmd.*.*.admin: its own issuer token) and
+#            queries, reads the event log;
 #            may never publish events, snapshots or heartbeats, nor administer a stream
 #   reader   queries, reads the event log, snapshots and job logs; nothing else
 #   worker   (here "mirror1") appends only mirrorbus.evt.mirror1[.>], its snapshot and

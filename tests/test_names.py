@@ -290,7 +290,7 @@ async def _works_as_itself(
             await manager.ensure_command_consumer(name)
         finally:
             await manager.close()
-        await admin.jetstream().publish(S.job_command(name, job), b"start")
+        await admin.jetstream().publish(S.issued_by(S.job_command(name, job), "admin"), b"start")
         commands = await js.pull_subscribe_bind(consumer, stream=S.cmd_stream)
         msgs = await commands.fetch(1, timeout=2)
         assert [m.data for m in msgs] == [b"start"]

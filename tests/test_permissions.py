@@ -159,7 +159,7 @@ async def test_worker_appends_replays_and_consumes_its_own(nats_server: RunningS
         # Commands: the admin sends one; w1 consumes it through its durable consumer, which
         # the manager made.
         await w1.publish(S.heartbeat("w1"), b"beat")
-        await admin.jetstream().publish(S.job_command("w1", "job"), b"start")
+        await admin.jetstream().publish(S.issued_by(S.job_command("w1", "job"), "admin"), b"start")
         commands = await js.pull_subscribe_bind(S.worker_consumer("w1"), stream=S.cmd_stream)
         msgs = await commands.fetch(1, timeout=2)
         assert [m.data for m in msgs] == [b"start"]
@@ -190,7 +190,9 @@ async def test_worker_cannot_act_for_others(nats_server: RunningServer) -> None:
         # w2's commands: neither a consumer on them, nor pulling from w2's consumer,
         # nor a plain subscription; and no consumer at all, not even on its own commands.
         await _make_command_consumer(nats_server, "w2")
-        await admin.jetstream().publish(S.job_command("w2", "job"), b"for w2 only")
+        await admin.jetstream().publish(
+            S.issued_by(S.job_command("w2", "job"), "admin"), b"for w2 only"
+        )
         for name, filter_subject in (
             ("w2", S.worker_commands("w2")),
             ("w1", S.all_commands),
@@ -231,7 +233,9 @@ async def test_admin_sends_commands_but_never_events(nats_server: RunningServer)
     errors: list[Exception] = []
     forger = await connect(nats_server, "admin", errors=errors)
     try:
-        ack = await admin.jetstream().publish(S.job_command("w1", "debian"), b"start")
+        ack = await admin.jetstream().publish(
+            S.issued_by(S.job_command("w1", "debian"), "admin"), b"start"
+        )
         assert ack.stream == S.cmd_stream
         with pytest.raises(nats.errors.TimeoutError):
             await forger.jetstream().publish(S.job_events("w1", "debian"), b"x", timeout=DENIED)

@@ -8,12 +8,16 @@ is refused as soon as the server reloads its config, a connection it had include
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import nats.errors
 import pytest
 from conftest import RunningServer, connect, tls_context
+from e2e import Site, wait_for
 from nats.aio.client import Client
+from sqlalchemy import text
+from test_e2e_worker import COUNTING_JOB
 from test_permissions import _assert_denied, _streams
 from typer.testing import CliRunner
 
@@ -21,7 +25,10 @@ from mirrorbus import pki
 from mirrorbus.bus import Bus, settings_from_paths
 from mirrorbus.bus import connect as bus_connect
 from mirrorbus.cli.certs import app as certs_app
+from mirrorbus.clock import new_id
 from mirrorbus.control import Control
+from mirrorbus.errors import PermissionDenied
+from mirrorbus.events import Command, encode
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.server import reload_running
 
@@ -129,3 +136,54 @@ def _revoked_tls(server: RunningServer, name: str):  # type: ignore[no-untyped-d
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(server.pki_dir / "ca.crt"))
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def test_a_commands_issuer_is_the_user_the_server_let_send_it(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """Alice's command says it comes from mallory: the worker records alice, whose token the
+    server let her use; under anybody else's token, or none, the server refuses it."""
+    alice = f"alice{secrets.token_hex(3)}"
+    pki.issue(nats_server.pki_dir, "admin", alice)
+    nats_server.write_config()
+    nats_server.server.reload()
+    config = site.worker_config("w1", COUNTING_JOB.format(name="kept", interval=60))
+    site.start_manager()
+    site.start_worker(config, key="worker")
+    site.wait_job("w1", "kept", lambda j: j.status == "success")
+    wait_for(
+        lambda: site.ctl("ping", "-w", "w1", "kept").returncode == 0, 20, "the command consumer"
+    )
+
+    async def send() -> str:
+        bus = await _operator_bus(nats_server, "admin", alice)
+        try:
+            now = datetime.now(UTC)
+            cmd = Command(
+                id=new_id(),
+                at=now,
+                verb="ping",
+                worker="w1",
+                job="kept",
+                expires_at=now + timedelta(seconds=60),
+                issuer="CN=mirrorbus-admin-mallory",
+            )
+            base = S.job_command("w1", "kept")
+            for forged in (base, S.issued_by(base, "admin"), S.issued_by(base, "admin-mal")):
+                with pytest.raises(PermissionDenied):
+                    await bus.append(forged, encode(cmd), f"{cmd.id}-{forged}", timeout=1)
+            await bus.append(S.issued_by(base, f"admin-{alice}"), encode(cmd), cmd.id)
+            return cmd.id
+        finally:
+            await bus.close()
+
+    cmd_id = anyio.run(send)
+
+    def issuer() -> str | None:
+        with site.view.engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT issuer FROM commands WHERE cmd_id = :id"), {"id": cmd_id}
+            ).first()
+        return None if row is None else str(row[0])
+
+    assert wait_for(issuer, 20, "the answer in the view") == f"CN=mirrorbus-admin-{alice}"

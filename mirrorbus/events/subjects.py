@@ -369,7 +369,8 @@ class Subjects:
         head, _, rest = subject.partition(".") if isinstance(subject, str) else ("", "", "")
         kind, _, rest = rest.partition(".")
         tokens = rest.split(".") if rest else []
-        arity = {"evt": (1, 2), "cmd": (1, 2), "snap": (1,), "hb": (1,), "logs": (1,)}
+        # A command may carry its issuer's token last (see ``issued_by``).
+        arity = {"evt": (1, 2), "cmd": (1, 2, 3), "snap": (1,), "hb": (1,), "logs": (1,)}
         if head != self.prefix or len(tokens) not in arity.get(kind, ()):
             raise InvalidName(f"{subject!r} is not a {self.prefix} subject with names in it")
         worker = token_name(tokens[0], "worker name")
@@ -378,6 +379,26 @@ class Subjects:
         if kind == "cmd" and tokens[1] == WORKER_TOKEN:
             return kind, worker, None
         return kind, worker, token_name(tokens[1], "job name")
+
+    @staticmethod
+    def issued_by(command: str, issuer: str) -> str:
+        """The command subject ``command`` with its issuer's token last (``admin``,
+        ``admin-alice``, ``gateway``): each operator's user may publish commands only under its
+        own token, so the worker records who sent a command from what the server enforced,
+        not from what the command says."""
+        return f"{command}.{check_token(issuer, 'issuer')}"
+
+    @staticmethod
+    def issuer_in(subject: str, command: str) -> str | None:
+        """The issuer's token of a command that arrived on ``subject``, sent to ``command``;
+        None if it came without one (or on another subject)."""
+        if not subject.startswith(f"{command}."):
+            return None
+        token = subject[len(command) + 1 :]
+        try:
+            return check_token(token, "issuer")
+        except InvalidName:
+            return None
 
     # -- identities ----------------------------------------------------------------------
     @staticmethod

@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import anyio
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 
 FETCH_BATCH = 32
 """Commands taken at a time while more are queued."""
+
+
+def _identity(issuer: str) -> str:
+    """The certificate subject of the user whose token a command's subject ends with (the
+    server let it publish there): what the answer records as the command's issuer."""
+    return f"CN=mirrorbus-{issuer}"
 
 
 class CommandHandler:
@@ -103,6 +110,11 @@ class CommandHandler:
             return
         job = w.jobs.get(cmd.job)
         expected = w.bus.subjects.job_command(w.name, cmd.job) if job else None
+        if expected is not None and msg.subject != expected:
+            issuer = w.bus.subjects.issuer_in(msg.subject, expected)
+            if issuer is not None:
+                expected = msg.subject
+                cmd = msgspec.structs.replace(cmd, issuer=_identity(issuer))
         if cmd.worker != w.name or (expected is not None and msg.subject != expected):
             self.answer_worker(
                 cmd, False, f"command for {cmd.worker}/{cmd.job} arrived on {msg.subject}; ignored"
@@ -124,7 +136,12 @@ class CommandHandler:
 
     async def _reload(self, msg: Msg, cmd: Command) -> None:
         w = self.worker
-        if cmd.worker != w.name or msg.subject != w.bus.subjects.worker_command(w.name):
+        expected = w.bus.subjects.worker_command(w.name)
+        issuer = w.bus.subjects.issuer_in(msg.subject, expected)
+        if issuer is not None:
+            expected = msg.subject
+            cmd = msgspec.structs.replace(cmd, issuer=_identity(issuer))
+        if cmd.worker != w.name or msg.subject != expected:
             self.answer_worker(
                 cmd, False, f"reload for {cmd.worker} arrived on {msg.subject}; ignored"
             )
