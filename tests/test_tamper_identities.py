@@ -8,7 +8,10 @@ is refused as soon as the server reloads its config, a connection it had include
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import nats.errors
@@ -19,6 +22,7 @@ from nats.aio.client import Client
 from sqlalchemy import text
 from test_e2e_worker import COUNTING_JOB
 from test_permissions import _assert_denied, _streams
+from test_up import Up, up  # noqa: F401 - the fixture
 from typer.testing import CliRunner
 
 from mirrorbus import pki
@@ -30,7 +34,9 @@ from mirrorbus.control import Control
 from mirrorbus.errors import PermissionDenied
 from mirrorbus.events import Command, encode
 from mirrorbus.events.subjects import Subjects
+from mirrorbus.instance import Instance
 from mirrorbus.server import reload_running
+from mirrorbus.supervisor import write_server_config
 
 pytestmark = pytest.mark.anyio
 S = Subjects()
@@ -187,3 +193,41 @@ def test_a_commands_issuer_is_the_user_the_server_let_send_it(
         return None if row is None else str(row[0])
 
     assert wait_for(issuer, 20, "the answer in the view") == f"CN=mirrorbus-admin-{alice}"
+
+
+def test_revoke_on_an_up_site_reloads_its_server_and_the_certificate_is_refused(
+    up: Up,  # noqa: F811 - the fixture of test_up
+    tmp_path: Path,
+) -> None:
+    up.start()
+    pki_dir = up.state / "pki"
+    issued = CliRunner().invoke(certs_app, ["issue", "admin", "dave", "--dir", str(pki_dir)])
+    assert issued.exit_code == 0, issued.output
+    instance = Instance(up.state)
+    write_server_config(instance)
+    assert reload_running(instance.nats_conf)
+
+    def as_dave(where: Path | None = None) -> subprocess.CompletedProcess[str]:
+        d = where or pki_dir
+        return up.ctl(
+            "--cert", str(d / "admin-dave.crt"), "--key", str(d / "admin-dave.key"),
+            "list", "--all",
+        )  # fmt: skip
+
+    wait_for(lambda: as_dave().returncode == 0, 20, "dave's certificate accepted")
+    kept = tmp_path / "dave"  # a copy: what someone holding it would still have
+    kept.mkdir()
+    for suffix in (".crt", ".key"):
+        shutil.copy2(pki_dir / f"admin-dave{suffix}", kept / f"admin-dave{suffix}")
+
+    revoked = CliRunner().invoke(
+        certs_app, ["revoke", "admin", "dave", "--state-dir", str(up.state)]
+    )
+    assert revoked.exit_code == 0, revoked.output
+    assert "nats-server reloaded" in revoked.output
+    shut_out = wait_for(
+        lambda: (r := as_dave(kept)).returncode != 0 and r, 20, "dave's certificate refused"
+    )
+    assert "as admin-dave.crt: nats: 'Authorization Violation'" in shut_out.stderr
+    assert up.ctl("list", "--all").returncode == 0  # the site's own admin goes on
+    assert up.stop() == 0
