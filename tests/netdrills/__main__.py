@@ -21,7 +21,7 @@ from netdrills.hosts import Net, NetError, missing_tools
 
 
 def _log(text: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+    print(f"{time.strftime('%H:%M:%SZ', time.gmtime())} {text}", file=sys.stderr, flush=True)
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -444,7 +444,7 @@ class Drills:
             f"{runs} runs during the fault; ctl list from w1 answered {len(answered)}/"
             f"{len(latencies)}, median {statistics.median(answered or [0]):.2f}s, max "
             f"{max(answered or [0]):.2f}s (without the fault: "
-            f"{statistics.median(base or [0]):.2f}s; each includes ~0.6s of Python start-up)"
+            f"{statistics.median(base or [0]):.2f}s; each includes starting the ctl)"
         )
         if len(answered) != len(latencies) or not latencies:
             row.problems.append(f"ctl list failed {len(errors)} times: {'; '.join(errors)}")
