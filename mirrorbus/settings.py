@@ -3,12 +3,17 @@
 Services (worker, manager): an explicit ``--state-dir`` (an embedded ``mirrorbus up``
 instance); else the ``[bus]`` section of their config file; else ``MIRRORBUS_STATE_DIR``.
 The ctl merges layers key by key, see :func:`ctl_settings`.
+
+Every file is checked against the sections and keys its program reads (:data:`CTL_SECTIONS`,
+:data:`MANAGER_SECTIONS`, :data:`PROJECT_SECTIONS`): an unknown one is a warning on stderr,
+the same line a worker config gives (:func:`~mirrorbus.worker.config_schema.unknown_key`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -20,13 +25,49 @@ from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
 from mirrorbus.instance import STATE_DIR_ENV, Instance
 from mirrorbus.listen import DEFAULT_LISTEN, HttpSettings, parse_listen
 from mirrorbus.worker.config import BusConfig, read_bus_file
+from mirrorbus.worker.config_schema import unknown_keys
 
 if TYPE_CHECKING:
     # The manager's output settings live beside the servers that use them (aiohttp, the
     # view); they are imported where a manager or project config is read, never by the ctl.
     from mirrorbus.manager.outputs import OutputSettings
 
+log = logging.getLogger("mirrorbus.config")
+"""Where config warnings go: stderr, also from the ctl (which quiets the rest of mirrorbus)."""
+
 CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
+
+# The sections of each kind of file and the keys read from them (None: checked where read:
+# ``[bus]`` by the worker's schema, ``[mirrorz] site`` is mirrorz's own free-form table).
+CTL_SECTIONS: Mapping[str, Collection[str] | None] = {"bus": None}
+_OUTPUT_SECTIONS: Mapping[str, Collection[str] | None] = {
+    "http": ("enable", "listen", "tls_cert", "tls_key", "allow_origin"),
+    "files": ("jobs_json", "mirrorz_json"),
+    "mirrorz": ("site",),
+}
+PROJECT_SECTIONS: Mapping[str, Collection[str] | None] = {
+    "bus": None,
+    "database": ("url",),
+    **_OUTPUT_SECTIONS,
+}
+MANAGER_SECTIONS: Mapping[str, Collection[str] | None] = {
+    **PROJECT_SECTIONS,
+    "manager": ("name",),
+    "streams": ("max_age_days", "replicas"),
+    "tunasync_api": ("listen", "allow", "tls_cert", "tls_key", "ca_cert", "bus_cert", "bus_key"),
+}
+
+
+def read_config(
+    path: Path, sections: Mapping[str, Collection[str] | None]
+) -> tuple[BusConfig, dict[str, object]]:
+    """Read a ctl, manager or project file: its checked ``[bus]`` and the whole document.
+    Each unknown section or key is logged as a warning (stderr), as a worker's are."""
+    bus, doc, warnings = read_bus_file(path)
+    unknown_keys(doc, sections, path, warnings)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return bus, doc
 
 
 def from_bus_config(
@@ -115,7 +156,7 @@ def _from_instance(root: Path, role: str) -> dict[str, object]:
 
 
 def _from_file(path: Path) -> dict[str, object]:
-    bus, _, _ = read_bus_file(path)
+    bus, _ = read_config(path, CTL_SECTIONS)
     return {
         "servers": bus.urls or None,
         "ca_cert": bus.ca_cert,
@@ -365,7 +406,7 @@ def manager_config(
     own file."""
     streams = StreamSettings()
     if config is not None:
-        bus, doc, _ = read_bus_file(config)
+        bus, doc = read_config(config, MANAGER_SECTIONS)
         replica = manager_name(name, doc, config)
         db = doc.get("database", {})
         st = doc.get("streams", {})
@@ -439,7 +480,7 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
     (``--view`` or ``[database] url``; default ``STATE/project.db`` with ``--state-dir``) and
     the outputs of :func:`output_settings`."""
     if config is not None:
-        bus, doc, _ = read_bus_file(config)
+        bus, doc = read_config(config, PROJECT_SECTIONS)
         db = _table(doc, "database", config)
         url = view or db.get("url")
         if not isinstance(url, str) or not url:

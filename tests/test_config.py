@@ -21,6 +21,7 @@ from mirrorbus.worker.config import (
     check_report,
     load_worker_config,
 )
+from mirrorbus.worker.config_schema import GLOBAL_KEYS, MIRROR_KEYS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "worker.toml"
 
@@ -418,7 +419,10 @@ def test_include_errors_and_warnings(tmp_path: Path) -> None:
     cfg = load(tmp_path, GLOBAL + CMD + inc)
     assert [m.name for m in cfg.mirrors] == ["hello", "other"]
     a = tmp_path / "m/a.conf"
-    assert f"{a}: mirrors[0] (other): key 'bogus': unknown key, ignored" in cfg.warnings
+    known = ", ".join(sorted([*MIRROR_KEYS, "mirrors"]))
+    assert f"{a}: mirrors[0] (other): key 'bogus': unknown key, ignored (known: {known})" in (
+        cfg.warnings
+    )
     assert any(w.startswith(f"{a}: 'global' ignored") for w in cfg.warnings)
 
     write(tmp_path, "[[mirrors]\n", "m/a.conf")
@@ -607,10 +611,13 @@ def test_manager_server_and_unknown_keys_are_warnings(tmp_path: Path) -> None:
     assert cfg.warnings == (
         f"{f}: [manager] is not used by mirrorbus (the bus replaces it)",
         f"{f}: [server] is not used by mirrorbus (workers take commands from the bus)",
-        f"{f}: unknown section or key 'frobnicate', ignored",
-        f"{f}: [global]: key 'colour': unknown key, ignored",
-        f"{f}: [bus]: key 'urll': unknown key, ignored",
-        f"{f}: mirrors[0] (hello): key 'intervall': unknown key, ignored",
+        f"{f}: key 'frobnicate': unknown section or key, ignored (known: btrfs_snapshot, bus, "
+        "cgroup, docker, global, include, mirrors, upstream_limits, zfs)",
+        f"{f}: [global]: key 'colour': unknown key, ignored "
+        f"(known: {', '.join(sorted(GLOBAL_KEYS))})",
+        f"{f}: [bus]: key 'urll': unknown key, ignored (did you mean 'url'?)",
+        f"{f}: mirrors[0] (hello): key 'intervall': unknown key, ignored "
+        "(did you mean 'interval'?)",
     )
     assert only(cfg).interval == timedelta(0)
 

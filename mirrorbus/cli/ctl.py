@@ -141,6 +141,7 @@ def ctl(
     -c FILE, environment variables, flags."""
     # The ctl's one-line errors say what went wrong; library chatter stays out of the way.
     logging.getLogger("mirrorbus").setLevel(logging.ERROR)
+    logging.getLogger("mirrorbus.config").setLevel(logging.WARNING)  # a typo in ctl.toml
     ctx.obj = _Options(
         config=config,
         timeout=timeout,

@@ -66,6 +66,7 @@ from mirrorbus.worker.config_schema import (
     Checked,
     Where,
     section,
+    unknown_key,
 )
 
 __all__ = [
@@ -116,7 +117,7 @@ def load_worker_config(path: Path) -> WorkerConfig:
         if key in _UNUSED:
             warnings.append(f"{path}: [{key}] is not used by mirrorbus ({_UNUSED[key]})")
         elif key not in _SECTIONS:
-            warnings.append(f"{path}: unknown section or key '{key}', ignored")
+            warnings.append(unknown_key(Where(path, None), key, _SECTIONS, "section or key"))
 
     g = section(doc, "global", GLOBAL_KEYS, path, warnings)
     gw = Where(path, "[global]")

@@ -12,8 +12,9 @@ about inheritance or derived values; that is :mod:`mirrorbus.worker.config_mirro
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -163,6 +164,41 @@ class Where:
         return str(ConfigError(problem, file=self.file, job=self.job, key=key))
 
 
+def unknown_key(where: Where, key: str, known: Iterable[str], what: str = "key") -> str:
+    """The one warning for a key (or section) no schema knows, in any config file: where it
+    is, the key, that it is ignored, and what is known there (the close name, if one is)::
+
+        worker.toml: [global]: key 'intervall': unknown key, ignored (did you mean 'interval'?)
+        manager.toml: key 'databse': unknown section or key, ignored (known: bus, database, ...)
+    """
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names) or 'none'}"
+    return where.warning(key, f"unknown {what}, ignored ({hint})")
+
+
+def unknown_keys(
+    doc: Mapping[str, object],
+    sections: Mapping[str, Collection[str] | None],
+    file: Path | str,
+    warnings: list[str],
+) -> None:
+    """Add a :func:`unknown_key` warning for every top-level key of ``doc`` that is not one of
+    ``sections``, and every key of a section that is not among its keys.  ``None``: a section
+    whose keys are checked where it is read (by :func:`section`), or are free-form.  A
+    section of the wrong type is left to its reader's error."""
+    top = Where(file, None)
+    for name, value in doc.items():
+        if name not in sections:
+            warnings.append(unknown_key(top, name, sections, "section or key"))
+            continue
+        keys = sections[name]
+        if keys is None or not isinstance(value, dict):
+            continue
+        where = Where(file, f"[{name}]")
+        warnings.extend(unknown_key(where, key, keys) for key in value if key not in keys)
+
+
 def describe(value: object) -> str:
     """How a wrong value is shown in an error: its TOML type and, if short, the value."""
     kinds = {bool: "boolean", int: "integer", float: "float", str: "string"}
@@ -211,7 +247,7 @@ def read_table(
             continue
         kind = keys.get(key)
         if kind is None:
-            warnings.append(where.warning(key, "unknown key, ignored"))
+            warnings.append(unknown_key(where, key, [*keys, *skip]))
             continue
         if not _fits(kind, value):
             unit = f" ({UNITS[key]})" if key in UNITS else ""
