@@ -77,8 +77,9 @@ from mirrorbus.server import NatsServer, find_nats_server, free_port
 BASE_WORKERS = ("w1", "w2")
 
 
-#: Fixtures that start a real nats-server or the processes of a site.
-PROCESS_FIXTURES = frozenset({"nats_server", "site"})
+#: Fixtures that start a real nats-server, the processes of a site, or ``mirrorbus up``
+#: (``up``, of test_up.py, also used by other files).
+PROCESS_FIXTURES = frozenset({"nats_server", "site", "up"})
 
 #: The audit events (see :func:`sys.addaudithook`) by which a new process is started.
 _SPAWN_EVENTS = frozenset(
