@@ -37,7 +37,7 @@ import anyio
 
 from benchmarks.harness import Row, Stack, judged, write_worker_config
 from mirrorbus.bus import Bus
-from mirrorbus.clock import Clock
+from mirrorbus.clock import Clock, SystemClock
 from mirrorbus.events import AttemptFailed, Event, RunStarted, RunSucceeded
 from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.process import start_process
@@ -77,7 +77,7 @@ class CountingWorker(Worker):
                 self.all_done.set()
 
 
-class LaterClock:
+class LaterClock(SystemClock):
     """The system clock, ``ahead`` later: a worker restarted after a long stop."""
 
     def __init__(self, ahead: timedelta) -> None:

@@ -1,14 +1,20 @@
 """Time and identifiers, injected so that tests and replay never depend on the wall clock.
 
 ``evolve`` never reads a clock: times enter the system here, on the events a service emits.
+A service that waits for a time (the worker's schedule, its heartbeat and snapshot timers)
+sleeps on the same clock it reads, so a test can drive it with a :class:`ManualClock`
+instead of waiting in real time.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+import anyio
+import anyio.lowlevel
 
 
 class Clock(Protocol):
@@ -16,10 +22,69 @@ class Clock(Protocol):
         """The current time, timezone-aware UTC."""
         ...
 
+    async def sleep(self, seconds: float) -> None:
+        """Return once ``seconds`` have passed on this clock (at once for ``seconds <= 0``)."""
+        ...
+
 
 class SystemClock:
+    """The wall clock; sleeps are anyio's (monotonic: a wall-clock jump does not shorten
+    them, so a loop that sleeps towards a wall-clock time re-reads the clock now and then)."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(max(seconds, 0))
+
+
+class ManualClock:
+    """A clock that moves only when told, for tests (trio's ``MockClock`` without a run loop
+    of its own): :meth:`now` is where :meth:`advance` has put it, and a :meth:`sleep` returns
+    once the clock has been advanced to its deadline, never on its own.
+
+    >>> clock = ManualClock(datetime(2024, 3, 1, 12, 0, tzinfo=UTC))
+    >>> clock.advance(90)
+    >>> clock.now().isoformat()
+    '2024-03-01T12:01:30+00:00'
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("a clock's time is timezone-aware (UTC)")
+        self._now = start
+        self._sleepers: list[tuple[datetime, anyio.Event]] = []
+
+    def now(self) -> datetime:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        entry = (self._now + timedelta(seconds=seconds), anyio.Event())
+        self._sleepers.append(entry)
+        try:
+            await entry[1].wait()
+        finally:
+            if entry in self._sleepers:  # cancelled before its time
+                self._sleepers.remove(entry)
+
+    @property
+    def next_wake(self) -> datetime | None:
+        """The earliest deadline of a sleep in progress (None: nobody sleeps)."""
+        return min((at for at, _ in self._sleepers), default=None)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock ``seconds`` forward and wake every sleep whose deadline has come
+        (the sleepers run at the caller's next checkpoint)."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        self._now += timedelta(seconds=seconds)
+        due = [entry for entry in self._sleepers if entry[0] <= self._now]
+        for entry in due:
+            self._sleepers.remove(entry)
+            entry[1].set()
 
 
 _prefix = ""

@@ -1,15 +1,20 @@
-"""The worker's schedule: every due job at once, no collisions, a loop that sleeps just enough."""
+"""The worker's schedule: every due job at once, no collisions, a loop that sleeps just enough.
+
+The run loop sleeps on its clock: these tests move a :class:`ManualClock` and never wait for
+time to pass (one test checks the system clock's real sleep).
+"""
 
 from __future__ import annotations
 
-import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import anyio
 import pytest
 
-from mirrorbus.clock import SystemClock
-from mirrorbus.worker.scheduler import Scheduler
+from mirrorbus.clock import ManualClock, SystemClock
+from mirrorbus.worker.scheduler import MAX_SLEEP, Scheduler
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -104,95 +109,133 @@ def test_jobs_with_equal_times_do_not_collide() -> None:
     assert s.pop_due(T0) == ["b"]
 
 
-@pytest.mark.anyio
-async def test_run_starts_a_job_scheduled_shortly_ahead() -> None:
-    clock = SystemClock()
-    fired: list[tuple[str, float]] = []
-    done = anyio.Event()
+class Running:
+    """A scheduler's run loop on a :class:`ManualClock`, and the jobs it has handed over."""
 
-    def on_due(name: str) -> None:
-        fired.append((name, time.monotonic()))
-        done.set()
+    def __init__(self, scheduler: Scheduler, clock: ManualClock, fired: list[str]) -> None:
+        self.scheduler = scheduler
+        self.clock = clock
+        self.fired = fired
 
-    s = Scheduler(clock, on_due)
-    begin = time.monotonic()
-    s.schedule("soon", clock.now() + timedelta(seconds=0.2))
-    with anyio.fail_after(5):
+    async def asleep_until(self) -> datetime | None:
+        """Let the loop run until it waits; when its sleep ends (None: it does not sleep)."""
+        await anyio.wait_all_tasks_blocked()
+        return self.clock.next_wake
+
+    async def advance(self, seconds: float) -> list[str]:
+        """Move the clock, let the loop act on it; the jobs handed over so far."""
+        self.clock.advance(seconds)
+        await anyio.wait_all_tasks_blocked()
+        return self.fired
+
+
+@asynccontextmanager
+async def running() -> AsyncIterator[Running]:
+    clock = ManualClock(T0)
+    fired: list[str] = []
+    s = Scheduler(clock, fired.append)
+    with anyio.fail_after(10):  # bounds the test, in real time; the clock never moves by itself
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.run)
-            await done.wait()
+            yield Running(s, clock, fired)
             tg.cancel_scope.cancel()
-    assert [n for n, _ in fired] == ["soon"]
-    assert fired[0][1] - begin >= 0.15  # not before its time
-    assert len(s) == 0
+
+
+@pytest.mark.anyio
+async def test_run_starts_a_job_at_its_time_not_before() -> None:
+    async with running() as r:
+        r.scheduler.schedule("soon", T0 + timedelta(seconds=20))
+        assert await r.asleep_until() == T0 + timedelta(seconds=20)
+        assert await r.advance(19.9) == []
+        assert await r.advance(0.1) == ["soon"]
+        assert len(r.scheduler) == 0
+        assert await r.asleep_until() == T0 + timedelta(seconds=20 + MAX_SLEEP)  # nothing left
 
 
 @pytest.mark.anyio
 async def test_run_wakes_early_when_a_sooner_job_is_scheduled() -> None:
-    clock = SystemClock()
-    fired: list[str] = []
-    done = anyio.Event()
+    async with running() as r:
+        r.scheduler.schedule("far", T0 + timedelta(hours=1))
+        assert await r.asleep_until() == T0 + timedelta(seconds=MAX_SLEEP)  # re-reads the clock
+        r.scheduler.schedule("near", T0 + timedelta(seconds=10))
+        assert await r.asleep_until() == T0 + timedelta(seconds=10)
+        assert await r.advance(10) == ["near"]
+        assert r.scheduler.next_time("far") == T0 + timedelta(hours=1)
 
-    def on_due(name: str) -> None:
-        fired.append(name)
-        done.set()
 
-    s = Scheduler(clock, on_due)
-    s.schedule("far", clock.now() + timedelta(hours=1))
-    begin = time.monotonic()
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(s.run)
-            await anyio.sleep(0.1)  # the loop now sleeps towards "far" (or MAX_SLEEP)
-            s.schedule("near", clock.now() + timedelta(seconds=0.1))
-            await done.wait()
-            tg.cancel_scope.cancel()
-    assert fired == ["near"]
-    assert time.monotonic() - begin < 3
-    assert s.next_time("far") is not None
+@pytest.mark.anyio
+async def test_a_clock_that_jumps_past_a_long_sleep_is_read_again() -> None:
+    """The longest sleep is MAX_SLEEP: a wall clock that jumps ahead (a suspended machine) is
+    noticed at the next wake, and what fell due in the jump runs then."""
+    async with running() as r:
+        r.scheduler.schedule("daily", T0 + timedelta(days=1))
+        assert await r.asleep_until() == T0 + timedelta(seconds=MAX_SLEEP)
+        assert await r.advance(2 * 86400) == ["daily"]
 
 
 @pytest.mark.anyio
 async def test_run_hands_every_due_job_over_in_one_pass() -> None:
-    clock = SystemClock()
-    fired: list[str] = []
-    all_done = anyio.Event()
-
-    def on_due(name: str) -> None:
-        fired.append(name)
-        if len(fired) == 200:
-            all_done.set()
-
-    s = Scheduler(clock, on_due)
-    past = clock.now() - timedelta(seconds=1)
-    for i in range(200):
-        s.schedule(f"j{i}", past)
-    with anyio.fail_after(3):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(s.run)
-            await all_done.wait()
-            tg.cancel_scope.cancel()
-    assert sorted(fired) == sorted(f"j{i}" for i in range(200))
+    async with running() as r:
+        for i in range(200):
+            r.scheduler.schedule(f"j{i}", T0 - timedelta(seconds=1))
+        await r.asleep_until()
+        assert sorted(r.fired) == sorted(f"j{i}" for i in range(200))
+        assert r.clock.now() == T0  # no time had to pass
 
 
 @pytest.mark.anyio
 async def test_run_does_not_fire_an_unscheduled_job() -> None:
+    async with running() as r:
+        r.scheduler.schedule("cancelled", T0 + timedelta(seconds=20))
+        r.scheduler.schedule("kept", T0 + timedelta(seconds=40))
+        r.scheduler.unschedule("cancelled")
+        assert await r.asleep_until() == T0 + timedelta(seconds=MAX_SLEEP)  # at most 30 s
+        assert await r.advance(20) == []  # the time "cancelled" had
+        assert await r.advance(20) == ["kept"]
+
+
+@pytest.mark.anyio
+async def test_the_system_clock_sleeps_in_real_time() -> None:
     clock = SystemClock()
-    fired: list[str] = []
+    fired: list[datetime] = []
     done = anyio.Event()
 
     def on_due(name: str) -> None:
-        fired.append(name)
+        fired.append(clock.now())
         done.set()
 
     s = Scheduler(clock, on_due)
-    s.schedule("cancelled", clock.now() + timedelta(seconds=0.2))
-    s.schedule("kept", clock.now() + timedelta(seconds=0.4))
-    s.unschedule("cancelled")
-    with anyio.fail_after(5):
+    due = clock.now() + timedelta(seconds=0.05)
+    s.schedule("soon", due)
+    with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(s.run)
             await done.wait()
-            await anyio.sleep(0.1)
             tg.cancel_scope.cancel()
-    assert fired == ["kept"]
+    assert fired[0] >= due  # not before its time
+
+
+@pytest.mark.anyio
+async def test_a_manual_clock_wakes_each_sleep_at_its_deadline_only() -> None:
+    clock = ManualClock(T0)
+    woke: list[tuple[str, datetime]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.now()))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper, "a", 5)
+            tg.start_soon(sleeper, "b", 10)
+            await anyio.wait_all_tasks_blocked()
+            assert clock.next_wake == T0 + timedelta(seconds=5)
+            clock.advance(7)
+            await anyio.wait_all_tasks_blocked()
+            assert woke == [("a", T0 + timedelta(seconds=7))]
+            assert clock.next_wake == T0 + timedelta(seconds=10)
+            clock.advance(3)
+    assert woke[1] == ("b", T0 + timedelta(seconds=10))
+    assert clock.next_wake is None
+    with pytest.raises(ValueError, match="does not go back"):
+        clock.advance(-1)

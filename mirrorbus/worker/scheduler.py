@@ -3,7 +3,9 @@
 tunasync pops at most one due job per 5-second tick, so a backlog of N jobs takes 5·N seconds
 and two jobs due at the same instant collide.  Here every due job is handed to ``on_due`` in
 the same pass (the concurrency limit then decides how many run at once), jobs with equal times
-do not collide, and the loop sleeps exactly until the earliest due time or a change.
+do not collide, and the loop sleeps exactly until the earliest due time or a change.  It
+sleeps on its clock (:meth:`~mirrorbus.clock.Clock.sleep`), so a test moves a
+:class:`~mirrorbus.clock.ManualClock` instead of waiting.
 """
 
 from __future__ import annotations
@@ -67,5 +69,17 @@ class Scheduler:
             if self._heap:
                 delay = min(delay, (self._heap[0][0] - self._clock.now()).total_seconds())
             if delay > 0:
-                with anyio.move_on_after(delay):
-                    await self._changed.wait()
+                await self._sleep(delay)
+
+    async def _sleep(self, delay: float) -> None:
+        """Until ``delay`` seconds have passed on the clock, or the schedule changed."""
+        changed = self._changed
+
+        async def alarm() -> None:
+            await self._clock.sleep(delay)
+            changed.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(alarm)
+            await changed.wait()
+            tg.cancel_scope.cancel()

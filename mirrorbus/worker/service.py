@@ -229,7 +229,7 @@ class Worker:
         age: ``[streams] max_age_days``)."""
         assert self._outbox is not None
         while True:
-            await anyio.sleep(self.snapshot_interval)
+            await self.clock.sleep(self.snapshot_interval)
             try:
                 await self._outbox.snapshot()
             except BusError as exc:
@@ -243,7 +243,7 @@ class Worker:
             payload = msgspec.json.encode({"worker": self.name, "running": running})
             with contextlib.suppress(Exception):  # disconnected: nats-py buffers or refuses
                 await self.bus.nc.publish(subject, payload)
-            await anyio.sleep(self.heartbeat_interval)
+            await self.clock.sleep(self.heartbeat_interval)
 
     async def _restore(self) -> Restored:
         """Restore from the log, waiting (with back-off) while the streams do not exist yet:
@@ -254,7 +254,7 @@ class Worker:
                 return await restore(self.bus, self.name)
             except BusError as exc:
                 log.warning("cannot restore yet (%s); retrying in %.0fs", exc, delay)
-                await anyio.sleep(delay)
+                await self.clock.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
     async def _shutdown(self) -> None:
