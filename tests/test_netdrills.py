@@ -13,7 +13,6 @@ skipped with the reason otherwise.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from netdrills.hosts import PREFIX, Net, missing_tools, netns_names, sweep_stale
 
 pytestmark = pytest.mark.e2e
 
-WHY_NOT = missing_tools() or (None if shutil.which("iptables") else "iptables is not installed")
+WHY_NOT = missing_tools()
 needs_namespaces = pytest.mark.skipif(
     WHY_NOT is not None, reason=f"network fault drills skipped: {WHY_NOT}"
 )

@@ -56,12 +56,31 @@ def ip_run(*argv: str, check: bool = True, timeout: float = 15) -> subprocess.Co
     return out
 
 
-def missing_tools() -> str | None:
-    """Why namespaces cannot be made here, or None if they can."""
+def missing_tools(*, iptables: bool = True) -> str | None:
+    """Why the drills cannot run here, or None if they can.
+
+    Being root is not enough in a container without CAP_NET_ADMIN or netfilter: a namespace,
+    a veth pair and (with ``iptables``) a firewall rule are made for real, then removed.
+    """
     if os.geteuid() != 0:
         return "network namespaces need root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
+    for tool, package in (("ip", "iproute2"), ("ss", "iproute2"), ("iptables", "iptables")):
+        if (iptables or tool != "iptables") and shutil.which(tool) is None:
+            return f"{package} (`{tool}`) is not installed"
+    ns = f"{PREFIX}{os.getpid()}-probe"
+    steps = [
+        ["ip", "netns", "add", ns],
+        ["ip", "-n", ns, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"],
+    ]
+    if iptables:
+        steps.append(["ip", "netns", "exec", ns, "iptables", "-w", "-A", "OUTPUT", "-j", "ACCEPT"])
+    try:
+        for argv in steps:
+            out = ip_run(*argv, check=False)
+            if out.returncode != 0:
+                return f"`{' '.join(argv[:4])} ...` fails here: {out.stderr.strip()[:200]}"
+    finally:
+        ip_run("ip", "netns", "del", ns, check=False)
     return None
 
 
