@@ -48,6 +48,10 @@ class ConfigError(MirrorbusError):
 
     exit_code = 2
 
+    warnings: tuple[str, ...] = ()
+    """Warnings about the same file found before this error (unknown keys, often the cause:
+    a misspelt section leaves a required key missing); the CLI shows them first."""
+
     def __init__(
         self,
         problem: str,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mirrorbus.errors import ConfigError
 from mirrorbus.settings import (
     CTL_SECTIONS,
     MANAGER_SECTIONS,
@@ -133,6 +134,17 @@ def test_a_project_config_warns_about_the_managers_sections(
     ]
 
 
+def test_a_worker_config_that_fails_carries_the_warnings_found_before(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(WORKER.format(root=tmp_path).replace("[global]", "[globl]"))
+    with pytest.raises(ConfigError) as info:
+        load_worker_config(path)
+    assert str(info.value) == f"{path}: [global]: key 'name': missing: the worker needs a name"
+    assert info.value.warnings == (
+        f"{path}: key 'globl': unknown section or key, ignored (did you mean 'global'?)",
+    )
+
+
 def test_valid_files_warn_about_nothing(
     tmp_path: Path, pki_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -155,20 +167,26 @@ def test_valid_files_warn_about_nothing(
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(
-    ("kind", "argv", "typo", "section"),
+    ("kind", "argv", "typo", "section", "status"),
     [
-        ("worker", ["worker", "--check", "-c", "{}"], "[includ]", "include"),
-        ("manager", ["manager", "dead-letters", "-c", "{}"], "[databse]", "database"),
-        ("project", ["project", "jobs-json", "-c", "{}"], "[databse]", "database"),
-        ("ctl", ["ctl", "-c", "{}", "list"], "[buss]", "bus"),
+        ("worker", ["worker", "--check", "-c", "{}"], "[includ]", "include", 0),
+        ("manager", ["manager", "dead-letters", "-c", "{}"], "[databse]", "database", 2),
+        ("project", ["project", "jobs-json", "-c", "{}"], "[databse]", "database", 2),
+        ("ctl", ["ctl", "-c", "{}", "list"], "[buss]", "bus", 2),
     ],
 )
 def test_each_program_says_it_on_stderr(
-    kind: str, argv: list[str], typo: str, section: str, tmp_path: Path, pki_dir: Path
+    kind: str,
+    argv: list[str],
+    typo: str,
+    section: str,
+    status: int,
+    tmp_path: Path,
+    pki_dir: Path,
 ) -> None:
-    """The real programs, with ``[bus] url`` misspelt and a misspelt section: ``[database]``
-    of a manager or project (which then fails for want of its view, after the warning that
-    explains why), an extra one for the others."""
+    """The real programs, with ``[bus] url`` misspelt and a misspelt section.  A manager or
+    project then has no view and the ctl no server: they fail, after the warnings that say
+    why (a worker's check needs neither)."""
     path = write(tmp_path, kind, pki_dir, "", "")
     text = path.read_text().replace("\nurl = ", "\nurll = ", 1)
     if f"[{section}]" in text and section != "bus":
@@ -184,8 +202,31 @@ def test_each_program_says_it_on_stderr(
         stdin=subprocess.DEVNULL,
     )
     lines = done.stderr.splitlines()
+    assert done.returncode == status, done.stderr
+    assert (": error: " in lines[-1]) == (status != 0), done.stderr
     for warning in (
         f"{path}: [bus]: key 'urll': unknown key, ignored (did you mean 'url'?)",
         f"{path}: key '{typo[1:-1]}': unknown section or key, ignored (did you mean '{section}'?)",
     ):
         assert any(line.endswith(warning) for line in lines), (warning, done.stderr)
+
+
+@pytest.mark.e2e
+def test_a_worker_that_cannot_load_shows_the_warnings_first(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(WORKER.format(root=tmp_path).replace("[global]", "[globl]"))
+    done = subprocess.run(
+        [sys.executable, "-m", "mirrorbus", "worker", "--check", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2
+    warning, error = done.stderr.splitlines()
+    assert warning.endswith(
+        f"{path}: key 'globl': unknown section or key, ignored (did you mean 'global'?)"
+    )
+    assert error == (
+        f"mirrorbus worker: error: {path}: [global]: key 'name': missing: the worker needs a name"
+    )

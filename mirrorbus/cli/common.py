@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 import anyio
 import typer
 
-from mirrorbus.errors import MirrorbusError
+from mirrorbus.errors import ConfigError, MirrorbusError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +33,8 @@ def one_line_errors(prog: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
             try:
                 return fn(*args, **kwargs)
             except MirrorbusError as exc:
+                for warning in exc.warnings if isinstance(exc, ConfigError) else ():
+                    logging.getLogger("mirrorbus.config").warning("%s", warning)  # the cause?
                 typer.echo(f"{prog}: error: {exc}", err=True)
                 raise typer.Exit(exc.exit_code) from None
             except BaseExceptionGroup as group:  # raised out of a task group

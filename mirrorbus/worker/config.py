@@ -109,8 +109,19 @@ def load_worker_config(path: Path) -> WorkerConfig:
 
     >>> load_worker_config(Path("examples/worker.toml")).concurrent
     2
+
+    The error of a file that does not load carries the warnings found before it, often its
+    cause (``[globl]`` for ``[global]``, then "name: missing"), for the CLI to show first.
     """
     warnings: list[str] = []
+    try:
+        return _load_worker_config(path, warnings)
+    except ConfigError as exc:
+        exc.warnings = tuple(warnings)
+        raise
+
+
+def _load_worker_config(path: Path, warnings: list[str]) -> WorkerConfig:
     doc = _read_toml(path)
     base = path.absolute().parent
     for key in doc:
