@@ -34,6 +34,7 @@ from mirrorbus.events import (
     AdminEvent,
     Command,
     CommandAnswered,
+    CommandSent,
     DisabledFlushed,
     JobState,
     RunStarted,
@@ -323,11 +324,25 @@ class Control:
         subs = [await self.bus.nc.subscribe(subject, cb=on_event) for subject in subjects]
         target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
         token = certificate_role(self.bus.settings.cert)
+        sent_on = s.admin_events  # the gateway's: it says who sent it
         if token == "admin" or (token or "").startswith("admin-"):
             # An operator's command carries its token, the only one the server lets it use:
-            # the worker records the issuer from it.  (The gateway's carry what it says.)
+            # the worker and the view record the issuer from it.
             target = s.issued_by(target, token or "admin")
+            sent_on = s.operator_events(token or "admin")
+        sent = CommandSent(
+            id=new_id(),
+            at=now,
+            by=self.issuer,
+            cmd_id=cmd.id,
+            worker=worker,
+            job=job or "",
+            verb=verb,
+        )
         try:
+            # In the log before the command: the view records an answer only to a command
+            # sent so (a worker cannot answer one nobody sent).
+            await self.bus.append(sent_on, encode(sent), sent.id)
             # No flush needed before the append: the server handles this connection's SUBs
             # before its PUB, and the answer can only follow the stored command.
             await self.bus.append(target, encode(cmd), cmd.id)

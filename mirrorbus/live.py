@@ -30,6 +30,7 @@ from mirrorbus.events import (
     AttemptFailed,
     AttemptStarted,
     CommandAnswered,
+    CommandSent,
     Event,
     JobConfigured,
     JobDisabled,
@@ -252,6 +253,9 @@ def describe(event: Event) -> str:
             verdict = "accepted" if event.accepted else "rejected"
             text = f": {event.message}" if event.message else ""
             return f"{event.verb} {verdict}{text}"
+        case CommandSent():
+            target = f"{event.worker}/{event.job}" if event.job else event.worker
+            return f"{event.verb} sent to {target}"
         case WorkerStarted():
             return f"worker started ({len(event.jobs)} jobs, {event.hostname} pid {event.pid})"
         case WorkerStopped():

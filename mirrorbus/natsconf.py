@@ -210,6 +210,8 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
                 s.all_replica_api,
                 s.every_replica_all_api,
                 s.admin_events,
+                # Its own record of each command it sends (the view's proof it was sent).
+                s.operator_events("admin"),
                 f"{p}.logs.>",
                 *_log_reading(s),
                 f"$JS.API.STREAM.INFO.{s.cmd_stream}",
@@ -268,7 +270,8 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
             f"$JS.ACK.{cmd}.{c}.>",
         ),
-        publish_deny=(*denied, f"{p}.snap.>", f"{p}.hb.>"),
+        # Never an operator's own events (``evt.-admin.<token>``: who sent a command).
+        publish_deny=(*denied, f"{s.admin_events}.*", f"{p}.snap.>", f"{p}.hb.>"),
         subscribe_allow=(f"{s.role_inbox('gateway')}.>", f"{p}.evt.>"),
     )
 
@@ -323,14 +326,15 @@ def operator_permissions(subjects: Subjects, role: str, name: str) -> Permission
     base = role_permissions(subjects, role)
     own = subjects.role_inbox(f"{role}-{name}")
     shared = f"{subjects.role_inbox(role)}.>"
-    commands = f"{subjects.prefix}.cmd.*.*.{role}"
+    mine = {
+        f"{subjects.prefix}.cmd.*.*.{role}": f"{subjects.prefix}.cmd.*.*.{role}-{name}",
+        subjects.operator_events(role): subjects.operator_events(f"{role}-{name}"),
+    }
     return replace(
         base,
         comment=f"{role} {name}: {base.comment.split(': ', 1)[-1]}",
         subscribe_allow=tuple(f"{own}.>" if s == shared else s for s in base.subscribe_allow),
-        publish_allow=tuple(
-            f"{commands}-{name}" if s == commands else s for s in base.publish_allow
-        ),
+        publish_allow=tuple(mine.get(s, s) for s in base.publish_allow),
     )
 
 

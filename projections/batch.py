@@ -10,12 +10,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
-from mirrorbus.errors import CodecError
+from mirrorbus.errors import CodecError, InvalidName
 from mirrorbus.events import (
     AdminEvent,
     AttemptFailed,
     AttemptStarted,
     CommandAnswered,
+    CommandSent,
     DisabledFlushed,
     Event,
     JobEvent,
@@ -144,6 +145,8 @@ class Batch:
         self.known_workers: set[str] = set()
         self.purged_workers: set[str] = set()
         self.commands: list[dict[str, Any]] = []
+        self.sent: dict[str, dict[str, Any]] = {}  # CommandSent of this batch, by cmd_id
+        self._checking: bool | None = None  # any CommandSent in the log yet (looked up once)
         self.dead: list[dict[str, Any]] = []
 
     def _position(self) -> int:
@@ -155,6 +158,7 @@ class Batch:
         position = self._position()
         floors: dict[str, int] = {worker: seq for worker, seq in self.conn.execute(q.FLOORS)}
         applied = skipped = 0
+        sent_on: dict[int, str] = {}  # subject of each CommandSent, by sequence
         decoded: list[tuple[int, Event]] = []
         for seq, subject, data in entries:
             if seq <= position:
@@ -182,11 +186,15 @@ class Batch:
                 )
                 continue
             decoded.append((seq, ev))
+            if isinstance(ev, CommandSent):
+                sent_on[seq] = subject
         self._prefetch([ev for _, ev in decoded if isinstance(ev, JobEvent)])
         for seq, ev in decoded:
             applied += 1
             if isinstance(ev, JobEvent):
                 self._job_event(seq, ev)
+            elif isinstance(ev, CommandSent):
+                self._command_sent(seq, sent_on[seq], ev)
             elif isinstance(ev, AdminEvent):
                 self._admin_event(seq, ev)
             else:
@@ -223,6 +231,8 @@ class Batch:
         self.fetched_runs = run_ids
 
     def _check_subject(self, subject: str, ev: JobEvent | WorkerEvent | AdminEvent) -> None:
+        if isinstance(ev, CommandSent) and _operator_token(self.subjects, subject):
+            return  # an operator's own subject (the token names who sent it)
         if isinstance(ev, AdminEvent):
             if subject != self.subjects.admin_events:
                 raise CodecError(
@@ -336,6 +346,16 @@ class Batch:
         return self.runs[key]
 
     def _command(self, seq: int, ev: CommandAnswered | WorkerAnswered) -> None:
+        """Record an answer.  Once the log holds any CommandSent (ctl versions that write one
+        before each command), only an answer to a command sent so, by the worker it was sent
+        to, is recorded, with the issuer the CommandSent's subject named: a worker cannot
+        answer a command nobody sent, nor name its issuer.  Before that, as before."""
+        issuer = ev.issuer
+        if self._checks_commands():
+            sent = self._sent(ev.cmd_id)
+            if sent is None or sent["worker"] != ev.worker:
+                return
+            issuer = sent["issuer"]
         self.commands.append(
             {
                 "cmd_id": ev.cmd_id,
@@ -344,11 +364,34 @@ class Batch:
                 "verb": ev.verb,
                 "accepted": ev.accepted,
                 "message": ev.message,
-                "issuer": ev.issuer,
+                "issuer": issuer,
                 "at": to_us(ev.at),
                 "seq": seq,
             }
         )
+
+    def _checks_commands(self) -> bool:
+        if self._checking is None:
+            self._checking = self.conn.execute(q.ANY_SENT).first() is not None
+        return self._checking or bool(self.sent)
+
+    def _sent(self, cmd_id: str) -> dict[str, Any] | None:
+        if cmd_id in self.sent:
+            return self.sent[cmd_id]
+        row = self.conn.execute(q.SENT_COMMAND, {"id": cmd_id}).first()
+        return None if row is None else dict(row._mapping)
+
+    def _command_sent(self, seq: int, subject: str, ev: CommandSent) -> None:
+        token = _operator_token(self.subjects, subject)
+        issuer = f"CN=mirrorbus-{token}" if token else ev.by  # the gateway's, as it says
+        if ev.cmd_id not in self.sent and self._sent(ev.cmd_id) is None:
+            self.sent[ev.cmd_id] = {
+                "cmd_id": ev.cmd_id,
+                "worker": ev.worker,
+                "job": ev.job,
+                "issuer": issuer,
+                "seq": seq,
+            }
 
     # -- worker events -----------------------------------------------------------------------
     def _worker(self, name: str, seq: int) -> dict[str, Any]:
@@ -443,6 +486,9 @@ class Batch:
             t.workers,
             [(w, k in self.known_workers) for k, w in self.workers.items()],
         )
+        if self.sent:
+            insert_sent = q.NEW_SENT_SQLITE if self.sqlite else q.NEW_SENT_POSTGRESQL
+            conn.execute(insert_sent, list(self.sent.values()))
         if self.commands:
             # The first answer to a command is kept: one appended again after the duplicate
             # window (or twice in this batch) is skipped.
@@ -454,6 +500,18 @@ class Batch:
         if self.dead:
             conn.execute(q.INSERT["dead_letters"], self.dead)
         conn.execute(q.SET_POSITION, {"position": position})
+
+
+def _operator_token(s: Subjects, subject: str) -> str | None:
+    """The operator's token of a subject ``<prefix>.evt.-admin.<token>``, else None."""
+    head = f"{s.admin_events}."
+    if not subject.startswith(head):
+        return None
+    token = subject[len(head) :]
+    try:
+        return (s.operator_events(token) == subject and token) or None
+    except InvalidName:
+        return None
 
 
 def _upsert(conn: Connection, table: Any, rows: Iterable[tuple[dict[str, Any], bool]]) -> None:

@@ -85,6 +85,13 @@ NEW_COMMANDS_POSTGRESQL = postgresql.insert(t.commands).on_conflict_do_nothing(
     index_elements=["cmd_id"]
 )
 """Insert answers to commands, skipping those already stored (first answer kept)."""
+NEW_SENT_SQLITE = sqlite.insert(t.sent_commands).on_conflict_do_nothing(index_elements=["cmd_id"])
+NEW_SENT_POSTGRESQL = postgresql.insert(t.sent_commands).on_conflict_do_nothing(
+    index_elements=["cmd_id"]
+)
+"""Record sent commands, the first record of one kept."""
+SENT_COMMAND = select(t.sent_commands).where(t.sent_commands.c.cmd_id == bindparam("id"))
+ANY_SENT = select(t.sent_commands.c.cmd_id).limit(1)
 
 INSERT: dict[str, Insert] = {
     table.name: insert(table) for table in (t.jobs, t.runs, t.workers, t.commands, t.dead_letters)

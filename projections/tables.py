@@ -103,6 +103,17 @@ commands = Table(
     Column("seq", BigInteger, nullable=False),
 )
 
+sent_commands = Table(
+    # The commands the log says were sent (CommandSent), with the issuer its subject names.
+    "sent_commands",
+    metadata,
+    Column("cmd_id", String(64), primary_key=True),
+    Column("worker", Text, nullable=False),
+    Column("job", Text, nullable=False),
+    Column("issuer", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,

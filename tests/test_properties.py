@@ -41,6 +41,7 @@ from mirrorbus.events import (
     AttemptStarted,
     Command,
     CommandAnswered,
+    CommandSent,
     DisabledFlushed,
     Event,
     JobConfigured,
@@ -182,6 +183,16 @@ OTHER_EVENTS: dict[str, st.SearchStrategy[Event]] = {
     ),
     "admin.worker-removed": st.builds(WorkerForgotten, id=ids, at=times, worker=names, by=texts),
     "admin.disabled-flushed": st.builds(DisabledFlushed, id=ids, at=times, by=texts),
+    "admin.command-sent": st.builds(
+        CommandSent,
+        id=ids,
+        at=times,
+        by=texts,
+        cmd_id=ids,
+        worker=names,
+        job=st.just("") | names,
+        verb=st.sampled_from(VERBS),
+    ),
 }
 any_event: st.SearchStrategy[Event] = st.one_of(*JOB_EVENTS.values(), *OTHER_EVENTS.values())
 commands = st.builds(
@@ -439,6 +450,8 @@ def _view_event(draw: st.DrawFn) -> Event:
         return WorkerForgotten(**common, by="admin")
     if kind == "admin.disabled-flushed":
         return DisabledFlushed(id=common["id"], at=common["at"], by="admin")
+    if kind == "admin.command-sent":
+        return CommandSent(**common, by="admin", cmd_id=draw(view_cmds), verb="start")
     event = draw(JOB_EVENTS[kind])
     fields: dict[str, Any] = {**common, "job": draw(view_jobs)}
     if hasattr(event, "run_id"):
@@ -457,7 +470,7 @@ def _view_event(draw: st.DrawFn) -> Event:
 def _subject(event: Event) -> str:
     if isinstance(event, JobEvent):
         return S.job_events(event.worker, event.job)
-    if isinstance(event, WorkerForgotten | DisabledFlushed):
+    if isinstance(event, WorkerForgotten | DisabledFlushed | CommandSent):
         return S.admin_events
     return S.worker_events(event.worker)
 

@@ -211,6 +211,19 @@ class DisabledFlushed(AdminEvent, frozen=True, kw_only=True, tag="admin.disabled
     """``ctl flush``: every job disabled at this point leaves the view (until it runs again)."""
 
 
+class CommandSent(AdminEvent, frozen=True, kw_only=True, tag="admin.command-sent"):
+    """A command was sent (appended by the ctl, before the command itself, on
+    ``<prefix>.evt.-admin.<token>``, the only such subject the operator's user may publish
+    on).  From the first one in the log on, the view records a command's answer only for a
+    command sent so, with the issuer the token names: a worker cannot answer a command nobody
+    sent, nor say who sent it."""
+
+    cmd_id: str
+    worker: str
+    job: str = ""
+    verb: str = ""
+
+
 Event = (
     JobConfigured
     | JobScheduled
@@ -228,6 +241,7 @@ Event = (
     | WorkerAnswered
     | WorkerForgotten
     | DisabledFlushed
+    | CommandSent
 )
 JOB_EVENT_TYPES: tuple[type[JobEvent], ...] = (
     JobConfigured,

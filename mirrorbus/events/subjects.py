@@ -380,6 +380,11 @@ class Subjects:
             return kind, worker, None
         return kind, worker, token_name(tokens[1], "job name")
 
+    def operator_events(self, token: str) -> str:
+        """The operators' events of one operator (``evt.-admin.<token>``): only that
+        operator's user may publish there, so the view takes the operator from the subject."""
+        return f"{self.admin_events}.{check_token(token, 'issuer')}"
+
     @staticmethod
     def issued_by(command: str, issuer: str) -> str:
         """The command subject ``command`` with its issuer's token last (``admin``,
