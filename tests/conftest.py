@@ -59,6 +59,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import ssl
 import sys
 from collections.abc import Callable, Iterator
@@ -131,10 +132,9 @@ _spawn_guard = _SpawnGuard()
 sys.addaudithook(_spawn_guard)
 
 
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    """A ``-m`` expression that leaves ``e2e`` tests out makes this the fast set."""
-    if any(item.config.option.markexpr and item.get_closest_marker("e2e") for item in items):
-        _spawn_guard.enabled = True
+def pytest_configure(config: pytest.Config) -> None:
+    """A ``-m`` expression about ``e2e`` (``-m "not e2e"``) makes this run the fast set."""
+    _spawn_guard.enabled = re.search(r"\be2e\b", config.option.markexpr or "") is not None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -45,7 +45,7 @@ from mirrorbus.worker.rsync import (
 )
 from mirrorbus.worker.run import prepare_attempt
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.e2e]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 UP = "rsync://rsync.example.org/debian/"
 DIR = "/data/mirrors/debian"
@@ -314,6 +314,7 @@ def expected(source: Path) -> dict[str, str]:
     return {k: v for k, v in tree(source).items() if k not in UNSAFE_OR_EXCLUDED}
 
 
+@pytest.mark.e2e
 async def test_sync_mirrors_the_tree_then_deletes(tmp_path: Path, daemon: RsyncDaemon) -> None:
     source = daemon.path("pub")
     make_pub(source)
@@ -356,6 +357,7 @@ def partial_tree(daemon: RsyncDaemon) -> Path:
     return root
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("codes", "ok"),
     [
@@ -397,6 +399,7 @@ def test_global_rsync_codes_reach_rsync_jobs_only(tmp_path: Path) -> None:
     assert config.mirror("c").success_exit_codes == ()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("password", "ok"), [("s3cret", True), ("wrong", False)])
 async def test_credentials_through_rsync_password(
     tmp_path: Path, daemon: RsyncDaemon, password: str, ok: bool
@@ -474,6 +477,7 @@ def two_stage_config(tmp_path: Path, upstream: str) -> tuple[WorkerConfig, Path]
     return load(tmp_path, job("debian", upstream, extra, "two-stage-rsync")), snapshots
 
 
+@pytest.mark.e2e
 async def test_two_stage_packages_first_indexes_and_deletions_last(
     tmp_path: Path, daemon: RsyncDaemon
 ) -> None:
@@ -503,6 +507,7 @@ async def test_two_stage_packages_first_indexes_and_deletions_last(
     assert f"deleting {OLD_DEB}" in log
 
 
+@pytest.mark.e2e
 async def test_two_stage_failed_stage1_skips_stage2(tmp_path: Path, daemon: RsyncDaemon) -> None:
     config, snapshots = two_stage_config(tmp_path, daemon.url("no-such-module"))
 
@@ -541,6 +546,7 @@ def recorded(tmp_path: Path, kind: str) -> list[list[str]]:
     return [p.read_text().splitlines() for p in files]
 
 
+@pytest.mark.e2e
 async def test_process_gets_the_argv_and_environment(tmp_path: Path) -> None:
     extra = 'username = "u"\npassword = "p"\n'
     config = fake(tmp_path, "rsync", "echo 'Total file size: 2,048 bytes'", extra)
@@ -558,6 +564,7 @@ async def test_process_gets_the_argv_and_environment(tmp_path: Path) -> None:
     assert dict(mirror.env) == {"OUT": str(tmp_path / "out")}
 
 
+@pytest.mark.e2e
 async def test_two_stage_runs_both_argvs_in_order_into_one_log(tmp_path: Path) -> None:
     body = 'echo "Total file size: $(ls "$OUT" | wc -l)00 bytes"'
     config = fake(tmp_path, "two-stage-rsync", body, 'rsync_options = ["--x"]\n')
@@ -571,12 +578,14 @@ async def test_two_stage_runs_both_argvs_in_order_into_one_log(tmp_path: Path) -
     assert outcome == AttemptOutcome(ok=True, exit_code=0, size="400")
 
 
+@pytest.mark.e2e
 async def test_unknown_exit_code_has_no_rsync_error_line(tmp_path: Path) -> None:
     outcome, log = await attempt(fake(tmp_path, "rsync", "exit 42"), "j")
     assert outcome == AttemptOutcome(ok=False, exit_code=42, error="exit status 42")
     assert "rsync error" not in log
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("provider", "body", "error"),
     [
