@@ -264,8 +264,8 @@ def gateway_permissions(subjects: Subjects, native_workers: Iterable[str]) -> Pe
             f"$JS.API.DIRECT.GET.{evt}.>",
             f"$JS.API.STREAM.INFO.{evt}",
             s.every_replica_all_api,
-            # Its command consumer (commands for the old workers it forwards to).
-            f"$JS.API.CONSUMER.CREATE.{cmd}.{c}.{s.all_commands}",
+            # Its command consumer (commands for the old workers it forwards to), made by
+            # the manager beside it: it only pulls and acknowledges.
             f"$JS.API.CONSUMER.INFO.{cmd}.{c}",
             f"$JS.API.CONSUMER.MSG.NEXT.{cmd}.{c}",
             f"$JS.ACK.{cmd}.{c}.>",

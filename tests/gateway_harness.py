@@ -124,7 +124,14 @@ async def running_gateway(
         ca_cert=ca_cert,
     )
     manager = Manager(manager_bus, view, name=name)
-    gateway = Gateway(gateway_bus, view, manager.changes, settings, post_timeout=post_timeout)
+    gateway = Gateway(
+        gateway_bus,
+        view,
+        manager.changes,
+        settings,
+        post_timeout=post_timeout,
+        maker=manager_bus,
+    )
     try:
         async with aiohttp.ClientSession() as http, anyio.create_task_group() as tg:
             await tg.start(manager.run)

@@ -363,3 +363,30 @@ async def test_deliveries_taken_from_the_managers_consumer_are_read_again(
             await w1.close()
             await thief.close()
         await _rebuild_equals(nats_server, manager.view, tmp_path / "rebuilt.db")
+
+
+async def test_the_gateway_cannot_make_a_consumer_either(nats_server: RunningServer) -> None:
+    """Not even its own command consumer (the manager beside it makes that): with one, it
+    could have commands delivered onto a worker's heartbeat or snapshot subject."""
+    errors: list[Exception] = []
+    gateway = await connect(nats_server, "gateway", errors=errors)
+    manager = await _bus(nats_server, "manager")
+    try:
+        await manager.ensure_streams()
+        js = gateway.jetstream(timeout=DENIED)
+        for deliver in (S.heartbeat("w1"), S.snapshot("w1"), None):
+            with pytest.raises(nats.errors.TimeoutError):
+                await js.add_consumer(
+                    S.cmd_stream,
+                    ConsumerConfig(
+                        name=S.gateway_consumer,
+                        durable_name=S.gateway_consumer,
+                        filter_subject=S.all_commands,
+                        deliver_subject=deliver,
+                    ),
+                )
+            _assert_denied(errors, f"$JS.API.CONSUMER.CREATE.{S.cmd_stream}.{S.gateway_consumer}.")
+        assert await _consumers(nats_server) == 0
+    finally:
+        await manager.close()
+        await gateway.close()

@@ -283,7 +283,8 @@ def manager(
                     from mirrorbus.gateway import Gateway
 
                     gw_bus = await connect(gateway_bus)
-                    await tg.start(Gateway(gw_bus, view, service.changes, gateway).run)
+                    gw = Gateway(gw_bus, view, service.changes, gateway, maker=bus)
+                    await tg.start(gw.run)
                 notifier.ready("manager: bus connected, view projected, queries answered")
                 tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
         finally:

@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import BusError, CodecError, ConfigError, MirrorbusError
 from mirrorbus.events import (
@@ -76,9 +77,14 @@ class Relay:
         ca_cert: Path | None = None,
         clock: Clock | None = None,
         post_timeout: float = POST_TIMEOUT,
+        maker: Bus | None = None,
     ) -> None:
         self.fleet = fleet
         self.bus = fleet.bus
+        self.maker = maker or fleet.bus
+        """The connection that makes the command consumer: the manager's beside which the
+        gateway runs (only managers may make consumers: a consumer's maker chooses where the
+        server delivers); the gateway's own only pulls from it and acknowledges."""
         self.clock = clock or SystemClock()
         self.tls = client_tls(ca_cert)
         self.post_timeout = post_timeout
@@ -123,7 +129,7 @@ class Relay:
             max_ack_pending=256,
         )
         try:
-            await self.bus.js.add_consumer(s.cmd_stream, config)
+            await self.maker.js.add_consumer(s.cmd_stream, config)
         except nats.js.errors.APIError as exc:
             if exc.err_code != 10148:  # exists with another start policy: keep its position
                 raise BusError(f"cannot consume commands: {exc.description}") from None

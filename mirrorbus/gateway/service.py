@@ -34,10 +34,17 @@ class Gateway:
         clock: Clock | None = None,
         post_timeout: float = POST_TIMEOUT,
         cmd_wait: float = CMD_WAIT,
+        maker: Bus | None = None,
     ) -> None:
+        """``maker``: the manager's connection, which makes the gateway's command consumer
+        (the gateway's own user may not make consumers)."""
         self.fleet = Fleet(bus, view, changes)
         self.relay = Relay(
-            self.fleet, ca_cert=settings.ca_cert, clock=clock, post_timeout=post_timeout
+            self.fleet,
+            ca_cert=settings.ca_cert,
+            clock=clock,
+            post_timeout=post_timeout,
+            maker=maker,
         )
         self.api = TunasyncApi(self.fleet, view, settings, clock=clock, cmd_wait=cmd_wait)
 
