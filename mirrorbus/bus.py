@@ -714,7 +714,10 @@ async def connect(
         "error_cb": on_error,
         "connect_timeout": connect_timeout,
         "allow_reconnect": reconnect,
-        "max_reconnect_attempts": -1 if reconnect else 0,
+        # Without reconnects, one more try per server and then the error: nats-py only gives
+        # a server up when this is above 0 (0 retried a refusing server every second forever,
+        # and `ctl` hung on a server that was down).
+        "max_reconnect_attempts": -1 if reconnect else 1,
         "reconnect_time_wait": 1,
         "ping_interval": PING_INTERVAL,
         "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
@@ -728,7 +731,11 @@ async def connect(
         options["inbox_prefix"] = settings.inbox_prefix
     nc = Client()
     try:
-        await nc.connect(**options)
+        # A client that does not reconnect (the ctl) is bounded whatever nats-py does: each
+        # server's two tries and the wait between them.  A service waits for its servers.
+        bound = (connect_timeout + 2.0) * 2 * len(settings.servers) + 1.0
+        with anyio.fail_after(None if reconnect else bound):
+            await nc.connect(**options)
     except Exception as exc:  # nats-py raises a wide mix here (OSError, ssl, its own)
         with contextlib.suppress(Exception):
             await nc.close()  # else nats-py leaks the socket of a refused connection
