@@ -21,6 +21,7 @@ from mirrorbus.events import (
     AttemptStarted,
     Command,
     CommandAnswered,
+    CommandSent,
     DisabledFlushed,
     Event,
     JobConfigured,
@@ -97,6 +98,7 @@ def every_event() -> list[Event]:
         SizeSet(**ids(14), size="1.2T", cmd_id="c5"),
         WorkerForgotten(id="e15", at=at(15), worker=W, by="CN=mirrorbus-admin"),
         DisabledFlushed(id="e16", at=at(16), by="CN=mirrorbus-admin"),
+        CommandSent(id="e17", at=at(17), by="admin", cmd_id="c6", worker=W, job=J, verb="start"),
     ]
 
 
