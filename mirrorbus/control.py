@@ -399,8 +399,15 @@ def _began_run(message: str) -> bool:
 
 
 async def _admin(control: Control, event: AdminEvent) -> int:
+    """Append an operator's view change on its own subject (``evt.-admin.<token>``, the only
+    one its user may publish on): the subject, not the event's ``by``, says who made it."""
     bus = control.bus
-    control.written = await bus.append(bus.subjects.admin_events, encode(event), event.id)
+    token = certificate_role(bus.settings.cert)
+    if token is None or not (token == "admin" or token.startswith("admin-")):
+        token = "admin"  # not an operator's certificate: the server refuses it anyway
+    event = msgspec.structs.replace(event, by=f"CN=mirrorbus-{token}")
+    subject = bus.subjects.operator_events(token)
+    control.written = await bus.append(subject, encode(event), event.id)
     return control.written
 
 

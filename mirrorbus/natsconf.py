@@ -198,10 +198,11 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
         return Permissions(
             comment="admin: sends commands and queries, reads the log and the job logs; "
             "never forges events, never administers streams or consumers",
-            # Of the event subjects only the operators' own (rm-worker, flush): anything not
-            # allowed is refused, so no job or worker event can be forged.  No stream or
-            # consumer API: only the manager creates and updates the streams and makes
-            # consumers, and nobody deletes or purges.
+            # Of the event subjects only its own operator subject (evt.-admin.<token>: its
+            # record of each command it sends, rm-worker, flush): anything not allowed is
+            # refused, so no job or worker event can be forged, and the subject names who
+            # wrote it.  No stream or consumer API: only the manager creates and updates the
+            # streams and makes consumers, and nobody deletes or purges.
             publish_allow=(
                 # Commands under its own issuer token only (Subjects.issued_by): the workers
                 # record who sent a command from the subject the server let through.
@@ -209,8 +210,8 @@ def role_permissions(subjects: Subjects, role: str, name: str | None = None) -> 
                 f"{p}.api.>",
                 s.all_replica_api,
                 s.every_replica_all_api,
-                s.admin_events,
-                # Its own record of each command it sends (the view's proof it was sent).
+                # Its own events: the record of each command it sends (the view's proof it
+                # was sent) and its view changes (rm-worker, flush).
                 s.operator_events("admin"),
                 f"{p}.logs.>",
                 *_log_reading(s),

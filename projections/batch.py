@@ -231,8 +231,8 @@ class Batch:
         self.fetched_runs = run_ids
 
     def _check_subject(self, subject: str, ev: JobEvent | WorkerEvent | AdminEvent) -> None:
-        if isinstance(ev, CommandSent) and _operator_token(self.subjects, subject):
-            return  # an operator's own subject (the token names who sent it)
+        if isinstance(ev, AdminEvent) and _operator_token(self.subjects, subject):
+            return  # an operator's own subject (the token names who wrote it)
         if isinstance(ev, AdminEvent):
             if subject != self.subjects.admin_events:
                 raise CodecError(

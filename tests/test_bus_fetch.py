@@ -24,7 +24,7 @@ async def test_the_next_fetch_takes_a_batch_only_while_messages_wait(
         await bus.ensure_streams()
         s = bus.subjects
         for n in range(5):
-            await admin.append(s.admin_events, b"{}", f"id{n}")
+            await admin.append(s.operator_events("admin"), b"{}", f"id{n}")
         sub = await bus.js.pull_subscribe(
             s.all_events,
             stream=s.evt_stream,

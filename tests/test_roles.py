@@ -54,13 +54,16 @@ async def test_admin_may_not_forge_worker_events(nats_server: RunningServer) -> 
             [
                 S.job_events("w1", "job"),
                 S.worker_events("w1"),
+                # The bare operators' subject is the gateway's: an operator's own events
+                # go on its own token, which names who wrote them.
+                S.admin_events,
                 S.snapshot("w1"),
                 S.heartbeat("w1"),
             ],
         )
         assert await _count(admin, S.evt_stream, S.all_events) == 0
-        # ... but may append the operators' own events.
-        ack = await admin.jetstream().publish(S.admin_events, b"{}")
+        # ... but may append its own operator events (evt.-admin.admin).
+        ack = await admin.jetstream().publish(S.operator_events("admin"), b"{}")
         assert ack.seq == 1
     finally:
         await admin.close()

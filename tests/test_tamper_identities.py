@@ -32,7 +32,7 @@ from mirrorbus.cli.certs import app as certs_app
 from mirrorbus.clock import new_id
 from mirrorbus.control import Control
 from mirrorbus.errors import PermissionDenied
-from mirrorbus.events import Command, CommandAnswered, CommandSent, encode
+from mirrorbus.events import Command, CommandAnswered, CommandSent, DisabledFlushed, encode
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.instance import Instance
 from mirrorbus.server import reload_running
@@ -296,3 +296,47 @@ def test_a_worker_cannot_answer_a_command_nobody_sent(
         rows = conn.execute(text("SELECT cmd_id, verb, issuer FROM commands")).all()
     assert [(verb, issuer) for _, verb, issuer in rows] == [("ping", "CN=mirrorbus-admin")]
     assert "forged" not in {cmd_id for cmd_id, _, _ in rows}
+
+
+def test_an_operators_view_change_is_on_its_own_subject_not_a_name_it_claims(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """``flush`` by alice is stored on alice's own subject, saying alice, whatever the ctl's
+    event claimed; alice may not write the bare operators' subject (the gateway's) nor another
+    operator's, so an operator's view change always names who made it."""
+    alice = f"alice{secrets.token_hex(3)}"
+    pki.issue(nats_server.pki_dir, "admin", alice)
+    nats_server.write_config()
+    nats_server.server.reload()
+    site.start_manager()
+    wait_for(lambda: site.ctl("list", "--all").returncode == 0, 30, "the manager's streams")
+
+    async def flush_and_forge() -> int:
+        bus = await _operator_bus(nats_server, "admin", alice)
+        try:
+            control = Control(bus)
+            control.__dict__["issuer"] = "CN=mirrorbus-admin-mallory"  # what it claims
+            await control.flush_disabled()
+            forged = DisabledFlushed(id=new_id(), at=datetime.now(UTC), by="CN=mirrorbus-x")
+            for subject in (S.admin_events, S.operator_events("admin")):
+                with pytest.raises(PermissionDenied):
+                    await bus.append(subject, encode(forged), f"{forged.id}{subject}", timeout=1)
+            return control.written
+        finally:
+            await bus.close()
+
+    seq = anyio.run(flush_and_forge)
+
+    async def stored() -> tuple[str, bytes]:
+        bus = await _operator_bus(nats_server, "admin", alice)
+        try:
+            msg = await bus.js.get_msg(S.evt_stream, seq, direct=True)
+            return msg.subject, msg.data or b""
+        finally:
+            await bus.close()
+
+    subject, data = anyio.run(stored)
+    assert subject == S.operator_events(f"admin-{alice}")
+    assert f'"by":"CN=mirrorbus-admin-{alice}"' in data.decode()
+    wait_for(lambda: site.view.position() >= seq, 20, "the flush projected")
+    assert site.view.dead_letters(10) == []
