@@ -64,6 +64,7 @@ def test_an_outage_with_a_worker_restart_loses_and_doubles_nothing(
     wait_for(lambda: len(site.runs("w1", "tick")) == total, 30, "every run in the view")
     history = site.runs("w1", "tick")
     assert len({r.run_id for r in history}) == total  # none twice
-    assert sum(r.result == "success" for r in history) >= total - 1
+    # Each of the two stops may catch a run after it counted itself and end it as killed.
+    assert sum(r.result == "success" for r in history) >= total - 2
 
     assert site.rebuild(tmp_path / "rebuilt.db") == site.view.dump()
