@@ -29,7 +29,14 @@ from nats.aio.msg import Msg
 
 from mirrorbus.bus import Bus, certificate_role
 from mirrorbus.clock import Clock, SystemClock, new_id
-from mirrorbus.errors import BusError, CodecError, CommandRejected, NoAnswer, UnknownTarget
+from mirrorbus.errors import (
+    BusError,
+    CodecError,
+    CommandRejected,
+    NoAnswer,
+    PermissionDenied,
+    UnknownTarget,
+)
 from mirrorbus.events import (
     AdminEvent,
     Command,
@@ -342,10 +349,11 @@ class Control:
         try:
             # In the log before the command: the view records an answer only to a command
             # sent so (a worker cannot answer one nobody sent).
-            await self.bus.append(sent_on, encode(sent), sent.id)
+            deadline = anyio.current_time() + timeout
+            await self._append_patiently(sent_on, encode(sent), sent.id, deadline)
             # No flush needed before the append: the server handles this connection's SUBs
             # before its PUB, and the answer can only follow the stored command.
-            await self.bus.append(target, encode(cmd), cmd.id)
+            await self._append_patiently(target, encode(cmd), cmd.id, deadline)
             with anyio.move_on_after(timeout):
                 answer = await receive.receive()
                 if not answer.accepted:
@@ -372,6 +380,26 @@ class Control:
             f"no answer from worker {worker} within {timeout:g}s ({seen}); the command stays "
             f"queued until {cmd.expires_at.astimezone():%H:%M:%S} and is dropped after that"
         )
+
+    async def _append_patiently(
+        self, subject: str, data: bytes, msg_id: str, deadline: float
+    ) -> int:
+        """Append, asking again (the same id: stored once) while the stream does not
+        acknowledge, until ``deadline`` (``anyio.current_time()``): a cluster electing a new
+        stream leader answers nothing for a few seconds, and the command's own timeout is
+        what the operator gave.  A refusal by the server is not asked again."""
+        while True:
+            remaining = deadline - anyio.current_time()
+            try:
+                return await self.bus.append(
+                    subject, data, msg_id, timeout=max(1.0, min(5.0, remaining))
+                )
+            except PermissionDenied:
+                raise
+            except BusError:
+                if anyio.current_time() + 0.5 >= deadline:
+                    raise
+                await anyio.sleep(0.5)
 
     async def _stored_at(self, subject: str, event_id: str, later: set[str]) -> int:
         """The stream sequence of event ``event_id`` seen on ``subject``, or of a later one

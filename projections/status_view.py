@@ -73,9 +73,12 @@ def _sqlite_setup(engine: Engine) -> None:
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" hook emit BEGIN
         cur = dbapi_conn.cursor()
+        # The busy timeout first: turning a new file to WAL waits for a writer of another
+        # process (a manager and a tool opening the same new view) under it, not under
+        # sqlite3's default 5 s ("database is locked" at a loaded manager's start).
+        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
