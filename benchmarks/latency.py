@@ -40,7 +40,7 @@ class _Probe:
     """Reads the view's SQLite file directly (WAL: it sees each commit as it happens): the
     benchmark's instrument, kept off the path it measures.  One indexed lookup per look, on
     the event loop, costs microseconds; through the view (a pooled connection in a thread)
-    it cost two thread hops and a millisecond per look on this machine."""
+    it cost two thread hops per look, and many times more."""
 
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
@@ -96,8 +96,8 @@ async def echo_pair(st: Stack) -> AsyncIterator[Callable[[], Awaitable[float]]]:
 
 async def round_trips(st: Stack, count: int) -> tuple[list[float], list[float]]:
     """(raw round trips, commands), taken in alternating blocks of :data:`BLOCK`: the
-    machine is shared, and a baseline measured a minute before the commands could be off by
-    half (0.43 to 0.77 ms seen here).  The raw round trips run beside the idle services."""
+    machine is shared, and a baseline measured a minute before the commands could be far off
+    (see BENCHMARKS.md).  The raw round trips run beside the idle services."""
     config = write_worker_config(st.root, WORKER, JOBS, concurrent=4)
     cfg = await anyio.to_thread.run_sync(load_worker_config, config)
     mbus = await st.bus("manager")

@@ -18,9 +18,9 @@ Two more rows, not judged, tell the scheduler from the disk.  A job's first run 
 inodes (its log dir, its working dir, the log file and the ``latest`` link; later runs two),
 which the plain loop does not: their cost is measured in the same run on the job files'
 file system and on a tmpfs (``/dev/shm``), and a second worker runs the same jobs with its
-files on that tmpfs.  On the VM of BENCHMARKS.md an inode costs 30 µs to over 700 µs of kernel
-CPU on ext4, depending on how many files were deleted in the minutes before (the allocator
-steps over recently freed inodes), against 5–11 µs on tmpfs.
+files on that tmpfs.  On ext4 a new inode can cost many times its cost on tmpfs in kernel
+CPU, depending on how many files were deleted in the minutes before (the allocator steps over
+recently freed inodes); see BENCHMARKS.md.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ ENV_BINARY = "MIRRORBUS_NATS_SERVER"
 _READY = b"Server is ready"
 _RELOADED = b"Reloaded server configuration"
 _RELOAD_FAILED = b"Failed to reload server configuration"
-_POLL = 0.01  # seconds between looks at the log; startup takes ~100 ms
+_POLL = 0.01  # seconds between looks at the log while the server starts
 
 
 def _usable(path: Path) -> bool:

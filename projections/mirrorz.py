@@ -2,7 +2,7 @@
 
 The ``site`` block is the site's own (from configuration: ``url`` and ``abbr`` are required by
 mirrorz); ``mirrors[]`` is one entry per job name.  ``status`` is mirrorz's string of pieces
-``[A-Z](\\d+)?`` (TUNASYNC.md §10, mirrorz README): one main piece and auxiliary ones.
+``[A-Z](\\d+)?`` (docs/tunasync.md §10.2, mirrorz README): one main piece and auxiliary ones.
 ``desc`` and ``help`` are the job's own (``desc``/``help`` of its ``[[mirrors]]`` entry in the
 worker config), "" when not set.
 

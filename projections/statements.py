@@ -1,13 +1,13 @@
 """The status view's statements, built once at import with bound parameters.
 
 Building a SQLAlchemy Core statement (``select(...).where(...)``) costs several times more
-than executing it: a one-event batch that built its nine statements afresh spent three
-quarters of its time constructing them (cProfile, BENCHMARKS.md "Control latency").  Each
+than executing it: a one-event batch that built its statements afresh spent most of its time
+constructing them (cProfile; see BENCHMARKS.md).  Each
 statement here is built once and executed with parameters; the ``IN`` lists are expanding
 parameters, so one statement serves every list length.
 
 The many-row writes of a batch (:data:`INSERT`, :data:`UPDATE_BY_KEY`) also skip
-SQLAlchemy's per-row parameter processing, a fifth of a catch-up's time: each is compiled
+SQLAlchemy's per-row parameter processing, a large share of a catch-up's time: each is compiled
 once per dialect (:func:`driver_statement`) and its rows go to the driver's ``executemany``
 as they are, which the view's column types allow (checked when compiling).
 """

@@ -1,6 +1,6 @@
 """The SQL status view: the fold of the event log into jobs, runs, workers and commands.
 
-Rules (DESIGN.md, "Projection rules"):
+Rules (docs/design.md, "Projection rules"):
 
 * A batch of events is applied in one transaction together with the new stream position, so
   a crash leaves either all of the batch or none of it.  Events at or below the stored

@@ -1,4 +1,4 @@
-"""tunasync's JSON shapes, built from job states (TUNASYNC.md §2.2, §2.4).
+"""tunasync's JSON shapes, built from job states (docs/tunasync.md §2.2, §2.4).
 
 ``web_mirror_status`` is an item of tunasync's ``GET /jobs`` (what status pages, mirror-web,
 mirrorz converters and tunasync-monitor read): exactly 13 fields in tunasync's order, text

@@ -1,4 +1,4 @@
-"""The worker config loader against tunasync's format (TUNASYNC.md §3.1) and our fixes.
+"""The worker config loader against tunasync's format (docs/tunasync.md §3.1) and our fixes.
 
 Each test writes a real file and loads it; assertions are on the resolved result or on the
 one-line ConfigError a user would see.

@@ -3,8 +3,9 @@
 Each drill runs a real nats-server (mutual TLS), ``mirrorbus manager`` and, where it says so,
 ``mirrorbus worker`` as child processes, does something bad to them, and then counts exactly:
 the stream's events against the view's position, runs against the runs generated or recorded,
-garbage against dead letters.  Each ends with the DESIGN.md promise: the view equals a rebuild
-from the log (``mirrorbus manager rebuild --into`` a fresh SQLite file).
+garbage against dead letters.  Each ends with a promise of docs/design.md ("Projection
+rules"): the view equals a rebuild from the log (``mirrorbus manager rebuild --into`` a fresh
+SQLite file).
 
 * the manager SIGKILLed in the middle of ingesting ~30,000 events, then restarted;
 * a flood of garbage on a worker's own event subjects while that worker runs;

@@ -1,7 +1,7 @@
 """End to end: real nats-server (TLS), real manager and worker processes, the real ctl.
 
 A job runs on schedule and its status, size and times reach the SQL view; stop, disable,
-restart, start --force and ping behave as in TUNASYNC.md §2.10 (with its documented fixes);
+restart, start --force and ping behave as in docs/tunasync.md §2.10 (with its documented fixes);
 unknown workers and jobs are one-line errors with exit status 1.
 """
 

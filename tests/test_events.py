@@ -1,4 +1,4 @@
-"""The domain of mirrorbus: ``evolve``/``fold`` (TUNASYNC.md §2.8), the codec and the subjects."""
+"""The domain of mirrorbus: ``evolve``/``fold`` (docs/tunasync.md §2.8), codec, subjects."""
 
 from __future__ import annotations
 

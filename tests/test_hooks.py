@@ -1,4 +1,4 @@
-"""exec_on_success / exec_on_failure hooks, end to end through a real worker (TUNASYNC.md §6.5).
+"""exec_on_success / exec_on_failure hooks, end to end in a real worker (docs/tunasync.md §6.5).
 
 Order: hooks attach as exec_on_success, _extra, exec_on_failure, _extra and post-* phases run
 in reverse, so ``*_extra`` commands run before the base list and a list runs last to first.

@@ -1,4 +1,4 @@
-"""System hooks: cgroup, docker, zfs, btrfs snapshot (TUNASYNC.md §4.1, §6.1-§6.4).
+"""System hooks: cgroup, docker, zfs, btrfs snapshot (docs/tunasync.md §4.1, §6.1-§6.4).
 
 End to end through a real worker, manager and nats-server (tests/e2e.py) wherever the machine
 allows it:
@@ -131,7 +131,7 @@ def worker_output_has(site: Site, text: str) -> bool:
 
 # -- build_hooks ----------------------------------------------------------------------------
 def test_hooks_attach_in_tunasyncs_order(tmp_path: Path, cgroup_group: TestGroup) -> None:
-    """zfs, btrfs, docker else cgroup, then the exec hooks (TUNASYNC.md §4.1)."""
+    """zfs, btrfs, docker else cgroup, then the exec hooks (docs/tunasync.md §4.1)."""
     config = tmp_path / "w.toml"
     config.write_text(
         f"""

@@ -1,4 +1,4 @@
-"""Per-attempt job logs in tunasync's layout (TUNASYNC.md §4.5), against a real directory."""
+"""Per-attempt job logs in tunasync's layout (docs/tunasync.md §4.5), against a real directory."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Job processes, with real processes: exit codes, timeouts, and no orphan left behind.
 
 A job is its own process group; exit, timeout and cancellation must leave no process of the
-group alive (DESIGN.md "Worker rules").  A background child of a finished job is reparented
+group alive (docs/design.md, "Worker rules").  A background child of a finished job is reparented
 to init and may linger as a zombie until init reaps it: a zombie counts as dead.
 """
 

@@ -1,7 +1,7 @@
 """Properties (hypothesis) of the event codec, ``evolve``, the status view and the config loader.
 
-Each property is a rule of DESIGN.md or TUNASYNC.md §2.8 stated for *every* input of a kind,
-not for a hand-picked example:
+Each property is a rule of docs/design.md ("Projection rules") or docs/tunasync.md §2.8 stated
+for *every* input of a kind, not for a hand-picked example:
 
 * codec: encode → decode is the identity for every message; any bytes decode to a message or
   raise ``CodecError``, never anything else (a projector must be able to set them aside);

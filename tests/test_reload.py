@@ -1,6 +1,6 @@
 """Reload (``ctl reload -w W`` and SIGHUP): jobs added, removed and modified from the new
 config, a removed job leaving the status view through an event, a broken config changing
-nothing (TUNASYNC.md §4.9, with its fixes)."""
+nothing (docs/tunasync.md §4.9, with its fixes)."""
 
 from __future__ import annotations
 

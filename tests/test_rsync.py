@@ -137,7 +137,7 @@ def total_file_sizes(log: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
-# argv parity: every example of TUNASYNC.md §5.2/§5.3, from a config file
+# argv parity: every example of docs/tunasync.md §5.2/§5.3, from a config file
 
 
 def only_argv(tmp_path: Path, extra: str, global_extra: str = "") -> list[str]:

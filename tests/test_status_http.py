@@ -3,7 +3,7 @@
 A real nats-server, a real ``mirrorbus manager --http`` process (local time zone +0800), and
 events appended with the workers' own certificates, with fixed times, so that every job is in
 a known status.  ``/jobs`` is compared byte for byte with what tunasync's gin server writes
-(TUNASYNC.md §2.4: 13 fields in order, Go's text time layout, ``_ts`` seconds, zero times,
+(docs/tunasync.md §2.4: 13 fields in order, Go's text time layout, ``_ts`` seconds, zero times,
 ``"unknown"`` size, HTML-escaped ``&<>``); ``/metrics`` is read with prometheus-client's own
 parser; the files the manager writes are checked against ``/jobs`` and mirrorz v1.7.
 """

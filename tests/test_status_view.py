@@ -1,4 +1,4 @@
-"""Contract of the SQL status view (DESIGN.md "Projection rules"), on SQLite and PostgreSQL.
+"""Contract of the SQL status view (docs/design.md, "Projection rules"), on SQLite and PostgreSQL.
 
 Every test runs against both backends through the ``new_url``/``view`` fixtures.  PostgreSQL
 comes from ``MIRRORBUS_TEST_PG_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/test``);

@@ -1,5 +1,5 @@
 """Worker configs as tunasync users write them load unchanged, with the same jobs, working
-directories, log directories and commands that tunasync derives (TUNASYNC.md §3.1, §5).
+directories, log directories and commands that tunasync derives (docs/tunasync.md §3.1, §5).
 
 The files in ``tests/tunasync_configs/`` are modelled on tunasync's own shipped examples:
 ``docs/zh_CN/workers.conf`` (TUNA's production style: docker jobs, env tables, rsync with

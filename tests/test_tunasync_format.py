@@ -1,4 +1,4 @@
-"""tunasync's JSON shapes (TUNASYNC.md §2.2 MirrorStatus, §2.4 WebMirrorStatus), byte for byte.
+"""tunasync's JSON shapes (docs/tunasync.md §2.2 MirrorStatus, §2.4 WebMirrorStatus), byte for byte.
 
 Status pages, mirror-web, mirrorz converters and tunasync-monitor parse these with fixed
 layouts, so field names, order, types and time formats are checked exactly, in several local

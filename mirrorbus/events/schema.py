@@ -6,7 +6,7 @@ the wire; durations are whole seconds on the wire.  Unknown fields are ignored o
 old reader can read a newer writer's message of the same type and version.
 
 Job events (subject ``<prefix>.evt.<worker>.<job>``) describe one job's life.  The statuses
-they lead to are tunasync's (TUNASYNC.md §2.1); which event leads to which status is decided
+they lead to are tunasync's (docs/tunasync.md §2.1); which event leads to which status is decided
 in one place only, :func:`mirrorbus.events.state.evolve`.
 
 Why separate ``RunStarted`` (pre-syncing) and ``AttemptStarted`` (syncing): tunasync reports

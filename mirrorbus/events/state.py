@@ -4,7 +4,7 @@ The worker uses it to restore its jobs, the manager to project the status view, 
 what must happen.  It is pure: no I/O, no clock (times come from the events), no randomness,
 so replay and projection agree by construction.
 
-The timestamp rules are tunasync's (TUNASYNC.md §2.8): ``last_started`` on entering
+The timestamp rules are tunasync's (docs/tunasync.md §2.8): ``last_started`` on entering
 pre-syncing, ``last_update`` on success, ``last_ended`` on success or failure, and a known size
 is never replaced by an unknown one.  One fix: ``next_schedule`` is not reset by every status
 change, only cleared while the job is running, paused or disabled (it is then truly unscheduled).

@@ -234,7 +234,7 @@ class Projector:
 
         A few events on an in-process database (SQLite) are applied right here: that work is
         this process's CPU either way, shorter than a hop to a thread and back, and a thread
-        would only trade the GIL with the event loop (BENCHMARKS.md "Control latency").
+        would only trade the GIL with the event loop (see BENCHMARKS.md).
         Bigger batches, and every batch for a database server, go to a thread so that the
         loop goes on serving queries meanwhile.
         """
@@ -333,7 +333,7 @@ async def catch_up(
     reader = LogReader(bus, s.evt_stream, batch=batch, max_bytes=max_bytes)
     # One batch at a time, applied right here: nothing else is served from this loop while
     # the view is rebuilt, and a worker thread only traded the GIL with it (each event's
-    # apply took 23 against 19 µs on SQLite; BENCHMARKS.md, fifth round).
+    # apply took longer through a thread on SQLite; see BENCHMARKS.md).
     try:
         while position < last:
             got = await reader.read(position + 1)

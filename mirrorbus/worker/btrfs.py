@@ -1,4 +1,4 @@
-"""The btrfs snapshot hook: publish a consistent copy after each success (TUNASYNC.md §6.4).
+"""The btrfs snapshot hook: publish a consistent copy after each success (docs/tunasync.md §6.4).
 
 ``[btrfs_snapshot] enable``.  The working dir is a Btrfs subvolume (created by ``pre_job`` when
 missing, after making its parent directories); after a successful run the previous snapshot

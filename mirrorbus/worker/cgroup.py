@@ -1,6 +1,6 @@
 """The cgroup hook: every process of a job lives in the job's own cgroup, and dies with it.
 
-``[cgroup] enable`` (TUNASYNC.md §3.1, §6.2).  A process group is not enough: a daemon that
+``[cgroup] enable`` (docs/tunasync.md §3.1, §6.2).  A process group is not enough: a daemon that
 calls ``setsid`` leaves it.  A cgroup cannot be left, so after every attempt (success, failure,
 timeout, stop, worker shutdown) ``post_exec`` kills whatever remains in it and removes it.
 

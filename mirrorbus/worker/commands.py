@@ -1,6 +1,6 @@
 """A worker's commands: consumed from its durable consumer, each answered by an event.
 
-Semantics (TUNASYNC.md §2.10 "Command effects", with its fixes): ``start`` runs the job now
+Semantics (docs/tunasync.md §2.10 "Command effects", with its fixes): ``start`` runs the job now
 (``--force`` outside the concurrency limit; a job queued for a slot is freed by it), ``stop``
 kills the running sync and pauses the job, ``disable`` kills and disables it, ``restart``
 kills and runs again, ``ping`` answers and changes nothing, ``reload`` re-reads the config.

@@ -1,6 +1,6 @@
 """Load a tunasync worker config (TOML) into a checked, frozen :class:`WorkerConfig`.
 
-The file format is tunasync's (TUNASYNC.md §3.1): same sections, keys, defaults and meaning,
+The file format is tunasync's (docs/tunasync.md §3.1): same sections, keys, defaults and meaning,
 nested ``[[mirrors.mirrors]]`` inheritance and ``[include] include_mirrors``, so an existing
 ``worker.conf`` loads unchanged.  A ``[bus]`` section says how to reach NATS;
 ``[manager]`` and ``[server]`` are accepted and reported as unused (the bus replaces them).

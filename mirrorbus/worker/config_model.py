@@ -1,12 +1,12 @@
 """The typed, frozen result of loading a worker config (see :mod:`mirrorbus.worker.config`).
 
-Everything here is plain data: every key of tunasync's worker config (TUNASYNC.md §3.1) with
+Everything here is plain data: every key of tunasync's worker config (docs/tunasync.md §3.1) with
 its tunasync default, already checked, resolved and converted to the unit the runtime wants
 (``timedelta`` for intervals and timeouts, ``Path`` for directories, compiled patterns, argv
 tuples).  The runtime never looks at raw TOML and never has to re-validate.
 
 Instances compare by value, so a config reload can diff old and new mirrors with ``==``
-(TUNASYNC.md §4.9).  ``MirrorConfig.origin`` (where the job was defined) is left out of the
+(docs/tunasync.md §4.9).  ``MirrorConfig.origin`` (where the job was defined) is left out of the
 comparison so that moving a job to another include file does not restart it.
 """
 
@@ -103,7 +103,7 @@ class IncludeConfig:
 class MirrorConfig:
     """One job: a leaf of the ``[[mirrors]]`` tree, merged with its ancestors and globals.
 
-    Derived values follow TUNASYNC.md §3.1 "Derived per-mirror values": ``interval``,
+    Derived values follow docs/tunasync.md §3.1 "Derived per-mirror values": ``interval``,
     ``retry`` and ``timeout`` already fall back to ``[global]``; ``exec_on_success`` is the
     mirror's list or else the global one (the ``_extra`` lists are kept apart because the
     hooks run them in a different order); ``success_exit_codes`` is the merged, de-duplicated

@@ -100,7 +100,7 @@ MIRROR_KEYS: Mapping[str, Kind] = {
     "docker_options": Kind.STRS,
     "snapshot_path": _STR,
 }
-"""Every ``[[mirrors]]`` key of TUNASYNC.md §3.1 except ``mirrors`` (the children)."""
+"""Every ``[[mirrors]]`` key of docs/tunasync.md §3.1 except ``mirrors`` (the children)."""
 
 BUS_KEYS: Mapping[str, Kind] = {
     "url": _STR,

@@ -1,4 +1,4 @@
-"""The docker hook: a job with a ``docker_image`` runs in a container (TUNASYNC.md §6.1).
+"""The docker hook: a job with a ``docker_image`` runs in a container (docs/tunasync.md §6.1).
 
 Active when ``[docker] enable = true`` and the mirror sets ``docker_image``; it then replaces
 the cgroup hook for that job.  The ``docker run`` argv is tunasync's, in its order, so images

@@ -1,4 +1,4 @@
-"""Job hooks in tunasync's order (TUNASYNC.md §4.1, §6).
+"""Job hooks in tunasync's order (docs/tunasync.md §4.1, §6).
 
 A run calls the hooks at five points: ``pre_job`` once per run, then per attempt
 ``pre_exec``, (the provider runs), ``post_exec``, and ``post_success`` or ``post_fail``.

@@ -1,4 +1,4 @@
-"""Per-attempt job log files in tunasync's layout (TUNASYNC.md §4.5).
+"""Per-attempt job log files in tunasync's layout (docs/tunasync.md §4.5).
 
 ``<log_dir>/<name>_<YYYY-MM-DD_HH_MM>.log`` per attempt, a ``latest`` symlink to it, the file
 renamed to ``.fail`` (and ``latest`` re-pointed) when the attempt fails, and the newest

@@ -106,8 +106,8 @@ class _Child:
 
     This is what asyncio's subprocess transport does for such a process, without the
     transport: a job process never has pipes (its output goes to the attempt's log file), and
-    the transport's protocol, futures and callbacks cost the worker 30–45 µs of CPU per start
-    (205 against 235–251 µs with ``anyio.open_process``; BENCHMARKS.md, fifth round).
+    the transport's protocol, futures and callbacks cost the worker CPU at every start for
+    nothing it uses (measured against ``anyio.open_process``; see BENCHMARKS.md).
     """
 
     __slots__ = ("_exited", "_pidfd", "_popen", "pid", "returncode")

@@ -5,7 +5,7 @@
 
 The ``command`` provider runs the configured argv (shlex-split, no shell) in the job's working
 directory (made by the run: :func:`mirrorbus.worker.run.prepare_attempt`) with tunasync's
-``TUNASYNC_*`` environment (TUNASYNC.md §5.1, §2.5), output to the attempt's log file after
+``TUNASYNC_*`` environment (docs/tunasync.md §5.1, §10.4), output to the attempt's log file after
 the command header (the argv, working dir and environment keys set, which the patterns below
 never see).
 Success is exit 0 or an allowed exit code, then no ``fail_on_match`` hit; the size is group 1
@@ -76,8 +76,8 @@ class CommandProvider:
     def __init__(self, mirror: MirrorConfig, base_env: Mapping[str, str] | None = None) -> None:
         self.mirror = mirror
         # The worker's environment, read once by the worker and shared by its jobs (None:
-        # os.environ at each attempt).  Reading os.environ decodes every variable again: a
-        # sixth of an attempt's own cost; a copy per job cost 5 KiB each.
+        # os.environ at each attempt).  Reading os.environ decodes every variable again, a
+        # good part of an attempt's own cost, and a copy per job costs memory for every job.
         self._base = base_env
 
     def environment(self, log_file: Path) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """What changed between two worker configs, for ``reload`` (SIGHUP or ``ctl reload``).
 
 tunasync diffs only the ``[[mirrors]]`` and builds new jobs with the *old* global settings
-(TUNASYNC.md §4.9).  Here global settings take effect too: a change of the settings every job
+(docs/tunasync.md §4.9).  Here global settings take effect too: a change of the settings every job
 is built from (global ``rsync_options``, ``[cgroup]``, ``[docker]``, ``[zfs]``,
 ``[btrfs_snapshot]``) counts as a modification of every job, and ``concurrent`` applies at once.
 A job's config is compared by value, so credentials never make it look modified (a tunasync

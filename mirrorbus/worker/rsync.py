@@ -1,4 +1,4 @@
-"""The ``rsync`` and ``two-stage-rsync`` providers (TUNASYNC.md §5.2, §5.3).
+"""The ``rsync`` and ``two-stage-rsync`` providers (docs/tunasync.md §5.2, §5.3).
 
 Operators carry their tunasync configs over unchanged and read the rsync command line in the
 job log, so the argv is built exactly as tunasync builds it: same options, same order.  The

@@ -1,6 +1,6 @@
 """One run of a job: its attempts, hooks and log files, told as events.
 
-The order is tunasync's (TUNASYNC.md §2.10, §4.1): ``RunStarted`` (pre-syncing), the
+The order is tunasync's (docs/tunasync.md §2.10, §4.1): ``RunStarted`` (pre-syncing), the
 ``pre-job`` hooks, then per attempt: a new log file and the working dir if missing (after
 the ``pre-job`` hooks, which may make it a btrfs subvolume), ``pre-exec`` hooks, ``AttemptStarted``
 (syncing), the provider, ``post-exec`` hooks, then ``post-success`` hooks and ``RunSucceeded``,
@@ -56,10 +56,10 @@ def prepare_attempt(mirror: MirrorConfig, now: datetime) -> tuple[AttemptLog | N
     dir (0755) if it is missing.  Returns the log (None if it could not be made) and the error
     ("" if none).
 
-    Done on the event loop.  A trip to a worker thread cost more than this work (about 0.3 ms
-    of CPU per run in GIL hand-offs, against 0.1 ms for the work on a healthy file system:
-    BENCHMARKS.md, fifth round), and the thread never kept slow storage off the loop: the job's
-    process is started on the loop, in the same working dir, next to the same log file."""
+    Done on the event loop.  A trip to a worker thread cost more CPU in GIL hand-offs than
+    this work costs on a healthy file system (see BENCHMARKS.md), and the thread never kept
+    slow storage off the loop: the job's process is started on the loop, in the same working
+    dir, next to the same log file."""
     try:
         log = new_attempt_log(mirror.log_dir, mirror.name, now, mirror.keep_logs)
     except OSError as exc:

@@ -1,6 +1,6 @@
 """The worker: runs its jobs on schedule, answers commands, and records every change as an event.
 
-Life of a run (tunasync's, TUNASYNC.md §2.10): take a concurrency slot (unless forced) →
+Life of a run (tunasync's, docs/tunasync.md §2.10): take a concurrency slot (unless forced) →
 ``RunStarted`` (pre-syncing) → for each attempt: ``AttemptStarted`` (syncing), run the provider,
 ``RunSucceeded`` or ``AttemptFailed`` → schedule the next run ``interval`` after the end.
 A stop, disable or restart cancels the run: its process group is ended and the run is closed

@@ -1,4 +1,4 @@
-"""The zfs hook: a job only runs when its working dir is a mounted dataset (TUNASYNC.md §6.3).
+"""The zfs hook: a job only runs when its working dir is a mounted dataset (docs/tunasync.md §6.3).
 
 ``[zfs] enable``.  Before each run (``pre_job``) the working dir must exist and be a mount
 point, checked with ``mountpoint -q <dir>`` as tunasync does; otherwise the run fails and the
