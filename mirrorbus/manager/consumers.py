@@ -12,9 +12,10 @@ import logging
 
 import anyio
 from anyio.abc import TaskStatus
+from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError
+from mirrorbus.errors import BusError, ProjectionError
 from projections.changes import Changes
 from projections.status_view import StatusView
 
@@ -30,7 +31,13 @@ class CommandConsumers:
 
     async def ensure(self) -> None:
         """Make the command consumer of every worker the view knows and that has none yet."""
-        workers = await anyio.to_thread.run_sync(self.view.workers)
+        try:
+            workers = await anyio.to_thread.run_sync(self.view.workers)
+        except (SQLAlchemyError, ProjectionError) as exc:
+            # The database is away (restarting): the projector waits for it too, and its
+            # next applied batch asks here again.  The manager must not stop for it.
+            log.warning("cannot read the workers from the view (%s); asking again later", exc)
+            return
         for name in sorted({w.name for w in workers} - self.made):
             try:
                 await self.bus.ensure_command_consumer(name)
