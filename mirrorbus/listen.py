@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mirrorbus.errors import ConfigError
+
+if TYPE_CHECKING:
+    import ssl  # imported by the servers that use it: `up`'s supervisor never loads TLS
 
 DEFAULT_LISTEN = "127.0.0.1:14280"
 
@@ -41,3 +45,24 @@ class HttpSettings:
     (``"*"``), or the origins allowed (each answered with itself); empty: no header."""
     replica: str = ""
     """The manager replica that serves: every response says so (``Mirrorbus-Replica``)."""
+
+
+def server_tls(
+    cert: Path | None, key: Path | None, *, key_name: str, file: str | None = None
+) -> ssl.SSLContext | None:
+    """The TLS context of an HTTP server from its certificate and key files (None: plain
+    HTTP); both or neither, else a ConfigError naming ``key_name`` (and ``file``)."""
+    import ssl
+
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("TLS needs both tls_cert and tls_key", file=file, key=key_name)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load {cert} / {key}: {exc}", file=file, key=None if file else key_name
+        ) from None
+    return ctx

@@ -52,7 +52,6 @@ from mirrorbus.errors import (
     BusError,
     CodecError,
     CommandRejected,
-    ConfigError,
     InvalidName,
     MirrorbusError,
     NoAnswer,
@@ -83,7 +82,7 @@ from mirrorbus.gateway.wire import (
     decode,
     go_time,
 )
-from mirrorbus.listen import parse_listen
+from mirrorbus.listen import parse_listen, server_tls
 from projections.status_view import StatusView
 from projections.tunasync import go_json, go_time_text, jobs_json, mirror_status, worker_status
 
@@ -414,17 +413,7 @@ class TunasyncApi:
 
     # -- serving -----------------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext | None:
-        cert, key = self.settings.tls_cert, self.settings.tls_key
-        if cert is None and key is None:
-            return None
-        if cert is None or key is None:
-            raise ConfigError("TLS needs both tls_cert and tls_key", key="tunasync_api")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ctx.load_cert_chain(str(cert), str(key))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load {cert} / {key}: {exc}", key="tunasync_api") from None
-        return ctx
+        return server_tls(self.settings.tls_cert, self.settings.tls_key, key_name="tunasync_api")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runner = web.AppRunner(

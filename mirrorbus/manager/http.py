@@ -35,8 +35,8 @@ import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
 
-from mirrorbus.errors import ConfigError, MirrorbusError, PortInUseError
-from mirrorbus.listen import HttpSettings, parse_listen
+from mirrorbus.errors import MirrorbusError, PortInUseError
+from mirrorbus.listen import HttpSettings, parse_listen, server_tls
 from projections.changes import Changes
 from projections.metrics import CONTENT_TYPE, Metrics
 from projections.page_data import history_document, status_document
@@ -255,17 +255,9 @@ class StatusHttp:
 
     # -- serving -----------------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext | None:
-        cert, key = self.settings.tls_cert, self.settings.tls_key
-        if cert is None and key is None:
-            return None
-        if cert is None or key is None:
-            raise ConfigError("TLS needs both tls_cert and tls_key", file="http", key="http")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ctx.load_cert_chain(str(cert), str(key))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"cannot load {cert} / {key}: {exc}", file="http") from None
-        return ctx
+        return server_tls(
+            self.settings.tls_cert, self.settings.tls_key, key_name="http", file="http"
+        )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         runner = web.AppRunner(
