@@ -10,8 +10,9 @@ row types must not import SQLAlchemy.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
     from projections.rows import ApplyResult, RunRow, WorkerRow
@@ -36,8 +37,4 @@ _WHERE = {
     "web_mirror_status": "projections.tunasync",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _WHERE)

@@ -10,8 +10,9 @@ Uses ``events``, ``bus``, ``control`` and the status view; nothing imports it bu
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
     from mirrorbus.gateway.api import TunasyncApi
@@ -44,8 +45,4 @@ _WHERE = {
     "with_listen": "mirrorbus.gateway.settings",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _WHERE)

@@ -6,8 +6,9 @@ The names below are loaded on first use: a client that imports the query protoco
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
     from mirrorbus.manager.projector import Projector, catch_up
@@ -23,8 +24,4 @@ _WHERE = {
     "catch_up": "mirrorbus.manager.projector",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _WHERE)

@@ -6,8 +6,9 @@ type, the config loader) does not import the whole worker.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
     from mirrorbus.worker.config import load_worker_config
@@ -17,8 +18,4 @@ __all__ = ["Worker", "load_worker_config"]
 
 _WHERE = {"Worker": "mirrorbus.worker.service", "load_worker_config": "mirrorbus.worker.config"}
 
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(_WHERE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy(__name__, _WHERE)
