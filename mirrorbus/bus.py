@@ -707,8 +707,16 @@ async def connect(
             errors.append(text)
             log.debug("NATS error: %s", text)
 
+    async def on_disconnected() -> None:
+        log.info("disconnected from NATS; reconnecting")
+
+    async def on_reconnected() -> None:
+        log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
+
     options: dict[str, Any] = {
         "servers": list(settings.servers),
+        "disconnected_cb": on_disconnected,
+        "reconnected_cb": on_reconnected,
         "tls": tls_context(settings),
         "name": settings.name,
         "error_cb": on_error,

@@ -390,3 +390,33 @@ async def test_the_gateway_cannot_make_a_consumer_either(nats_server: RunningSer
     finally:
         await manager.close()
         await gateway.close()
+
+
+async def test_a_consumer_that_stops_delivering_is_made_again(
+    nats_server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica's consumer gone behind its back (deleted here with a manager's certificate;
+    in a cluster, a consumer whose replicas lost their leader in a partition answers nothing
+    in the same way): once nothing was delivered for a while though the log is ahead of the
+    view, the projector makes the consumer again from its position and the view misses
+    nothing."""
+    from mirrorbus.manager import projector
+
+    monkeypatch.setattr(projector, "STALL_AFTER", 1.0)
+    async with _manager(nats_server, tmp_path / "view.db") as manager:
+        other = await connect(nats_server, "manager")
+        w1 = await connect(nats_server, "worker", "w1")
+        try:
+            first = _honest("w1", 3)
+            await _wait_position(manager.view, await _append(w1, first))
+            rebinds = manager.projector.rebinds
+            js = other.jetstream()
+            await js.delete_consumer(S.evt_stream, S.manager_consumer(manager.name))
+            last = await _append(w1, _honest("w1", 10)[1:])
+            await _wait_position(manager.view, last)
+            assert manager.projector.rebinds > rebinds
+            assert [j.status for j in manager.view.jobs("w1")] == ["disabled"] * 10
+        finally:
+            await w1.close()
+            await other.close()
+        await _rebuild_equals(nats_server, manager.view, tmp_path / "rebuilt.db")

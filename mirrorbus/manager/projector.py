@@ -51,6 +51,12 @@ ACK_WAIT = 30.0
 CAREFUL_FETCHES = 32
 """Fetches of one message each after a hole: a log of big events is then taken one by one."""
 
+STALL_AFTER = 2 * ACK_WAIT
+"""Seconds without a delivery, while the log holds events past the view's position, after
+which the consumer is made again from the position.  Redeliveries come after ``ACK_WAIT``;
+a consumer that still delivers nothing (its replicas lost their leader in a partition and
+never elected one again, or it answers "service unavailable" for good) is not waited for."""
+
 
 class Projector:
     def __init__(
@@ -117,17 +123,22 @@ class Projector:
         task_status.started()
         size = self.batch  # a fresh consumer may start with a backlog
         careful = 0
+        delivered_at = anyio.current_time()
         while True:
             try:
                 msgs = await sub.fetch(1 if careful else size, timeout=2)
             except (nats.errors.TimeoutError, TimeoutError):
-                continue
+                msgs = []
             except nats.errors.Error as exc:
                 log.warning("fetch failed: %s", exc)
                 await anyio.sleep(1)
-                continue
+                msgs = []
             if not msgs:
+                if anyio.current_time() - delivered_at >= STALL_AFTER:
+                    delivered_at = anyio.current_time()
+                    sub = await self._unstall(sub)
                 continue
+            delivered_at = anyio.current_time()
             careful = max(0, careful - 1)
             size = next_fetch_size(msgs, self.batch)
             usable = self._contiguous(msgs)
@@ -159,6 +170,37 @@ class Projector:
                     raise BusError(f"cannot create the projector's consumer: {exc}") from None
                 self.rebinds += 1
                 careful = CAREFUL_FETCHES
+
+    async def _unstall(
+        self, sub: nats.js.JetStreamContext.PullSubscription
+    ) -> nats.js.JetStreamContext.PullSubscription:
+        """After :data:`STALL_AFTER` seconds without a delivery: if the log holds events past
+        the view's position, make the consumer again from the position; else (caught up, or
+        the server cannot tell now) keep it."""
+        try:
+            last = await self.bus.last_sequence()
+        except BusError:
+            return sub
+        if last <= self.position:
+            return sub
+        log.warning(
+            "no event delivered for %.0fs though the log is at event %d and the view at %d; "
+            "making the consumer again",
+            STALL_AFTER,
+            last,
+            self.position,
+        )
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        try:
+            sub = await self._bind()
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            log.warning("cannot make the consumer again yet: %s", exc)
+            return await self.bus.js.pull_subscribe_bind(
+                consumer=self.consumer or "", stream=self.bus.subjects.evt_stream
+            )
+        self.rebinds += 1
+        return sub
 
     def _contiguous(self, msgs: list[Msg]) -> list[Msg]:
         """The messages of a batch up to the first hole after the view's position.

@@ -275,7 +275,23 @@ class Drills:
         except DrillFailure as exc:
             row.problems.append(str(exc))
         self.log(f"{name}: {row.result} in {time.monotonic() - start:.0f}s")
+        if not row.ok:
+            self._show_warnings()
         return row
+
+    def _show_warnings(self, most: int = 12) -> None:
+        """After a failed drill: the programs' last warnings and errors (the logs are gone
+        with the temporary directory when a test fails in CI)."""
+        for path in sorted(self.fleet.logs.glob("*.log")):
+            lines = [
+                line.rstrip()
+                for line in path.read_text(errors="replace").splitlines()
+                if any(m in line for m in ("[WARNING]", "[ERROR]", "[WRN]", "[ERR]", "Traceback"))
+            ]
+            if lines:
+                self.log(f"{path.stem}: last warnings")
+                for line in lines[-most:]:
+                    self.log(f"  {line[:300]}")
 
     # -- the drills ----------------------------------------------------------------------------
     def _cut_and_heal(self, row: Row, host: Host, during: Callable[[], None] | None = None) -> None:
