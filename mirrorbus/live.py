@@ -1,7 +1,7 @@
 """Reading the event log as it grows: what ``ctl watch`` and ``ctl events`` are made of.
 
 :func:`follow_events` reads the event stream by sequence, without a consumer (batched direct
-gets, woken by a core subscription while it follows; see :mod:`mirrorbus.logread`), from a
+gets, woken by a core subscription while it follows; see :mod:`mirrorbus.bus.logread`), from a
 stream sequence, a time or "now", optionally only for some workers.  It yields every message,
 decodable or not: an undecodable one comes with its reason instead of an event, so a tool
 shows it and goes on.  A reader certificate is enough: it may read the log, nothing else.
@@ -25,6 +25,7 @@ import anyio
 import msgspec
 
 from mirrorbus.bus import Bus
+from mirrorbus.bus.logread import LogReader, Stored, Wakeup
 from mirrorbus.errors import CodecError, ConfigError, InvalidName
 from mirrorbus.events import (
     AttemptFailed,
@@ -49,7 +50,6 @@ from mirrorbus.events import (
     evolve,
 )
 from mirrorbus.events.subjects import ADMIN_TOKEN, Subjects
-from mirrorbus.logread import LogReader, Stored, Wakeup
 
 __all__ = [
     "LiveTable",

@@ -20,13 +20,8 @@ import pytest
 from anyio.abc import ByteReceiveStream, ByteSendStream, SocketStream
 from conftest import RunningServer
 
-from mirrorbus.bus import (
-    CLOSE_WAIT,
-    MAX_OUTSTANDING_PINGS,
-    PING_INTERVAL,
-    connect,
-    settings_from_paths,
-)
+from mirrorbus.bus import connect, settings_from_paths
+from mirrorbus.bus.connection import CLOSE_WAIT, MAX_OUTSTANDING_PINGS, PING_INTERVAL
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

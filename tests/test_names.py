@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus, natsconf, pki
+from mirrorbus.bus.logread import LogReader
 from mirrorbus.errors import InvalidName
 from mirrorbus.events import JobState, WorkerSnapshot, encode_snapshot
 from mirrorbus.events.subjects import (
@@ -43,7 +44,6 @@ from mirrorbus.events.subjects import (
     token_name,
 )
 from mirrorbus.live import LogEntry
-from mirrorbus.logread import LogReader
 from mirrorbus.manager.projector import seed_if_truncated
 from mirrorbus.server import find_nats_server
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup

@@ -22,8 +22,8 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus, pki
+from mirrorbus.bus.logread import LogReader
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.logread import LogReader
 
 pytestmark = pytest.mark.anyio
 

@@ -19,7 +19,8 @@ import typer
 import typer.core
 
 from mirrorbus import __version__
-from mirrorbus.cli.common import one_line_errors, setup_logging, without_websocket_transport
+from mirrorbus.bus.transport import without_websocket_transport
+from mirrorbus.cli.common import one_line_errors, setup_logging
 from mirrorbus.listen import parse_listen
 
 # Sub-commands are imported when they run (or when completion or their own --help asks),

@@ -133,24 +133,3 @@ def setup_logging(
     if not debug:
         logging.getLogger("nats").setLevel(logging.CRITICAL)
     _quiet_asyncio()
-
-
-def without_websocket_transport() -> None:
-    """Keep nats-py from importing aiohttp, in a process that connects over ``tls://`` only.
-
-    nats-py imports aiohttp when it is first imported, for its websocket transport
-    (``ws://``, ``wss://``), and treats it as optional.  aiohttp is most of what importing
-    nats-py costs, and the ctl and the worker never serve or speak HTTP, so before nats-py is
-    imported aiohttp is marked absent; :func:`mirrorbus.bus.connect` brings it back if a
-    server URL is a websocket one.  A process that has already imported either is left alone.
-    """
-    if "nats" not in sys.modules and "aiohttp" not in sys.modules:
-        sys.modules["aiohttp"] = None  # type: ignore[assignment]
-
-
-def allow_aiohttp() -> None:
-    """Undo :func:`without_websocket_transport` for a process that serves HTTP after all (a
-    manager with ``[http]`` or the tunasync gateway): its own aiohttp import then works, and
-    nats-py keeps going without its websocket transport."""
-    if "aiohttp" in sys.modules and sys.modules["aiohttp"] is None:
-        del sys.modules["aiohttp"]

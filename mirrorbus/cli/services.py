@@ -20,11 +20,10 @@ import anyio
 import typer
 from anyio.abc import TaskStatus
 
-from mirrorbus.bus import Bus, connect
+from mirrorbus.bus import Bus, allow_aiohttp, connect
 from mirrorbus.busconfig import BusSettings
 from mirrorbus.cli.common import (
     LogFormat,
-    allow_aiohttp,
     one_line_errors,
     run_async,
     setup_logging,

@@ -66,7 +66,7 @@ async def run_outputs(
         server: StatusHttp | None = None
         if settings.http.enable:
             # Imported only to serve: a manager without HTTP never loads aiohttp.
-            from mirrorbus.cli.common import allow_aiohttp
+            from mirrorbus.bus.transport import allow_aiohttp
 
             allow_aiohttp()
             from mirrorbus.manager.http import StatusHttp

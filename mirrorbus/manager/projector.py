@@ -13,7 +13,7 @@ at a time instead of overflowing the client again.  Only managers have consumer 
 
 ``mirrorbus project`` (a ``reader`` certificate, which may make no consumer) and ``manager
 rebuild`` read the log by sequence instead (batched direct gets, bounded in bytes; see
-:mod:`mirrorbus.logread`): nothing to steal or delete there either.
+:mod:`mirrorbus.bus.logread`): nothing to steal or delete there either.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import Bus, next_fetch_size
+from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, LogReader, Wakeup
 from mirrorbus.errors import BusError, CodecError, InvalidName, ProjectionError
 from mirrorbus.events import WorkerSnapshot, decode_snapshot
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.logread import DEFAULT_MAX_BYTES, LogReader, Wakeup
 from projections.status_view import ApplyResult, Entry, StatusView
 
 log = logging.getLogger(__name__)

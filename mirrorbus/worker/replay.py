@@ -3,7 +3,7 @@
 Cost: one direct get of the last snapshot, then only the events appended since (at most
 ``snapshot_every`` of them plus those of an unclean stop), read by sequence with batched direct
 gets filtered to this worker's subjects (no consumer: a worker may not make one, see
-:mod:`mirrorbus.logread`).  It does not grow with the length of history.
+:mod:`mirrorbus.bus.logread`).  It does not grow with the length of history.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import nats.errors
 import nats.js.errors
 
 from mirrorbus.bus import Bus
+from mirrorbus.bus.logread import LogReader
 from mirrorbus.errors import BusError, CodecError
 from mirrorbus.events import JobEvent, JobState, decode_event, decode_snapshot, evolve
-from mirrorbus.logread import LogReader
 
 log = logging.getLogger(__name__)
 

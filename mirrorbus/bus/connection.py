@@ -1,9 +1,9 @@
-"""The NATS adapter: connection with mutual TLS, streams, acknowledged appends, requests.
+"""The connection: mutual TLS, the streams, acknowledged appends, requests and services.
 
-Everything that touches nats-py for the services lives here, and nats-py's errors are turned
-into :mod:`mirrorbus.errors` at this edge.  A refused publish shows up in nats-py as a timeout
-plus a "permissions violation" through ``error_cb``; :class:`Bus` remembers the violations so
-that such a timeout is reported as :class:`PermissionDenied`, not as a slow server.
+nats-py's errors are turned into :mod:`mirrorbus.errors` here.  A refused publish shows up in
+nats-py as a timeout plus a "permissions violation" through ``error_cb``; :class:`Bus`
+remembers the violations so that such a timeout is reported as :class:`PermissionDenied`, not
+as a slow server.
 """
 
 from __future__ import annotations
@@ -15,17 +15,15 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-import msgspec
 import nats.aio.client
 import nats.errors
 import nats.js.errors
-from anyio.streams.memory import MemoryObjectReceiveStream
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -41,36 +39,31 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from mirrorbus.busconfig import BusSettings, StreamSettings, settings_from_paths
-from mirrorbus.errors import BusError, ConfigError, PermissionDenied
+from mirrorbus.bus.requests import (
+    HEDGE_FIRST_WAIT,
+    HEDGE_MAX_WAIT,
+    PART_HEADER,
+    PART_ROOM,
+    answerable,
+    next_answer,
+)
+from mirrorbus.bus.transport import restore_websocket_transport
+from mirrorbus.busconfig import BusSettings, StreamSettings
+from mirrorbus.errors import BusError, PermissionDenied
 from mirrorbus.events.codec import MAX_ANSWER_PARTS, MAX_MESSAGE_BYTES
 from mirrorbus.events.subjects import Subjects
 
-# Settings live in mirrorbus.busconfig (no nats-py there); re-exported for callers of the bus.
 __all__ = [
-    "AppendPipeline",
+    "CLOSE_WAIT",
+    "MAX_OUTSTANDING_PINGS",
+    "PING_INTERVAL",
     "Bus",
-    "BusSettings",
-    "StreamSettings",
     "certificate_role",
     "connect",
-    "next_fetch_size",
-    "settings_from_paths",
     "tls_context",
 ]
 
 log = logging.getLogger(__name__)
-
-PART_HEADER = "Mirrorbus-Part"
-"""Header of one part of an answer too big for one message: ``<answer id> <index> <count>``."""
-PART_ROOM = 4096
-"""Bytes of a message kept free for its headers when an answer is cut into parts."""
-
-HEDGE_FIRST_WAIT = 0.25
-"""Seconds a hedged request waits for an answer before it is sent again (see
-:meth:`Bus.request_hedged`): well above a query's usual answer time, well below a timeout."""
-HEDGE_MAX_WAIT = 2.0
-
 
 _CN_OID = b"\x06\x03\x55\x04\x03"  # DER of the object identifier 2.5.4.3 (commonName)
 _ROLES_WITH_INBOX = ("manager", "admin", "reader", "gateway")
@@ -248,7 +241,7 @@ class Bus:
                         wait = min(wait * 2, HEDGE_MAX_WAIT)
                     answer: bytes | None = None
                     with anyio.move_on_after(min(next_send, deadline) - now):
-                        answer = await _next_answer(receive, parts, subject)
+                        answer = await next_answer(receive, parts, subject)
                     if answer is None:
                         continue
                     if usable is None or usable(answer):
@@ -506,144 +499,6 @@ class Bus:
             await self.nc.close()
 
 
-class _AckError(msgspec.Struct):
-    description: str = ""
-
-
-class _Ack(msgspec.Struct):
-    """A JetStream PubAck, or its error: the fields the pipeline reads."""
-
-    seq: int = 0
-    error: _AckError | None = None
-
-
-_ACK = msgspec.json.Decoder(_Ack)
-
-
-class AppendPipeline:
-    """Acknowledged appends in flight on one connection, their PubAcks taken in order.
-
-    What nats-py's ``publish_async`` does, without what its generality costs per message
-    (random reply tokens read from ``/dev/urandom``, a future, a semaphore, JSON into a
-    dataclass): each append gets the next serial as the last token of its reply subject, and
-    the replies wait in a dict until :meth:`ack` takes them.  The server stores one
-    connection's publishes in order, so the caller takes the acks in the order it sent.
-    """
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-        self._prefix = ""
-        self._next = 0
-        self._floor = 0  # replies below this serial are no longer awaited
-        self._replies: dict[int, Msg] = {}
-        self._waiting: tuple[int, asyncio.Future[Msg]] | None = None
-
-    async def _start(self) -> None:
-        self._prefix = f"{self._bus.nc.new_inbox()}."
-        await self._bus.nc.subscribe(f"{self._prefix}*", cb=self._on_reply)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        try:
-            serial = int(msg.subject[len(self._prefix) :])
-        except ValueError:
-            return
-        if serial < self._floor:
-            return  # the reply of an append that was given up on: sent again since
-        waiting = self._waiting
-        if waiting is not None and waiting[0] == serial and not waiting[1].done():
-            waiting[1].set_result(msg)
-        else:
-            self._replies[serial] = msg
-
-    async def send(self, subject: str, data: bytes, msg_id: str) -> int:
-        """Publish one append (``Nats-Msg-Id`` = ``msg_id``); return its serial for :meth:`ack`."""
-        if not self._prefix:
-            await self._start()
-        serial = self._next
-        self._next += 1
-        await self._bus.nc.publish(
-            subject, data, reply=f"{self._prefix}{serial}", headers={"Nats-Msg-Id": msg_id}
-        )
-        return serial
-
-    async def ack(self, serial: int) -> int:
-        """Wait for the PubAck of ``serial``; its stream sequence, or :class:`BusError` if the
-        server refused the append (cancel the wait to give up on it)."""
-        msg = self._replies.pop(serial, None)
-        if msg is None:
-            future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
-            self._waiting = (serial, future)
-            try:
-                msg = await future
-            finally:
-                self._waiting = None
-        if msg.headers and msg.headers.get("Status") == "503":
-            raise BusError("no stream stores the subject (no responders)")
-        try:
-            reply = _ACK.decode(msg.data)
-        except msgspec.DecodeError as exc:
-            raise BusError(f"unreadable acknowledgement: {exc}") from None
-        if reply.error is not None:
-            raise BusError(f"append refused: {reply.error.description}")
-        return reply.seq
-
-    def forget(self) -> None:
-        """Give up on every append sent so far: their late replies are dropped."""
-        self._floor = self._next
-        self._replies.clear()
-
-
-async def _next_answer(
-    receive: MemoryObjectReceiveStream[Msg], parts: dict[str, dict[int, bytes]], subject: str
-) -> bytes:
-    """The next whole answer among the messages on a request's inbox: a message, or the parts
-    of one answer put together (parts of several answers may interleave when a hedged request
-    was answered twice)."""
-    while True:
-        msg = await receive.receive()
-        headers = msg.headers or {}
-        if headers.get("Status") == "503":
-            raise BusError(f"nobody answers on {subject}: is the manager running?")
-        part = headers.get(PART_HEADER)
-        if part is None:
-            return bytes(msg.data)
-        try:
-            answer_id, index, count = part.split(" ")
-            i, n = int(index), int(count)
-        except ValueError:
-            continue
-        got = parts.setdefault(answer_id, {})
-        got[i] = bytes(msg.data)
-        if len(got) == n and all(k in got for k in range(n)):
-            del parts[answer_id]
-            return b"".join(got[k] for k in range(n))
-
-
-def answerable(reply: str | None) -> bool:
-    """Whether a service may answer on ``reply``: only an inbox (``_INBOX...``).
-
-    The requester chooses the reply subject, and a service's user may publish there
-    (``allow_responses``) whatever its own permissions say: answering a reply subject such
-    as ``<prefix>.hb.<worker>`` or ``<prefix>.evt.<worker>.<job>`` would publish on the
-    requester's behalf where it may not publish itself.
-    """
-    return reply is not None and reply.startswith("_INBOX")
-
-
-def next_fetch_size(msgs: Sequence[Msg], batch: int) -> int:
-    """How many messages a consumer's next ``fetch`` should ask for: ``batch`` while the
-    consumer has a backlog (the last message says how many are still pending), else one.
-
-    nats-py's fetch of more than one first probes for what is there (a request and its "no
-    messages" reply) and only then waits; a fetch of one is a single waiting request.  A
-    caught-up projector or worker thus waits for the next event at the cost of one request
-    instead of three, and a backlog is still taken ``batch`` at a time.
-    """
-    if msgs and msgs[-1].metadata.num_pending:
-        return batch
-    return 1
-
-
 PING_INTERVAL = 5.0
 """Seconds between the client's PINGs.  A node cut off by a silent partition (no RST, no
 ICMP) leaves the TCP connection open for many minutes; only an unanswered PING tells.  With
@@ -690,7 +545,7 @@ async def connect(
 ) -> Bus:
     """Connect with mutual TLS; raise :class:`BusError` with the reason if refused."""
     if any(url.startswith(("ws://", "wss://")) for url in settings.servers):
-        _restore_websocket_transport()
+        restore_websocket_transport()
     violations: list[tuple[float, str]] = []
     errors: list[str] = []
     made: list[Bus] = []
@@ -760,20 +615,3 @@ async def connect(
     )
     made.append(bus)
     return bus
-
-
-def _restore_websocket_transport() -> None:
-    """Give nats-py its aiohttp back if :func:`mirrorbus.cli.common.without_websocket_transport`
-    kept it out, because a server URL is a websocket one after all."""
-    import importlib
-    import sys
-
-    import nats.aio.transport as transport
-
-    if getattr(transport, "aiohttp", None) is None:
-        if "aiohttp" in sys.modules and sys.modules["aiohttp"] is None:
-            del sys.modules["aiohttp"]
-        try:
-            setattr(transport, "aiohttp", importlib.import_module("aiohttp"))  # noqa: B010
-        except ImportError:
-            raise ConfigError("a ws:// or wss:// NATS URL needs aiohttp installed") from None

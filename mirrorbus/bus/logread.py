@@ -39,7 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus.connection import Bus
 from mirrorbus.errors import BusError
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,72 @@
+"""The NATS edge: the only package of mirrorbus that imports nats-py.
+
+It holds the connection with mutual TLS and the streams (``connection``), the outbox's
+pipelined appends (``appends``), pull consumers (``consumer``), request/reply and services
+(``requests``), reading a stream by sequence without a consumer (``logread``), and keeping
+nats-py from loading aiohttp (``transport``).  nats-py's errors become
+:mod:`mirrorbus.errors` here, so the rest of the project catches ``BusError`` and its
+subclasses only.
+
+It may import :mod:`mirrorbus.events`, the bus settings, :mod:`mirrorbus.errors` and
+:mod:`mirrorbus.clock`; never the worker, the manager, the gateway or the CLI.
+
+The names below load on first use: ``mirrorbus.bus.transport`` must be importable before
+nats-py is, and ``mirrorbus --help`` imports no nats-py at all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mirrorbus.lazy import lazy
+
+if TYPE_CHECKING:
+    from mirrorbus.bus.appends import AppendPipeline
+    from mirrorbus.bus.connection import Bus, certificate_role, connect, tls_context
+    from mirrorbus.bus.consumer import next_fetch_size
+    from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, Batch, LogReader, Stored, Wakeup
+    from mirrorbus.bus.requests import answerable
+    from mirrorbus.bus.transport import allow_aiohttp, without_websocket_transport
+    from mirrorbus.busconfig import BusSettings, StreamSettings, settings_from_paths
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "AppendPipeline",
+    "Batch",
+    "Bus",
+    "BusSettings",
+    "LogReader",
+    "Stored",
+    "StreamSettings",
+    "Wakeup",
+    "allow_aiohttp",
+    "answerable",
+    "certificate_role",
+    "connect",
+    "next_fetch_size",
+    "settings_from_paths",
+    "tls_context",
+    "without_websocket_transport",
+]
+
+_WHERE = {
+    "AppendPipeline": "mirrorbus.bus.appends",
+    "Bus": "mirrorbus.bus.connection",
+    "certificate_role": "mirrorbus.bus.connection",
+    "connect": "mirrorbus.bus.connection",
+    "tls_context": "mirrorbus.bus.connection",
+    "next_fetch_size": "mirrorbus.bus.consumer",
+    "DEFAULT_MAX_BYTES": "mirrorbus.bus.logread",
+    "Batch": "mirrorbus.bus.logread",
+    "LogReader": "mirrorbus.bus.logread",
+    "Stored": "mirrorbus.bus.logread",
+    "Wakeup": "mirrorbus.bus.logread",
+    "answerable": "mirrorbus.bus.requests",
+    "allow_aiohttp": "mirrorbus.bus.transport",
+    "without_websocket_transport": "mirrorbus.bus.transport",
+    "BusSettings": "mirrorbus.busconfig",
+    "StreamSettings": "mirrorbus.busconfig",
+    "settings_from_paths": "mirrorbus.busconfig",
+}
+
+__getattr__ = lazy(__name__, _WHERE)
