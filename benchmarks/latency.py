@@ -22,9 +22,9 @@ import anyio
 from nats.aio.msg import Msg
 
 from benchmarks.harness import Row, Stack, judged, percentile, wait_until, write_worker_config
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.control import Control
 from mirrorbus.manager.service import Manager
-from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.service import Worker
 from projections.status_view import StatusView
 

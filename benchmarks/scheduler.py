@@ -38,8 +38,8 @@ import anyio
 from benchmarks.harness import Row, Stack, judged, write_worker_config
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.events import AttemptFailed, Event, RunStarted, RunSucceeded
-from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.process import start_process
 from mirrorbus.worker.service import Worker
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mirrorbus.config.bus import STATE_DIR_ENV
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
@@ -28,9 +29,8 @@ from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token
 if TYPE_CHECKING:
     # The layout of a state directory is read by `up`'s supervisor too, which never
     # connects: nats-py is imported where settings to connect with are made.
-    from mirrorbus.busconfig import BusSettings
+    from mirrorbus.config.bus import BusSettings
 
-STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
 DEFAULT_STATE_DIR = Path("mirrorbus-state")
 
 
@@ -139,7 +139,7 @@ class Instance:
     @property
     def db_path(self) -> Path:
         """The view of the replica a manager started without a name uses."""
-        from mirrorbus.manager.names import default_name
+        from mirrorbus.config.names import default_name
 
         return self.view_path(default_name())
 
@@ -177,7 +177,7 @@ class Instance:
 
     def bus_settings(self, role: str, name: str | None = None) -> BusSettings:
         """Connection settings for ``role`` (manager, admin, reader, worker NAME)."""
-        from mirrorbus.busconfig import settings_from_paths
+        from mirrorbus.config.bus import settings_from_paths
 
         info = self.read()
         if role == "worker":

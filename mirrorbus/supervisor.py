@@ -37,13 +37,13 @@ from pathlib import Path
 from types import FrameType
 
 from mirrorbus import cluster
+from mirrorbus.config.listen import parse_listen
+from mirrorbus.config.names import default_name
+from mirrorbus.config.worker import WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ConfigError, MirrorbusError, ServerError
 from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.listen import parse_listen
-from mirrorbus.manager.names import default_name
 from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
-from mirrorbus.worker.config import WorkerConfig
 
 log = logging.getLogger("mirrorbus.up")
 
@@ -435,7 +435,7 @@ def _banner(
 
 def _prepare_main(argv: Sequence[str]) -> int:
     """``python -m mirrorbus.supervisor prepare CONFIG STATE PORT cluster|single``."""
-    from mirrorbus.worker.config import load_worker_config
+    from mirrorbus.config.worker import load_worker_config
 
     config, state, port, mode = argv
     try:

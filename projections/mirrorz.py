@@ -31,11 +31,9 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from mirrorbus.errors import ConfigError
 from mirrorbus.events import JobState
 
 MIRRORZ_VERSION = 1.7
-SITE_REQUIRED = ("url", "abbr")
 
 
 def _ts(value: datetime | None) -> str:
@@ -58,22 +56,6 @@ def status_string(state: JobState) -> str:
         case "none":
             return f"D{next_run}"
     return "U"
-
-
-def check_site(site: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The site block, with mirrorz's required keys checked (``source`` names the config)."""
-    for key in SITE_REQUIRED:
-        if not isinstance(site.get(key), str) or not site[key]:
-            raise ConfigError(
-                "mirrorz needs the site's url and abbr, e.g. "
-                '[mirrorz.site] url = "https://mirrors.example.org", abbr = "EXAMPLE"',
-                file=source,
-                key=f"mirrorz.site.{key}",
-            )
-    url = str(site["url"])
-    if url.endswith("/"):
-        raise ConfigError("must not end with '/'", file=source, key="mirrorz.site.url")
-    return dict(site)
 
 
 def mirror_entry(state: JobState) -> dict[str, Any]:

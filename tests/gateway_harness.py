@@ -24,8 +24,9 @@ from aiohttp import web
 from conftest import RunningServer
 
 from mirrorbus.bus import Bus, connect, settings_from_paths
+from mirrorbus.config.gateway import GatewaySettings
 from mirrorbus.events import JobState
-from mirrorbus.gateway import Gateway, GatewaySettings
+from mirrorbus.gateway import Gateway
 from mirrorbus.manager import Manager
 from mirrorbus.server import free_port
 from projections.status_view import StatusView

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from e2e import Site, wait_for
 
+from mirrorbus.config.worker import load_worker_config
+from mirrorbus.config.worker_mirrors import upstream_host
 from mirrorbus.errors import ConfigError
-from mirrorbus.worker.config import load_worker_config
-from mirrorbus.worker.config_mirrors import upstream_host
 from mirrorbus.worker.run import backoff
 
 

@@ -27,12 +27,12 @@ from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.bus import connect
 from mirrorbus.cluster import NODES, cluster_ports, nodes
+from mirrorbus.config.site import manager_config
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import ConfigError
 from mirrorbus.instance import Instance, InstanceInfo
 from mirrorbus.server import find_nats_server, free_port
-from mirrorbus.settings import manager_config
 from mirrorbus.supervisor import prepare
-from mirrorbus.worker.config import load_worker_config
 from projections.status_view import StatusView
 
 pytestmark = pytest.mark.e2e  # every test here starts processes

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from mirrorbus.errors import ConfigError
-from mirrorbus.worker.config import (
+from mirrorbus.config.schema import GLOBAL_KEYS, MIRROR_KEYS
+from mirrorbus.config.worker import (
     DEFAULT_CONCURRENT,
     MirrorConfig,
     WorkerConfig,
     check_report,
     load_worker_config,
 )
-from mirrorbus.worker.config_schema import GLOBAL_KEYS, MIRROR_KEYS
+from mirrorbus.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "worker.toml"
 
@@ -667,7 +667,7 @@ def test_check_report_lists_every_job(tmp_path: Path) -> None:
 
 
 def test_public_names() -> None:
-    from mirrorbus.worker import config
+    from mirrorbus.config import worker as config
 
     assert sorted(config.__all__) == sorted(
         [

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrorbus.errors import ConfigError
-from mirrorbus.settings import (
+from mirrorbus.config.site import (
     CTL_SECTIONS,
     MANAGER_SECTIONS,
     ctl_settings,
@@ -23,7 +22,8 @@ from mirrorbus.settings import (
     project_config,
     read_config,
 )
-from mirrorbus.worker.config import load_worker_config
+from mirrorbus.config.worker import load_worker_config
+from mirrorbus.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -22,12 +22,12 @@ import anyio
 import pytest
 from e2e import PYTHON, Site
 
+from mirrorbus.config.outputs import output_settings
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import JobConfigured, Subjects, encode
 from mirrorbus.manager.http import HttpSettings, StatusHttp, allowed_origin
 from mirrorbus.server import free_port
-from mirrorbus.settings import output_settings
-from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.joblog import HEADER_PREFIX, command_header, new_attempt_log
 from mirrorbus.worker.provider import CommandProvider
 from projections.changes import Changes

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from e2e import PYTHON
 
+from mirrorbus.config.gateway import GatewaySettings, gateway_settings, with_listen
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import Command
-from mirrorbus.gateway import GatewaySettings, gateway_settings, with_listen
 from mirrorbus.gateway.wire import worker_cmd
 
 BAD_ADDRESS = ("--tunasync-api", "localhost")

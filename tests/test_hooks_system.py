@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from e2e import Site, alive, read_pid, wait_for
 
+from mirrorbus.config.worker import load_worker_config
+from mirrorbus.config.worker_model import MirrorConfig
 from mirrorbus.worker.btrfs import BtrfsSnapshotHook
 from mirrorbus.worker.cgroup import CgroupHook, CgroupLayout, detect_layout
-from mirrorbus.worker.config import load_worker_config
-from mirrorbus.worker.config_model import MirrorConfig
 from mirrorbus.worker.docker import DockerHook
 from mirrorbus.worker.hooks import AttemptContext, ExecHook, build_hooks
 from mirrorbus.worker.zfs import ZfsHook

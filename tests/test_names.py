@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus, natsconf, pki
 from mirrorbus.bus.logread import LogReader
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import InvalidName
 from mirrorbus.events import JobState, WorkerSnapshot, encode_snapshot
 from mirrorbus.events.subjects import (
@@ -47,7 +48,6 @@ from mirrorbus.live import LogEntry
 from mirrorbus.manager.projector import seed_if_truncated
 from mirrorbus.server import find_nats_server
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
-from mirrorbus.worker.config import load_worker_config
 from mirrorbus.worker.docker import container_name, job_of_container
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log
 from mirrorbus.worker.zfs import help_text

@@ -32,6 +32,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import CodecError, ConfigError
 from mirrorbus.events import (
     CURRENT_VERSIONS,
@@ -66,7 +67,6 @@ from mirrorbus.events import (
     evolve,
     fold,
 )
-from mirrorbus.worker.config import load_worker_config
 from projections.status_view import StatusView
 
 S = Subjects()

@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 from rsyncd import Module, RsyncDaemon, rsync_daemon
 
-from mirrorbus.worker.config import WorkerConfig, load_worker_config
-from mirrorbus.worker.config_model import STAGE1_PROFILES as CONFIG_PROFILES
+from mirrorbus.config.worker import WorkerConfig, load_worker_config
+from mirrorbus.config.worker_model import STAGE1_PROFILES as CONFIG_PROFILES
 from mirrorbus.worker.provider import AttemptOutcome, make_provider
 from mirrorbus.worker.rsync import (
     STAGE1_PROFILES,

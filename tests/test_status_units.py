@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from mirrorbus.config.outputs import output_settings, with_http
 from mirrorbus.errors import ConfigError
 from mirrorbus.manager.http import parse_listen
-from mirrorbus.settings import output_settings, with_http
 from projections.metrics import parse_size
 from projections.tunasync import go_json
 

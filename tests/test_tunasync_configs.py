@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from mirrorbus.worker.config import load_worker_config
+from mirrorbus.config.worker import load_worker_config
 from mirrorbus.worker.provider import make_provider
 from mirrorbus.worker.rsync import RsyncProvider, TwoStageRsyncProvider
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, Batch, LogReader, Stored, Wakeup
     from mirrorbus.bus.requests import answerable
     from mirrorbus.bus.transport import allow_aiohttp, without_websocket_transport
-    from mirrorbus.busconfig import BusSettings, StreamSettings, settings_from_paths
+    from mirrorbus.config.bus import BusSettings, StreamSettings, settings_from_paths
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -64,9 +64,9 @@ _WHERE = {
     "answerable": "mirrorbus.bus.requests",
     "allow_aiohttp": "mirrorbus.bus.transport",
     "without_websocket_transport": "mirrorbus.bus.transport",
-    "BusSettings": "mirrorbus.busconfig",
-    "StreamSettings": "mirrorbus.busconfig",
-    "settings_from_paths": "mirrorbus.busconfig",
+    "BusSettings": "mirrorbus.config.bus",
+    "StreamSettings": "mirrorbus.config.bus",
+    "settings_from_paths": "mirrorbus.config.bus",
 }
 
 __getattr__ = lazy(__name__, _WHERE)

@@ -48,7 +48,7 @@ from mirrorbus.bus.requests import (
     next_answer,
 )
 from mirrorbus.bus.transport import restore_websocket_transport
-from mirrorbus.busconfig import BusSettings, StreamSettings
+from mirrorbus.config.bus import BusSettings, StreamSettings
 from mirrorbus.errors import BusError, PermissionDenied
 from mirrorbus.events.codec import MAX_ANSWER_PARTS, MAX_MESSAGE_BYTES
 from mirrorbus.events.subjects import Subjects

@@ -21,7 +21,7 @@ import typer.core
 from mirrorbus import __version__
 from mirrorbus.bus.transport import without_websocket_transport
 from mirrorbus.cli.common import one_line_errors, setup_logging
-from mirrorbus.listen import parse_listen
+from mirrorbus.config.listen import parse_listen
 
 # Sub-commands are imported when they run (or when completion or their own --help asks),
 # not before: `mirrorbus ctl list` must not pay for the manager's SQL and HTTP stacks or the
@@ -187,9 +187,9 @@ def up(
     Example: mirrorbus up -c examples/worker.toml   (or: ... --cluster)
     """
     without_websocket_transport()  # the supervisor only starts and watches processes
+    from mirrorbus.config.worker import load_worker_config
     from mirrorbus.instance import default_state_dir
     from mirrorbus.supervisor import up as run_up
-    from mirrorbus.worker.config import load_worker_config
 
     setup_logging(verbose=verbose)
     cfg = load_worker_config(config)

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from mirrorbus.busconfig import BusSettings
+from mirrorbus.config.bus import BusSettings
 
 KEEP = 32
 """Buses remembered (the oldest notes go first)."""

@@ -36,13 +36,13 @@ from mirrorbus.cli.services import (
     WithSystemd,
     _until_signal,
 )
+from mirrorbus.config.outputs import OutputSettings, check_site, with_http
+from mirrorbus.config.site import project_config
 from mirrorbus.errors import BusError, ConfigError
-from mirrorbus.manager.outputs import OutputSettings, run_outputs
+from mirrorbus.manager.outputs import run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.sdnotify import Notifier
-from mirrorbus.settings import project_config, with_http
 from projections.changes import Changes
-from projections.mirrorz import check_site
 from projections.status_view import StatusView
 
 log = logging.getLogger("mirrorbus")

@@ -21,16 +21,17 @@ import typer
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus, allow_aiohttp, connect
-from mirrorbus.busconfig import BusSettings
 from mirrorbus.cli.common import (
     LogFormat,
     one_line_errors,
     run_async,
     setup_logging,
 )
+from mirrorbus.config.bus import BusSettings
+from mirrorbus.config.outputs import with_http
+from mirrorbus.config.site import manager_config, outbox_path, worker_settings
 from mirrorbus.errors import BusError
 from mirrorbus.sdnotify import Notifier
-from mirrorbus.settings import manager_config, outbox_path, with_http, worker_settings
 
 # Each service imports its own parts in its command (below), so that `mirrorbus worker`
 # never imports the manager's view (SQLAlchemy) or HTTP server, and the manager no worker.
@@ -112,8 +113,8 @@ def worker(
     Example: mirrorbus worker -c /etc/mirrorbus/worker.toml
     """
     setup_logging(verbose, debug, with_systemd, log_format)
+    from mirrorbus.config.worker import check_report, load_worker_config
     from mirrorbus.worker.cgroup import worker_cgroups
-    from mirrorbus.worker.config import check_report, load_worker_config
     from mirrorbus.worker.journal import Journal
     from mirrorbus.worker.service import Worker
 
@@ -250,7 +251,7 @@ def manager(
     setup_logging(verbose, debug, with_systemd, log_format)
     mc = manager_config(config, state_dir, db, name)
     outputs = with_http(mc.outputs, http)
-    from mirrorbus.gateway.settings import with_listen
+    from mirrorbus.config.gateway import with_listen
     from mirrorbus.manager.service import Manager
     from projections.status_view import StatusView
 

@@ -19,30 +19,23 @@ if TYPE_CHECKING:
     from mirrorbus.gateway.fleet import Fleet, OldWorker
     from mirrorbus.gateway.relay import Relay
     from mirrorbus.gateway.service import Gateway
-    from mirrorbus.gateway.settings import GatewaySettings, gateway_settings, with_listen
 
 __all__ = [
     "Fleet",
     "Gateway",
-    "GatewaySettings",
     "OldWorker",
     "Relay",
     "TunasyncApi",
-    "gateway_settings",
-    "with_listen",
 ]
 
-# Loaded on first use: the settings are read by every program's config code, the server
-# (aiohttp) only by a manager that serves tunasync's API.
+# Loaded on first use: the server (aiohttp) only by a manager that serves tunasync's API.
+# Its settings ([tunasync_api]) are read by mirrorbus.config.gateway.
 _WHERE = {
     "Fleet": "mirrorbus.gateway.fleet",
     "Gateway": "mirrorbus.gateway.service",
-    "GatewaySettings": "mirrorbus.gateway.settings",
     "OldWorker": "mirrorbus.gateway.fleet",
     "Relay": "mirrorbus.gateway.relay",
     "TunasyncApi": "mirrorbus.gateway.api",
-    "gateway_settings": "mirrorbus.gateway.settings",
-    "with_listen": "mirrorbus.gateway.settings",
 }
 
 __getattr__ = lazy(__name__, _WHERE)

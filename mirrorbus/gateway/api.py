@@ -47,6 +47,8 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from mirrorbus.clock import Clock, SystemClock, new_id
+from mirrorbus.config.gateway import GatewaySettings
+from mirrorbus.config.listen import parse_listen, server_tls
 from mirrorbus.control import Control
 from mirrorbus.errors import (
     BusError,
@@ -71,7 +73,6 @@ from mirrorbus.events import (
     encode,
 )
 from mirrorbus.gateway.fleet import Fleet
-from mirrorbus.gateway.settings import GatewaySettings
 from mirrorbus.gateway.translate import schedule_event, status_events
 from mirrorbus.gateway.wire import (
     ClientCmdIn,
@@ -82,7 +83,6 @@ from mirrorbus.gateway.wire import (
     decode,
     go_time,
 )
-from mirrorbus.listen import parse_listen, server_tls
 from projections.status_view import StatusView
 from projections.tunasync import go_json, go_time_text, jobs_json, mirror_status, worker_status
 

@@ -15,10 +15,10 @@ from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock
+from mirrorbus.config.gateway import GatewaySettings
 from mirrorbus.gateway.api import CMD_WAIT, TunasyncApi
 from mirrorbus.gateway.fleet import Fleet
 from mirrorbus.gateway.relay import POST_TIMEOUT, Relay
-from mirrorbus.gateway.settings import GatewaySettings
 from projections.changes import Changes
 from projections.status_view import StatusView
 

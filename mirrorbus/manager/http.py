@@ -35,8 +35,8 @@ import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
 
+from mirrorbus.config.listen import HttpSettings, parse_listen, server_tls
 from mirrorbus.errors import MirrorbusError, PortInUseError
-from mirrorbus.listen import HttpSettings, parse_listen, server_tls
 from projections.changes import Changes
 from projections.metrics import CONTENT_TYPE, Metrics
 from projections.page_data import history_document, status_document

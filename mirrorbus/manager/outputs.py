@@ -8,39 +8,19 @@ metric) and the streams for their size (the storage metrics).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskStatus
 
-from mirrorbus.listen import HttpSettings
+from mirrorbus.config.outputs import OutputSettings
 from projections.changes import Changes
 from projections.files import StatusFiles
 from projections.status_view import StatusView
 
 if TYPE_CHECKING:
     from mirrorbus.manager.http import StatusHttp
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSettings:
-    """``[http]``, ``[files] jobs_json`` / ``mirrorz_json`` and ``[mirrorz] site``."""
-
-    http: HttpSettings = field(default_factory=HttpSettings)
-    jobs_json: Path | None = None
-    mirrorz_json: Path | None = None
-    site: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def files(self) -> bool:
-        return self.jobs_json is not None or self.mirrorz_json is not None
-
-    @property
-    def active(self) -> bool:
-        return self.http.enable or self.files
 
 
 async def run_outputs(

@@ -20,13 +20,14 @@ import anyio
 from anyio.abc import TaskStatus
 
 from mirrorbus.bus import Bus
-from mirrorbus.busconfig import StreamSettings
+from mirrorbus.config.bus import StreamSettings
+from mirrorbus.config.names import default_name
+from mirrorbus.config.outputs import OutputSettings
 from mirrorbus.errors import BusError
 from mirrorbus.events.subjects import check_token
 from mirrorbus.manager.consumers import CommandConsumers
 from mirrorbus.manager.liveness import Liveness
-from mirrorbus.manager.names import default_name
-from mirrorbus.manager.outputs import OutputSettings, run_outputs
+from mirrorbus.manager.outputs import run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.manager.queries import PositionWatch, QueryService, ReplicaIdentity
 from mirrorbus.manager.replica import check_alone, claim, fence, others_answer

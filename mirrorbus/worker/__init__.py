@@ -1,7 +1,7 @@
 """The worker: loads a tunasync worker config, runs jobs, records their events, obeys commands.
 
 The names below are loaded on first use, so that importing one module of the package (a wire
-type, the config loader) does not import the whole worker.
+type) does not import the whole worker.  Its config file is read by :mod:`mirrorbus.config`.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
-    from mirrorbus.worker.config import load_worker_config
     from mirrorbus.worker.service import Worker
 
-__all__ = ["Worker", "load_worker_config"]
+__all__ = ["Worker"]
 
-_WHERE = {"Worker": "mirrorbus.worker.service", "load_worker_config": "mirrorbus.worker.config"}
+_WHERE = {"Worker": "mirrorbus.worker.service"}
 
 __getattr__ = lazy(__name__, _WHERE)

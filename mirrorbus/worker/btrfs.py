@@ -24,9 +24,9 @@ from pathlib import Path
 
 import anyio
 
+from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import HookError
-from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook
 
 log = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ from typing import Literal
 
 import anyio
 
+from mirrorbus.config.worker_model import CgroupConfig, MirrorConfig, WorkerConfig
 from mirrorbus.errors import ConfigError, HookError, InvalidName
 from mirrorbus.events.subjects import fit, name_token, token_name
-from mirrorbus.worker.config_model import CgroupConfig, MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook
 from mirrorbus.worker.process import JobProcess
 

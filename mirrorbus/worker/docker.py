@@ -29,10 +29,10 @@ from pathlib import Path
 
 import anyio
 
+from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import HookError, InvalidName
 from mirrorbus.events.subjects import name_token, token_name
-from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook
 from mirrorbus.worker.process import JobProcess
 

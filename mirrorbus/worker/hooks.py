@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from mirrorbus.config.worker import MirrorConfig, WorkerConfig
 from mirrorbus.errors import HookError as HookError  # its home before errors.py; still here
-from mirrorbus.worker.config import MirrorConfig, WorkerConfig
 from mirrorbus.worker.process import Launcher, run_process
 from mirrorbus.worker.provider import tunasync_environment
 

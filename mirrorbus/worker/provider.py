@@ -23,7 +23,7 @@ from typing import Protocol
 
 import anyio
 
-from mirrorbus.worker.config import MirrorConfig, WorkerConfig
+from mirrorbus.config.worker import MirrorConfig, WorkerConfig
 from mirrorbus.worker.joblog import AttemptLog
 from mirrorbus.worker.process import run_process
 

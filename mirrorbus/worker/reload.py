@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mirrorbus.worker.config import MirrorConfig, WorkerConfig
+from mirrorbus.config.worker import MirrorConfig, WorkerConfig
 
 
 @dataclass(frozen=True, slots=True)

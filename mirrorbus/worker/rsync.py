@@ -28,8 +28,8 @@ from pathlib import Path
 
 import anyio
 
-from mirrorbus.worker.config import MirrorConfig
-from mirrorbus.worker.config_model import DEFAULT_RSYNC_TIMEOUT
+from mirrorbus.config.worker import MirrorConfig
+from mirrorbus.config.worker_model import DEFAULT_RSYNC_TIMEOUT
 from mirrorbus.worker.joblog import AttemptLog
 from mirrorbus.worker.process import run_process
 from mirrorbus.worker.provider import AttemptOutcome

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, TypedDict
 import anyio
 
 from mirrorbus.clock import Clock, new_id
+from mirrorbus.config.worker import MirrorConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.events import AttemptFailed, AttemptStarted, Event, RunStarted, RunSucceeded
-from mirrorbus.worker.config import MirrorConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook, run_phase
 from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
 from mirrorbus.worker.process import current_launcher, current_run

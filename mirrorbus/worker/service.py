@@ -35,6 +35,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from mirrorbus import __version__
 from mirrorbus.bus import Bus
 from mirrorbus.clock import Clock, SystemClock, new_id
+from mirrorbus.config.worker import MirrorConfig, WorkerConfig, load_worker_config
 from mirrorbus.errors import BusError, MirrorbusError
 from mirrorbus.events import (
     AttemptFailed,
@@ -53,7 +54,6 @@ from mirrorbus.events import (
     evolve,
 )
 from mirrorbus.worker.commands import CommandHandler
-from mirrorbus.worker.config import MirrorConfig, WorkerConfig, load_worker_config
 from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
 from mirrorbus.worker.journal import Journal, replay
 from mirrorbus.worker.logserve import LogServer

@@ -15,8 +15,8 @@ import shutil
 
 import anyio
 
+from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 from mirrorbus.errors import HookError
-from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
 from mirrorbus.worker.hooks import AttemptContext, Hook
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The typed, frozen result of loading a worker config (see :mod:`mirrorbus.worker.config`).
+"""The typed, frozen result of loading a worker config (see :mod:`mirrorbus.config.worker`).
 
 Everything here is plain data: every key of tunasync's worker config (docs/tunasync.md §3.1) with
 its tunasync default, already checked, resolved and converted to the unit the runtime wants

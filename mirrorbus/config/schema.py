@@ -7,7 +7,7 @@ falls back to a default.
 
 :func:`read_table` turns one raw TOML table into a dict of checked values (lists become
 tuples); :class:`Checked` reads them back with their tunasync defaults.  Nothing here knows
-about inheritance or derived values; that is :mod:`mirrorbus.worker.config_mirrors`.
+about inheritance or derived values; that is :mod:`mirrorbus.config.worker_mirrors`.
 """
 
 from __future__ import annotations

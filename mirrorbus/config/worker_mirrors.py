@@ -11,7 +11,7 @@ Two steps, both pure:
    map, so one sibling's env leaked into the next.  ``name`` is never inherited: a leaf
    without a name is an error, not a second job called like its parent.
 2. :func:`build_mirror` resolves one leaf against the ``[global]`` defaults into a
-   :class:`~mirrorbus.worker.config_model.MirrorConfig`, checking at load time what
+   :class:`~mirrorbus.config.worker_model.MirrorConfig`, checking at load time what
    tunasync only found when the provider started (a panic) or ran (``stage1_profile``).
 """
 
@@ -26,9 +26,16 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
-from mirrorbus.errors import InvalidName
-from mirrorbus.events.subjects import check_name
-from mirrorbus.worker.config_model import (
+from mirrorbus.config.schema import (
+    MIRROR_KEYS,
+    Checked,
+    Kind,
+    Where,
+    describe,
+    parse_memory_limit,
+    read_table,
+)
+from mirrorbus.config.worker_model import (
     DEFAULT_KEEP_LOGS,
     DEFAULT_RSYNC_TIMEOUT,
     PROVIDERS,
@@ -38,15 +45,8 @@ from mirrorbus.worker.config_model import (
     Provider,
     Role,
 )
-from mirrorbus.worker.config_schema import (
-    MIRROR_KEYS,
-    Checked,
-    Kind,
-    Where,
-    describe,
-    parse_memory_limit,
-    read_table,
-)
+from mirrorbus.errors import InvalidName
+from mirrorbus.events.subjects import check_name
 
 
 @dataclass(frozen=True, slots=True)

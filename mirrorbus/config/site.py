@@ -6,7 +6,7 @@ The ctl merges layers key by key, see :func:`ctl_settings`.
 
 Every file is checked against the sections and keys its program reads (:data:`CTL_SECTIONS`,
 :data:`MANAGER_SECTIONS`, :data:`PROJECT_SECTIONS`): an unknown one is a warning on stderr,
-the same line a worker config gives (:func:`~mirrorbus.worker.config_schema.unknown_key`).
+the same line a worker config gives (:func:`~mirrorbus.config.schema.unknown_key`).
 """
 
 from __future__ import annotations
@@ -18,19 +18,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from mirrorbus.busconfig import BusSettings, StreamSettings
+from mirrorbus.config.bus import STATE_DIR_ENV, BusSettings, StreamSettings
+from mirrorbus.config.gateway import GatewaySettings, gateway_settings
+from mirrorbus.config.names import default_name
+from mirrorbus.config.outputs import OutputSettings, output_settings, table
+from mirrorbus.config.schema import unknown_keys
+from mirrorbus.config.worker import BusConfig, read_bus_file
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
-from mirrorbus.gateway.settings import GatewaySettings, gateway_settings
-from mirrorbus.instance import STATE_DIR_ENV, Instance
-from mirrorbus.listen import DEFAULT_LISTEN, HttpSettings, parse_listen
-from mirrorbus.worker.config import BusConfig, read_bus_file
-from mirrorbus.worker.config_schema import unknown_keys
 
 if TYPE_CHECKING:
-    # The manager's output settings live beside the servers that use them (aiohttp, the
-    # view); they are imported where a manager or project config is read, never by the ctl.
-    from mirrorbus.manager.outputs import OutputSettings
+    from mirrorbus.instance import Instance
 
 log = logging.getLogger("mirrorbus.config")
 """Where config warnings go: stderr, also from the ctl (which quiets the rest of mirrorbus)."""
@@ -105,6 +103,15 @@ def outbox_path(bus: BusConfig, worker: str, state_dir: Path | None) -> Path:
     return base / "mirrorbus" / f"outbox-{file_token(worker, 'worker name')}.db"
 
 
+def _instance(root: Path) -> Instance:
+    """The state directory of an embedded instance.  Imported here, when a program is given
+    one: the state directory belongs to the host's side (it also writes it), and reading a
+    config file must not load it."""
+    from mirrorbus.instance import Instance
+
+    return Instance(root)
+
+
 def env_state_dir() -> Path | None:
     value = os.environ.get(STATE_DIR_ENV)
     return Path(value) if value else None
@@ -115,12 +122,12 @@ def worker_settings(
 ) -> BusSettings:
     inbox = Subjects.worker_inbox(worker)
     if state_dir is not None:
-        return Instance(state_dir).bus_settings("worker", worker)
+        return _instance(state_dir).bus_settings("worker", worker)
     if bus.urls:
         return from_bus_config(bus, config_path, name=f"worker {worker}", inbox_prefix=inbox)
     env_dir = env_state_dir()
     if env_dir is not None:
-        return Instance(env_dir).bus_settings("worker", worker)
+        return _instance(env_dir).bus_settings("worker", worker)
     raise ConfigError(
         "no [bus] section: set url, ca_cert, cert and key there, or run against an embedded "
         "instance with --state-dir DIR (or MIRRORBUS_STATE_DIR)",
@@ -145,7 +152,7 @@ _KEYS = ("servers", "ca_cert", "cert", "key", "prefix")
 
 
 def _from_instance(root: Path, role: str) -> dict[str, object]:
-    s = Instance(root).bus_settings(role)
+    s = _instance(root).bus_settings(role)
     return {
         "servers": s.servers,
         "ca_cert": s.ca_cert,
@@ -249,7 +256,7 @@ class ManagerConfig:
     bus: BusSettings
     database_url: str
     streams: StreamSettings
-    outputs: OutputSettings = field(default_factory=lambda: _outputs_type()())
+    outputs: OutputSettings = field(default_factory=OutputSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     state_dir: Path | None = None
     name: str = ""
@@ -260,7 +267,7 @@ class ManagerConfig:
         directory, or ``[tunasync_api] bus_cert``/``bus_key``, else ``gateway.crt``/``.key``
         beside the manager's ``[bus] cert``."""
         if self.state_dir is not None:
-            return Instance(self.state_dir).bus_settings("gateway")
+            return _instance(self.state_dir).bus_settings("gateway")
         g = self.gateway
         settings = replace(
             self.bus,
@@ -281,8 +288,6 @@ class ManagerConfig:
 
 def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> str:
     """``--name``, else ``[manager] name``, else the host's name; checked like every name."""
-    from mirrorbus.manager.names import default_name
-
     key = "--name"
     if name is None:
         table = doc.get("manager", {})
@@ -300,109 +305,13 @@ def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> s
         raise ConfigError(str(exc), file=source, key=key) from None
 
 
-def _outputs_type() -> type[OutputSettings]:
-    from mirrorbus.manager.outputs import OutputSettings
-
-    return OutputSettings
-
-
-def _table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError("must be a table", file=source, key=name)
-    return value
-
-
-def _path(table: dict[str, Any], key: str, section: str, source: Path) -> Path | None:
-    value = table.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError("must be a path (a string)", file=source, key=f"{section}.{key}")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (source.parent / path)
-
-
-def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
-    """``[http]`` (enable, listen, tls_cert, tls_key), ``[files]`` (jobs_json, mirrorz_json)
-    and ``[mirrorz.site]`` of a manager or project config.  Relative paths are relative to the
-    config file."""
-    from mirrorbus.manager.outputs import OutputSettings
-    from projections.mirrorz import check_site
-
-    http = _table(doc, "http", source)
-    files = _table(doc, "files", source)
-    mz = _table(doc, "mirrorz", source)
-    enable = http.get("enable", False)
-    if not isinstance(enable, bool):
-        raise ConfigError("must be true or false", file=source, key="http.enable")
-    listen = http.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen, str):
-        raise ConfigError("must be a string like 127.0.0.1:14280", file=source, key="http.listen")
-    parse_listen(listen, str(source))
-    tls_cert = _path(http, "tls_cert", "http", source)
-    tls_key = _path(http, "tls_key", "http", source)
-    if (tls_cert is None) != (tls_key is None):
-        raise ConfigError("TLS needs both tls_cert and tls_key", file=source, key="http")
-    for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
-        if value is not None and not value.is_file():
-            raise ConfigError(f"file {value} does not exist", file=source, key=f"http.{key}")
-    allow_origin = _allow_origin(http.get("allow_origin", "*"), source)
-    mirrorz_json = _path(files, "mirrorz_json", "files", source)
-    site = _table(mz, "site", source) if "site" in mz else {}
-    if mirrorz_json is not None:
-        site = check_site(site, str(source))
-    return OutputSettings(
-        http=HttpSettings(
-            enable=enable,
-            listen=listen,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            allow_origin=allow_origin,
-        ),
-        jobs_json=_path(files, "jobs_json", "files", source),
-        mirrorz_json=mirrorz_json,
-        site=site,
-    )
-
-
-def _allow_origin(value: object, source: Path) -> str | tuple[str, ...]:
-    """``[http] allow_origin``: ``"*"``, one origin, a list of origins, or ``""`` (none)."""
-    if isinstance(value, str):
-        origins: tuple[str, ...] = (value,) if value not in ("", "*") else ()
-    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-        origins = tuple(value)
-    else:
-        raise ConfigError(
-            'must be "*", an origin like "https://mirrorz.org", or a list of origins',
-            file=source,
-            key="http.allow_origin",
-        )
-    for origin in origins:
-        if origin.rstrip("/") != origin or "://" not in origin:
-            raise ConfigError(
-                f"{origin!r} is not an origin (scheme://host[:port], no path or trailing '/')",
-                file=source,
-                key="http.allow_origin",
-            )
-    return tuple(value) if isinstance(value, list) else value
-
-
-def with_http(outputs: OutputSettings, listen: str | None) -> OutputSettings:
-    """``--http ADDR`` turns the HTTP server on at ADDR (overriding ``[http] listen``)."""
-    if listen is None:
-        return outputs
-    parse_listen(listen, "--http")
-    return replace(outputs, http=replace(outputs.http, enable=True, listen=listen))
-
-
 def manager_config(
     config: Path | None, state_dir: Path | None, database_url: str | None, name: str | None = None
 ) -> ManagerConfig:
     """Settings of ``mirrorbus manager``: ``[bus]``, ``[manager] name``, ``[database] url``,
     ``[streams]``, the status outputs ``[http]``, ``[files]``, ``[mirrorz]`` (see
     :func:`output_settings`) and tunasync's API ``[tunasync_api]`` (see
-    :mod:`mirrorbus.gateway.settings`).  Under a state directory each replica's view is its
+    :mod:`mirrorbus.config.gateway`).  Under a state directory each replica's view is its
     own file."""
     streams = StreamSettings()
     if config is not None:
@@ -423,12 +332,12 @@ def manager_config(
             raise ConfigError("must be 1, 3 or 5", file=config, key="streams.replicas")
         streams = StreamSettings(replicas=replicas, max_age=float(max_age_days) * 86400)
         settings = (
-            Instance(state_dir).bus_settings("manager")
+            _instance(state_dir).bus_settings("manager")
             if state_dir is not None
             else from_bus_config(bus, config, name="manager")
         )
         if not (database_url or url) and state_dir is not None:
-            database_url = Instance(state_dir).view_url(replica)
+            database_url = _instance(state_dir).view_url(replica)
         if not (database_url or url):
             raise ConfigError(
                 "missing: where this replica's status view lives, e.g. "
@@ -451,10 +360,8 @@ def manager_config(
             "no settings: pass -c manager.toml ([bus] and [database] url) or --state-dir DIR",
             file="manager",
         )
-    instance = Instance(root)
+    instance = _instance(root)
     replica = manager_name(name, {}, "manager")
-    from mirrorbus.manager.names import default_name
-
     if replica == default_name():
         instance.adopt_legacy_view(replica)
     return ManagerConfig(
@@ -481,7 +388,7 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
     the outputs of :func:`output_settings`."""
     if config is not None:
         bus, doc = read_config(config, PROJECT_SECTIONS)
-        db = _table(doc, "database", config)
+        db = table(doc, "database", config)
         url = view or db.get("url")
         if not isinstance(url, str) or not url:
             raise ConfigError(
@@ -491,7 +398,7 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
                 key="database.url",
             )
         settings = (
-            Instance(state_dir).bus_settings("reader")
+            _instance(state_dir).bus_settings("reader")
             if state_dir is not None
             else from_bus_config(bus, config, name="project")
         )
@@ -503,9 +410,9 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
             "--state-dir DIR",
             file="project",
         )
-    instance = Instance(root)
+    instance = _instance(root)
     return ProjectConfig(
         bus=instance.bus_settings("reader"),
         view_url=view or f"sqlite:///{(root / 'project.db').resolve()}",
-        outputs=_outputs_type()(),
+        outputs=OutputSettings(),
     )

@@ -23,7 +23,7 @@ Where we differ from tunasync, on purpose:
   directory is an error instead of writing into the cwd.
 * ``log_dir`` is rendered as plain text (no HTML escaping); a child mirror can reset an
   inherited value; siblings never share an ``env`` table (see
-  :mod:`mirrorbus.worker.config_mirrors`).
+  :mod:`mirrorbus.config.worker_mirrors`).
 
 The loader is pure: it reads the config and include files and nothing else.
 """
@@ -36,11 +36,23 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
-from mirrorbus.errors import ConfigError, InvalidName
-from mirrorbus.events.subjects import Subjects, check_name
-from mirrorbus.worker.config_mirrors import Defaults, Leaf, build_mirror, flatten, resolve
-from mirrorbus.worker.config_mirrors import split_command as _split
-from mirrorbus.worker.config_model import (
+from mirrorbus.config.report import check_report
+from mirrorbus.config.schema import (
+    BTRFS_KEYS,
+    BUS_KEYS,
+    CGROUP_KEYS,
+    DOCKER_KEYS,
+    GLOBAL_KEYS,
+    INCLUDE_KEYS,
+    ZFS_KEYS,
+    Checked,
+    Where,
+    section,
+    unknown_key,
+)
+from mirrorbus.config.worker_mirrors import Defaults, Leaf, build_mirror, flatten, resolve
+from mirrorbus.config.worker_mirrors import split_command as _split
+from mirrorbus.config.worker_model import (
     DEFAULT_CONCURRENT,
     DEFAULT_KEEP_LOGS,
     DEFAULT_PREFIX,
@@ -54,20 +66,8 @@ from mirrorbus.worker.config_model import (
     WorkerConfig,
     ZfsConfig,
 )
-from mirrorbus.worker.config_report import check_report
-from mirrorbus.worker.config_schema import (
-    BTRFS_KEYS,
-    BUS_KEYS,
-    CGROUP_KEYS,
-    DOCKER_KEYS,
-    GLOBAL_KEYS,
-    INCLUDE_KEYS,
-    ZFS_KEYS,
-    Checked,
-    Where,
-    section,
-    unknown_key,
-)
+from mirrorbus.errors import ConfigError, InvalidName
+from mirrorbus.events.subjects import Subjects, check_name
 
 __all__ = [
     "DEFAULT_CONCURRENT",

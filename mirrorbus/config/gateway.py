@@ -88,7 +88,7 @@ def _path(table: dict[str, Any], key: str, source: Path) -> Path | None:
 
 def gateway_settings(doc: dict[str, Any], source: Path) -> GatewaySettings:
     """The ``[tunasync_api]`` section of a manager config (absent: the gateway is off)."""
-    from mirrorbus.listen import parse_listen
+    from mirrorbus.config.listen import parse_listen
 
     table = doc.get("tunasync_api")
     if table is None:
@@ -132,7 +132,7 @@ def with_listen(settings: GatewaySettings, listen: str | None) -> GatewaySetting
     """``--tunasync-api HOST:PORT`` turns the gateway on there (over ``[tunasync_api] listen``)."""
     if listen is None:
         return settings
-    from mirrorbus.listen import parse_listen
+    from mirrorbus.config.listen import parse_listen
 
     parse_listen(listen, "--tunasync-api")
     return replace(settings, enable=True, listen=listen)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 from datetime import timedelta
 
-from mirrorbus.worker.config_model import MirrorConfig, WorkerConfig
+from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 
 
 def check_report(cfg: WorkerConfig) -> str:

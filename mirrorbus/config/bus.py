@@ -13,7 +13,10 @@ from pathlib import Path
 from mirrorbus.errors import ConfigError
 from mirrorbus.events.subjects import DEFAULT_PREFIX
 
-__all__ = ["BusSettings", "StreamSettings", "settings_from_paths"]
+__all__ = ["STATE_DIR_ENV", "BusSettings", "StreamSettings", "settings_from_paths"]
+
+STATE_DIR_ENV = "MIRRORBUS_STATE_DIR"
+"""Names the state directory of an embedded instance (``mirrorbus up``) when no flag does."""
 
 
 @dataclass(frozen=True, slots=True)
