@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import REPLAYED, Bus
 from mirrorbus.bus.logread import LogReader, Stored, Wakeup
 from mirrorbus.errors import CodecError, ConfigError, InvalidName
 from mirrorbus.events import (
@@ -143,6 +143,8 @@ def _subject_names(subject: str) -> tuple[str, str]:
 
 def _entry(msg: Stored) -> LogEntry:
     try:
+        if msg.replayed:  # shown as what it is, like any message that is no event
+            raise CodecError(REPLAYED)
         event: Event | None = decode_event(msg.data)
         error = ""
     except CodecError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -154,7 +154,7 @@ class Batch:
         query = q.POSITION if self.sqlite else q.POSITION_LOCKED
         return int(self.conn.execute(query).scalar() or 0)
 
-    def apply(self, entries: Sequence[Entry]) -> ApplyResult:
+    def apply(self, entries: Sequence[Entry], refused: Mapping[int, str]) -> ApplyResult:
         position = self._position()
         floors: dict[str, int] = {worker: seq for worker, seq in self.conn.execute(q.FLOORS)}
         applied = skipped = 0
@@ -166,6 +166,8 @@ class Batch:
                 continue
             position = seq
             try:
+                if seq in refused:
+                    raise CodecError(refused[seq])
                 ev = decode_event(data)
                 self._check_subject(subject, ev)
                 _check_storable(ev, data)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,11 +206,17 @@ class StatusView:
                 conn.execute(select(t.meta.c.value).where(t.meta.c.key == "position")).scalar() or 0
             )
 
-    def apply(self, entries: Sequence[Entry]) -> ApplyResult:
-        """Apply a batch of stored events in one transaction with the new position."""
+    def apply(
+        self, entries: Sequence[Entry], refused: Mapping[int, str] | None = None
+    ) -> ApplyResult:
+        """Apply a batch of stored events in one transaction with the new position.
+
+        ``refused`` names entries (by sequence) that the reader already knows are no events
+        of a worker, with the reason: they are set aside as dead letters, not applied.
+        """
         try:
             with self.engine.begin() as conn:
-                return Batch(conn, self.subjects, self._sqlite).apply(entries)
+                return Batch(conn, self.subjects, self._sqlite).apply(entries, refused or {})
         except SQLAlchemyError as exc:
             raise ProjectionError(f"cannot write the status view: {exc}") from None
 

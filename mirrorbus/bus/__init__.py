@@ -22,7 +22,14 @@ from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
     from mirrorbus.bus.appends import AppendPipeline
-    from mirrorbus.bus.connection import Bus, certificate_role, connect, tls_context
+    from mirrorbus.bus.connection import (
+        REPLAYED,
+        Bus,
+        certificate_role,
+        connect,
+        replayed,
+        tls_context,
+    )
     from mirrorbus.bus.consumer import next_fetch_size
     from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, Batch, LogReader, Stored, Wakeup
     from mirrorbus.bus.requests import answerable
@@ -31,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "REPLAYED",
     "AppendPipeline",
     "Batch",
     "Bus",
@@ -44,6 +52,7 @@ __all__ = [
     "certificate_role",
     "connect",
     "next_fetch_size",
+    "replayed",
     "settings_from_paths",
     "tls_context",
     "without_websocket_transport",
@@ -55,6 +64,8 @@ _WHERE = {
     "certificate_role": "mirrorbus.bus.connection",
     "connect": "mirrorbus.bus.connection",
     "tls_context": "mirrorbus.bus.connection",
+    "REPLAYED": "mirrorbus.bus.connection",
+    "replayed": "mirrorbus.bus.connection",
     "next_fetch_size": "mirrorbus.bus.consumer",
     "DEFAULT_MAX_BYTES": "mirrorbus.bus.logread",
     "Batch": "mirrorbus.bus.logread",

@@ -15,7 +15,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -540,6 +540,51 @@ class _Transport(TcpTransport):
 nats.aio.client.TcpTransport = _Transport  # type: ignore[attr-defined]
 
 
+SEQUENCE_HEADERS = "Mirrorbus-Sequence-Headers"
+"""Set by our client on a received message (never sent): how many ``Nats-Sequence`` headers
+its header block held.  nats-py keeps only the last of a repeated header, and only the
+count tells a server's answer stored back into a stream (see :func:`replayed`)."""
+
+REPLAYED = (
+    "a copy of an older message, stored by the server as its answer to someone's request; "
+    "not appended by a worker"
+)
+"""The dead letter's reason for a :func:`replayed` message."""
+
+
+class _Client(Client):
+    """nats-py's client, except that each message says how many ``Nats-Sequence`` headers it
+    carried (in :data:`SEQUENCE_HEADERS`)."""
+
+    async def _process_headers(self, headers: bytes) -> dict[str, str] | None:
+        parsed: dict[str, str] | None = await super()._process_headers(headers)
+        count = headers.count(b"\r\nNats-Sequence:") if headers else 0
+        if count:
+            parsed = dict(parsed or {})
+            parsed[SEQUENCE_HEADERS] = str(count)
+        return parsed
+
+
+def replayed(headers: Mapping[str, str] | None, *, direct: bool) -> bool:
+    """Whether a message read from a stream is a copy the server stored there as an answer.
+
+    Every client may name any reply subject, and the server itself publishes its answers
+    there, whatever the requester's permissions: a reader asking for an old event by direct
+    get with a reply subject of ``<prefix>.evt.<worker>.<job>`` makes the server append a
+    copy of it to the log (the stream's duplicate window catches it only within two
+    minutes).  Such a copy carries the headers the server adds to a direct get's answer,
+    ``Nats-Sequence`` among them, which no append of ours has.  A consumer's delivery shows
+    the stored headers as they are; a direct get adds its own ``Nats-Sequence`` after them,
+    so there the copy has two (``direct``).
+    """
+    if not headers:
+        return False
+    count = headers.get(SEQUENCE_HEADERS)
+    if count is None:  # parsed elsewhere (a stream message get): the stored headers only
+        return "Nats-Sequence" in headers
+    return int(count) > (1 if direct else 0)
+
+
 async def connect(
     settings: BusSettings, *, connect_timeout: float = 5.0, reconnect: bool = True
 ) -> Bus:
@@ -592,7 +637,7 @@ async def connect(
             settings = replace(settings, inbox_prefix=Subjects.role_inbox(role))
     if settings.inbox_prefix:
         options["inbox_prefix"] = settings.inbox_prefix
-    nc = Client()
+    nc = _Client()
     try:
         # A client that does not reconnect (the ctl) is bounded whatever nats-py does: each
         # server's two tries and the wait between them.  A service waits for its servers.

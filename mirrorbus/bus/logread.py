@@ -39,7 +39,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from mirrorbus.bus.connection import Bus
+from mirrorbus.bus.connection import Bus, replayed
 from mirrorbus.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ class Stored:
     subject: str
     data: bytes
     time: datetime
+    replayed: bool = False
+    """A copy of an older message that the server stored as an answer (see
+    :func:`mirrorbus.bus.replayed`), not an append."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +218,7 @@ class LogReader:
                         subject=headers.get("Nats-Subject", ""),
                         data=bytes(msg.data),
                         time=stored_time(headers.get("Nats-Time-Stamp", "")),
+                        replayed=replayed(headers, direct=True),
                     )
                 )
         if messages:

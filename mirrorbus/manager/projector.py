@@ -30,8 +30,8 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus.bus import Bus, next_fetch_size
-from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, LogReader, Wakeup
+from mirrorbus.bus import REPLAYED, Bus, next_fetch_size, replayed
+from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, LogReader, Stored, Wakeup
 from mirrorbus.errors import BusError, CodecError, InvalidName, ProjectionError
 from mirrorbus.events import WorkerSnapshot, decode_snapshot
 from mirrorbus.events.subjects import Subjects
@@ -148,7 +148,12 @@ class Projector:
                 entries: list[Entry] = [
                     (int(m.metadata.sequence.stream), m.subject, m.data) for m in usable
                 ]
-                result = await self._apply(entries)
+                refused = {
+                    int(m.metadata.sequence.stream): REPLAYED
+                    for m in usable
+                    if replayed(m.headers, direct=False)
+                }
+                result = await self._apply(entries, refused)
                 self.position = result.position
                 with contextlib.suppress(nats.errors.Error):
                     await usable[-1].ack()  # acknowledges every delivery up to it
@@ -257,7 +262,7 @@ class Projector:
                     continue
                 if batch.messages:
                     entries: list[Entry] = [(m.seq, m.subject, m.data) for m in batch.messages]
-                    result = await self._apply(entries)
+                    result = await self._apply(entries, _refused(batch.messages))
                     self.position = result.position
                     if result.dead:
                         log.warning("%d events set aside as dead letters", result.dead)
@@ -270,7 +275,7 @@ class Projector:
                 await wakeup.close()
                 await reader.close()
 
-    async def _apply(self, entries: list[Entry]) -> ApplyResult:
+    async def _apply(self, entries: list[Entry], refused: dict[int, str]) -> ApplyResult:
         """Apply a batch, retrying while the database is away (restarting, unreachable): the
         position moves only once the batch is committed.
 
@@ -285,12 +290,17 @@ class Projector:
         while True:
             try:
                 if inline:
-                    return self.view.apply(entries)
-                return await anyio.to_thread.run_sync(self.view.apply, entries)
+                    return self.view.apply(entries, refused)
+                return await anyio.to_thread.run_sync(self.view.apply, entries, refused)
             except ProjectionError as exc:
                 log.error("the status view cannot be written (%s); retrying in %.0fs", exc, delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+
+def _refused(messages: list[Stored]) -> dict[int, str]:
+    """The messages of a read that are copies stored by the server, not events."""
+    return {m.seq: REPLAYED for m in messages if m.replayed}
 
 
 async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
@@ -310,6 +320,9 @@ async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
         snaps_info = await bus.js.stream_info(s.snap_stream, subjects_filter=s.all_snapshots)
         for subject in sorted((snaps_info.state.subjects or {}).keys()):
             raw = await bus.js.get_last_msg(s.snap_stream, subject)
+            if replayed(raw.headers, direct=False):
+                log.warning("snapshot on %s is %s; ignored", subject, REPLAYED)
+                continue
             try:
                 snapshot = decode_snapshot(raw.data or b"")
             except CodecError as exc:
@@ -379,9 +392,10 @@ async def catch_up(
     try:
         while position < last:
             got = await reader.read(position + 1)
-            entries = [(m.seq, m.subject, m.data) for m in got.messages if m.seq <= last]
+            messages = [m for m in got.messages if m.seq <= last]
+            entries = [(m.seq, m.subject, m.data) for m in messages]
             if entries:
-                position = view.apply(entries).position
+                position = view.apply(entries, _refused(messages)).position
             if len(entries) < len(got.messages) or not got.messages:
                 break  # past ``until``, or the log ends before it
     finally:

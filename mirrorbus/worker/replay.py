@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import nats.errors
 import nats.js.errors
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import REPLAYED, Bus, replayed
 from mirrorbus.bus.logread import LogReader
 from mirrorbus.errors import BusError, CodecError
 from mirrorbus.events import JobEvent, JobState, decode_event, decode_snapshot, evolve
@@ -35,6 +35,9 @@ async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int
     except (nats.errors.TimeoutError, TimeoutError):
         bus.raise_if_denied(s.snapshot(worker), started)
         raise BusError(f"no answer reading the snapshot from {s.snap_stream}") from None
+    if replayed(raw.headers, direct=True):
+        log.warning("ignoring the snapshot of %s: it is %s", worker, REPLAYED)
+        return {}, 0
     try:
         snap = decode_snapshot(raw.data or b"")
     except CodecError as exc:
@@ -67,6 +70,9 @@ async def restore(bus: Bus, worker: str, batch: int = 1000) -> Restored:
             got = await reader.read(position)
             for msg in got.messages:
                 seq = max(seq, msg.seq)
+                if msg.replayed:
+                    log.warning("skipping event %d: it is %s", msg.seq, REPLAYED)
+                    continue
                 try:
                     event = decode_event(msg.data)
                 except CodecError as exc:

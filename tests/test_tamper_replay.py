@@ -1,0 +1,112 @@
+"""Old events cannot be replayed into the log: a copy the server stores as an answer is set
+aside by every reader.
+
+Any client may name any reply subject, and the server publishes its own answers there
+whatever the requester may publish: a reader's direct get of an old event, with a reply
+subject of ``<prefix>.evt.<worker>.<job>``, makes the server append a copy of that event to
+the log.  The stream's duplicate window (two minutes) stops a copy of an event appended with
+its id only within that window; the events here are appended without one, as if the window
+had passed.  The copy is stored, so each reader must tell it apart: the manager's consumer,
+a rebuild and a reader's ``mirrorbus project`` (batched direct gets), and a worker's restore.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import pytest
+from conftest import RunningServer, connect
+from nats.aio.client import Client
+from test_replay import _bus
+from test_tamper_reading import _append, _manager, _rebuild_equals, _wait_position
+
+from mirrorbus.bus import REPLAYED
+from mirrorbus.events import JobConfigured, SizeSet, WorkerSnapshot, encode, encode_snapshot
+from mirrorbus.events.subjects import Subjects
+from mirrorbus.worker.replay import restore
+
+pytestmark = pytest.mark.anyio
+S = Subjects()
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _history() -> list[tuple[str, bytes]]:
+    subject = S.job_events("w1", "j0")
+    return [
+        (subject, encode(JobConfigured(id="c", at=T0, worker="w1", job="j0", upstream="u"))),
+        (subject, encode(SizeSet(id="s1", at=T0, worker="w1", job="j0", size="1G"))),
+        (subject, encode(SizeSet(id="s2", at=T0, worker="w1", job="j0", size="2G"))),
+    ]
+
+
+async def _replay(reader: Client, stream: str, seq: int, reply: str) -> int:
+    """Ask for message ``seq`` of ``stream`` by direct get, the answer going to ``reply``;
+    the sequence of the copy the server stored."""
+    js = reader.jetstream()
+    before = int((await js.stream_info(stream)).state.last_seq)
+    await reader.publish(
+        f"$JS.API.DIRECT.GET.{stream}", json.dumps({"seq": seq}).encode(), reply=reply
+    )
+    await reader.flush()
+    with anyio.fail_after(10):
+        while (last := int((await js.stream_info(stream)).state.last_seq)) == before:  # noqa: ASYNC110 - the server's state, polled
+            await anyio.sleep(0.05)
+    return last
+
+
+async def test_a_reader_replaying_an_old_event_changes_no_view_and_no_restore(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    async with _manager(nats_server, tmp_path / "view.db") as manager:
+        w1 = await connect(nats_server, "worker", "w1")
+        reader = await connect(nats_server, "reader")
+        try:
+            last = await _append(w1, _history())
+            await _wait_position(manager.view, last)
+            old_size = last - 1  # the SizeSet to 1G
+            copy = await _replay(reader, S.evt_stream, old_size, S.job_events("w1", "j0"))
+            assert copy > last  # the attack stored a copy in the log
+            await _wait_position(manager.view, copy)
+            assert [j.size for j in manager.view.jobs("w1")] == ["2G"]
+            dead = manager.view.dead_letters()
+            assert [(seq, reason) for seq, _, reason in dead] == [(copy, REPLAYED)]
+        finally:
+            await w1.close()
+            await reader.close()
+        # A rebuild reads by direct get, where the copy shows differently: the same view.
+        await _rebuild_equals(nats_server, manager.view, tmp_path / "rebuilt.db")
+        bus = await _bus(nats_server, "worker", "w1")
+        try:
+            restored = await restore(bus, "w1")
+        finally:
+            await bus.close()
+        assert restored.states["j0"].size == "2G"
+        assert restored.replayed == 3
+
+
+async def test_a_replayed_snapshot_is_not_restored_from(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A copy of the worker's snapshot stored over it: the worker restores from the events
+    instead (the same states), not from the copy."""
+    async with _manager(nats_server, tmp_path / "view.db"):
+        w1 = await connect(nats_server, "worker", "w1")
+        reader = await connect(nats_server, "reader")
+        bus = await _bus(nats_server, "worker", "w1")
+        try:
+            await _append(w1, _history())
+            js = w1.jetstream()
+            snap = WorkerSnapshot(id="snap", at=T0, worker="w1", seq=1, jobs=())
+            stored = await js.publish(S.snapshot("w1"), encode_snapshot(snap))
+            await _replay(reader, S.snap_stream, int(stored.seq), S.snapshot("w1"))
+            restored = await restore(bus, "w1")
+            assert restored.snapshot_seq == 0  # the copy was not taken for a snapshot
+            assert restored.states["j0"].size == "2G"
+            assert restored.states["j0"].upstream == "u"
+        finally:
+            await bus.close()
+            await w1.close()
+            await reader.close()
