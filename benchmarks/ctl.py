@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.harness import Row, judged, median, write_worker_config
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 WORKER = "feel"
 JOBS = 100

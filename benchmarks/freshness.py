@@ -27,8 +27,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from benchmarks.ctl import up
 from benchmarks.harness import Row, judged, percentile
-from mirrorbus import pki
-from mirrorbus.server import NatsServer, find_nats_server, free_port
+from mirrorbus.host import pki
+from mirrorbus.host.server import NatsServer, find_nats_server, free_port
 
 JOBS = 10
 INTERVAL_MIN = 0.04  # 2.4 s between a job's runs

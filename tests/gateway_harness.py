@@ -27,8 +27,8 @@ from mirrorbus.bus import Bus, connect, settings_from_paths
 from mirrorbus.config.gateway import GatewaySettings
 from mirrorbus.events import JobState
 from mirrorbus.gateway import Gateway
+from mirrorbus.host.server import free_port
 from mirrorbus.manager import Manager
-from mirrorbus.server import free_port
 from projections.status_view import StatusView
 
 ZERO = "0001-01-01T00:00:00Z"

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 START_WITHIN = 5.0
 STOP_WITHIN = 5.0

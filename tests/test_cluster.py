@@ -26,13 +26,13 @@ from e2e import count_lines, up_children, wait_for
 from test_e2e_worker import COUNTING_JOB
 
 from mirrorbus.bus import connect
-from mirrorbus.cluster import NODES, cluster_ports, nodes
 from mirrorbus.config.site import manager_config
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import ConfigError
-from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.server import find_nats_server, free_port
-from mirrorbus.supervisor import prepare
+from mirrorbus.host.cluster import NODES, cluster_ports, nodes
+from mirrorbus.host.instance import Instance, InstanceInfo
+from mirrorbus.host.server import find_nats_server, free_port
+from mirrorbus.host.supervisor import prepare
 from projections.status_view import StatusView
 
 pytestmark = pytest.mark.e2e  # every test here starts processes

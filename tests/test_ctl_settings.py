@@ -10,7 +10,7 @@ import pytest
 from mirrorbus.config import site
 from mirrorbus.config.site import BusFlags, ctl_settings
 from mirrorbus.errors import ConfigError
-from mirrorbus.instance import Instance, InstanceInfo
+from mirrorbus.host.instance import Instance, InstanceInfo
 
 
 def _bus(path: Path, **keys: str) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 pytestmark = pytest.mark.e2e  # it runs the ctl as a process
 

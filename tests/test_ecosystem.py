@@ -26,8 +26,8 @@ from mirrorbus.config.outputs import output_settings
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import JobConfigured, Subjects, encode
+from mirrorbus.host.server import free_port
 from mirrorbus.manager.http import HttpSettings, StatusHttp, allowed_origin
-from mirrorbus.server import free_port
 from mirrorbus.worker.joblog import HEADER_PREFIX, command_header, new_attempt_log
 from mirrorbus.worker.provider import CommandProvider
 from projections.changes import Changes

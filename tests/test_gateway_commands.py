@@ -21,7 +21,7 @@ from gateway_harness import running_gateway as gateway
 
 from mirrorbus.control import Control
 from mirrorbus.errors import CommandRejected
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 pytestmark = pytest.mark.anyio
 JSON = "application/json; charset=utf-8"

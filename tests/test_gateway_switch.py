@@ -22,7 +22,7 @@ from e2e import PYTHON, Site, wait_for
 from gateway_harness import mirror_status, registration, running_gateway
 from test_e2e_worker import COUNTING_JOB
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 from projections.tunasync import go_json
 
 T0 = datetime(2024, 3, 1, 2, 0, 0, tzinfo=UTC)

@@ -23,7 +23,7 @@ from gateway_harness import OldWorker, mirror_status, registration
 from sqlalchemy import text
 from test_e2e_worker import COUNTING_JOB
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 pytestmark = pytest.mark.anyio
 JSON = "application/json; charset=utf-8"

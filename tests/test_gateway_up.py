@@ -16,7 +16,7 @@ import pytest
 from e2e import wait_for
 from gateway_harness import mirror_status, registration
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 

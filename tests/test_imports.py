@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from e2e import up_children, wait_for
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +55,7 @@ SERVICES = (
     "mirrorbus.manager.queries",
     "mirrorbus.manager.http",
     "projections.status_view",
-    "mirrorbus.supervisor",
+    "mirrorbus.host.supervisor",
 )
 
 MANAGER = tuple(m for m in SERVICES if m.startswith(("mirrorbus.manager", "projections")))
@@ -181,7 +181,7 @@ def test_ctl_worker_and_supervisor_import_only_what_they_run(lean: LeanUp) -> No
     )
     # The supervisor only starts and watches processes.
     supervisor = imported(lean.text())
-    assert "mirrorbus.supervisor" in supervisor
+    assert "mirrorbus.host.supervisor" in supervisor
     assert (
         offending(supervisor, (*HEAVY, *MANAGER, "mirrorbus.worker.service", "projections")) == []
     )

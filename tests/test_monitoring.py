@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mirrorbus.bus import connect
 from mirrorbus.events import AttemptFailed, RunStarted, RunSucceeded, Subjects, encode
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 from projections.metrics import consecutive_failures
 from projections.status_view import StatusView
 

@@ -28,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
-from mirrorbus import bus, natsconf, pki
+from mirrorbus import bus
 from mirrorbus.bus.logread import LogReader
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import InvalidName
@@ -44,9 +44,10 @@ from mirrorbus.events.subjects import (
     name_token,
     token_name,
 )
+from mirrorbus.host import natsconf, pki
+from mirrorbus.host.server import find_nats_server
 from mirrorbus.live import LogEntry
 from mirrorbus.manager.projector import seed_if_truncated
-from mirrorbus.server import find_nats_server
 from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
 from mirrorbus.worker.docker import container_name, job_of_container
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log

@@ -21,9 +21,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
-from mirrorbus import bus, pki
+from mirrorbus import bus
 from mirrorbus.bus.logread import LogReader
 from mirrorbus.events.subjects import Subjects
+from mirrorbus.host import pki
 
 pytestmark = pytest.mark.anyio
 

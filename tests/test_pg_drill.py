@@ -17,7 +17,7 @@ import pytest
 from e2e import PYTHON, Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 from projections.status_view import StatusView
 
 BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mirrorbus import pki
 from mirrorbus.errors import InvalidName, PkiError
+from mirrorbus.host import pki
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -38,8 +38,8 @@ from mirrorbus.bus import settings_from_paths
 from mirrorbus.control import Control
 from mirrorbus.errors import BusError
 from mirrorbus.events import Subjects, encode
-from mirrorbus.instance import Instance
-from mirrorbus.server import free_port
+from mirrorbus.host.instance import Instance
+from mirrorbus.host.server import free_port
 from projections.status_view import StatusView
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from e2e import wait_for
 
 from mirrorbus.bus import StreamSettings, connect, settings_from_paths
-from mirrorbus.server import NatsServer, find_nats_server, free_port
+from mirrorbus.host.server import NatsServer, find_nats_server, free_port
 
 pytestmark = pytest.mark.e2e  # every test here starts processes
 

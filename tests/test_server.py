@@ -12,11 +12,11 @@ import pytest
 from conftest import RunningServer, connect
 from typer.testing import CliRunner
 
-from mirrorbus import natsconf, pki
 from mirrorbus.cli.certs import app
 from mirrorbus.errors import PortInUseError, ServerError
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.server import ENV_BINARY, NatsServer, find_nats_server, free_port
+from mirrorbus.host import natsconf, pki
+from mirrorbus.host.server import ENV_BINARY, NatsServer, find_nats_server, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_committed_nats_conf_is_rendered() -> None:
     # Equality rather than parsing the roles back out: the renderer is the single source of
     # truth (also for `mirrorbus up` and `certs authorization`), so the reference file is only
     # useful if it is byte-for-byte what users would get; any drift fails here, and the fix is
-    # one command (`python -m mirrorbus.natsconf > nats.conf`).  The fixtures below prove the
+    # one command (`python -m mirrorbus.host.natsconf > nats.conf`).  The fixtures below prove the
     # same renderer's output is accepted and enforced by the real server.
     assert (REPO / "nats.conf").read_text() == natsconf.render_reference_config()
 

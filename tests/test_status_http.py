@@ -40,7 +40,7 @@ from mirrorbus.events import (
     WorkerStopped,
     encode,
 )
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 T_START = datetime(2024, 1, 2, 3, 0, 0, tzinfo=UTC)  # 2024-01-02 11:00:00 +0800, 1704164400
 T_END = datetime(2024, 1, 2, 3, 4, 5, 500000, tzinfo=UTC)  # 11:04:05 +0800, 1704164645(.5)

@@ -28,7 +28,7 @@ from e2e import PYTHON, Site, wait_for
 from test_e2e_worker import COUNTING_JOB, SLEEPING_JOB
 from test_status_http import _ping
 
-from mirrorbus.server import free_port
+from mirrorbus.host.server import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -121,7 +121,7 @@ def test_standalone_http_over_tls(site: Site, nats_server, tmp_path: Path) -> No
     import ssl
     import urllib.request
 
-    from mirrorbus.server import free_port
+    from mirrorbus.host.server import free_port
 
     port = free_port()
     pki = nats_server.pki_dir

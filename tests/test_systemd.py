@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 from e2e import PYTHON, Site, wait_for
 
+from mirrorbus.host.server import find_nats_server, free_port
 from mirrorbus.sdnotify import Notifier
-from mirrorbus.server import find_nats_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "examples" / "systemd"

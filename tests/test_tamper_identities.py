@@ -25,7 +25,6 @@ from test_permissions import _assert_denied, _streams
 from test_up import Up, up  # noqa: F401 - the fixture
 from typer.testing import CliRunner
 
-from mirrorbus import pki
 from mirrorbus.bus import Bus, settings_from_paths
 from mirrorbus.bus import connect as bus_connect
 from mirrorbus.cli.certs import app as certs_app
@@ -34,9 +33,10 @@ from mirrorbus.control import Control
 from mirrorbus.errors import PermissionDenied
 from mirrorbus.events import Command, CommandAnswered, CommandSent, DisabledFlushed, encode
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.instance import Instance
-from mirrorbus.server import reload_running
-from mirrorbus.supervisor import write_server_config
+from mirrorbus.host import pki
+from mirrorbus.host.instance import Instance
+from mirrorbus.host.server import reload_running
+from mirrorbus.host.supervisor import write_server_config
 
 pytestmark = pytest.mark.anyio
 S = Subjects()

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from e2e import alive, read_pid, up_children, wait_for
 
-from mirrorbus.server import free_port
-from mirrorbus.supervisor import replica_names
+from mirrorbus.host.server import free_port
+from mirrorbus.host.supervisor import replica_names
 from projections.tunasync import WEB_FIELDS
 
 pytestmark = pytest.mark.e2e  # every test here starts processes

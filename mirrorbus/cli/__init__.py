@@ -188,8 +188,8 @@ def up(
     """
     without_websocket_transport()  # the supervisor only starts and watches processes
     from mirrorbus.config.worker import load_worker_config
-    from mirrorbus.instance import default_state_dir
-    from mirrorbus.supervisor import up as run_up
+    from mirrorbus.host.instance import default_state_dir
+    from mirrorbus.host.supervisor import up as run_up
 
     setup_logging(verbose=verbose)
     cfg = load_worker_config(config)

@@ -14,10 +14,10 @@ from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
-from mirrorbus import pki
 from mirrorbus.errors import ConfigError, MirrorbusError, PkiError
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects
-from mirrorbus.natsconf import ClusterBlock, render_authorization, render_server_config
+from mirrorbus.host import pki
+from mirrorbus.host.natsconf import ClusterBlock, render_authorization, render_server_config
 
 __all__ = ["app"]
 
@@ -188,8 +188,8 @@ def revoke(
 
     Example: mirrorbus certs revoke admin alice --state-dir /var/lib/mirrorbus
     """
-    from mirrorbus.instance import Instance
-    from mirrorbus.server import reload_running
+    from mirrorbus.host.instance import Instance
+    from mirrorbus.host.server import reload_running
 
     instance = Instance(state_dir) if state_dir is not None else None
     pki_dir = instance.pki_dir if instance is not None else directory
@@ -204,7 +204,7 @@ def revoke(
             err=True,
         )
         return
-    from mirrorbus.supervisor import write_server_config
+    from mirrorbus.host.supervisor import write_server_config
 
     write_server_config(instance)
     reloaded = reload_running(instance.nats_conf)

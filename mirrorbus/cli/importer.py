@@ -16,7 +16,7 @@ from mirrorbus.cli.common import one_line_errors, run_async
 from mirrorbus.config.site import ctl_settings
 from mirrorbus.errors import SourceError
 from mirrorbus.gateway.importer import check_source, parse_job, read_items, record
-from mirrorbus.instance import Instance
+from mirrorbus.host.instance import Instance
 
 __all__ = ["app"]
 

@@ -28,7 +28,7 @@ from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 
 if TYPE_CHECKING:
-    from mirrorbus.instance import Instance
+    from mirrorbus.host.instance import Instance
 
 log = logging.getLogger("mirrorbus.config")
 """Where config warnings go: stderr, also from the ctl (which quiets the rest of mirrorbus)."""
@@ -107,7 +107,7 @@ def _instance(root: Path) -> Instance:
     """The state directory of an embedded instance.  Imported here, when a program is given
     one: the state directory belongs to the host's side (it also writes it), and reading a
     config file must not load it."""
-    from mirrorbus.instance import Instance
+    from mirrorbus.host.instance import Instance
 
     return Instance(root)
 

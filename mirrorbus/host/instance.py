@@ -182,7 +182,7 @@ class Instance:
         info = self.read()
         if role == "worker":
             # pki's module imports cryptography, which a connecting client does not need.
-            from mirrorbus.pki import cert_stem
+            from mirrorbus.host.pki import cert_stem
 
             if name is None:
                 raise ConfigError("a worker needs its name", file=self.root)

@@ -2,7 +2,7 @@
 
 Identity and authority on the bus come from the client certificate: nats-server runs with
 ``verify_and_map``, so the certificate a process presents *is* its user, and the user's
-permissions (see :mod:`mirrorbus.natsconf`) are what it may do.  This module replaces the
+permissions (see :mod:`mirrorbus.host.natsconf`) are what it may do.  This module replaces the
 openssl steps of tunasync's documentation with a few calls that cannot be got wrong::
 
     init_ca(Path("/var/lib/mirrorbus/pki"))                  # ca.* and server.*

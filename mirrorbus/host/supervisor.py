@@ -8,7 +8,7 @@ order (worker first, so it records its killed runs while the bus is still up; na
 last), job processes included.
 
 With ``--cluster`` the one nats-server becomes a three-node cluster on loopback (see
-:mod:`mirrorbus.cluster`) with streams of three replicas, and the manager and the worker get
+:mod:`mirrorbus.host.cluster`) with streams of three replicas, and the manager and the worker get
 every node's URL: a node that dies is restarted like any other child, and meanwhile the
 clients carry on through the other two.
 
@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mirrorbus import cluster
 from mirrorbus.config.listen import parse_listen
 from mirrorbus.config.names import default_name
 from mirrorbus.config.worker import WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ConfigError, MirrorbusError, ServerError
-from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.server import DEFAULT_PORT, NatsServer, find_nats_server
+from mirrorbus.host import cluster
+from mirrorbus.host.instance import Instance, InstanceInfo
+from mirrorbus.host.server import DEFAULT_PORT, NatsServer, find_nats_server
 
 log = logging.getLogger("mirrorbus.up")
 
@@ -159,7 +159,7 @@ def prepare(
     server's log cannot become a cluster's (the nodes have stores of their own), so
     ``--cluster`` on a state directory that holds one is an error.
     """
-    from mirrorbus import pki
+    from mirrorbus.host import pki
 
     previous = instance.read() if instance.info_file.exists() else None
     if previous is not None and previous.clustered:
@@ -188,9 +188,9 @@ def prepare(
 def write_server_config(instance: Instance, info: InstanceInfo | None = None) -> None:
     """Write the instance's nats-server config(s) again from the certificates in its PKI
     directory (after a certificate was issued or revoked; reload the server after)."""
-    from mirrorbus import pki
     from mirrorbus.events.subjects import Subjects
-    from mirrorbus.natsconf import render_server_config
+    from mirrorbus.host import pki
+    from mirrorbus.host.natsconf import render_server_config
 
     info = info or instance.read()
     if info.clustered:
@@ -216,7 +216,7 @@ def _prepare_in_child(
     cryptography library, which this long-running supervisor would otherwise hold in memory
     for the rest of its life.  A problem is reported by the child on stderr (one line) and
     ends ``up`` with the child's exit status."""
-    argv = [sys.executable, "-m", "mirrorbus.supervisor", "prepare", str(config_path)]
+    argv = [sys.executable, "-m", "mirrorbus.host.supervisor", "prepare", str(config_path)]
     argv += [str(state_dir), str(port or 0), "cluster" if clustered else "single"]
     done = subprocess.run(argv, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
@@ -434,7 +434,7 @@ def _banner(
 
 
 def _prepare_main(argv: Sequence[str]) -> int:
-    """``python -m mirrorbus.supervisor prepare CONFIG STATE PORT cluster|single``."""
+    """``python -m mirrorbus.host.supervisor prepare CONFIG STATE PORT cluster|single``."""
     from mirrorbus.config.worker import load_worker_config
 
     config, state, port, mode = argv

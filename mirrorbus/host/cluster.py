@@ -13,8 +13,8 @@ Layout, for the base port ``P`` (``--port``, default 14222)::
     3          P+2           P+5          mirrorbus-3   STATE/nats/node-3/
 
 Every node has the same users and client TLS as the single server (see
-:mod:`mirrorbus.natsconf`), and a ``cluster`` block whose routes use mutual TLS with
-``route.crt`` (see :func:`mirrorbus.pki.ensure_route_cert`).  Why not the server certificate:
+:mod:`mirrorbus.host.natsconf`), and a ``cluster`` block whose routes use mutual TLS with
+``route.crt`` (see :func:`mirrorbus.host.pki.ensure_route_cert`).  Why not the server certificate:
 a node dials its peers as a TLS client, and ``server.crt`` is good for server authentication
 only, which Go's TLS enforces.  Why ``verify_and_map`` with a single route user rather than
 ``verify``: any certificate of our CA would otherwise be accepted as a route, and a route is
@@ -33,8 +33,8 @@ from pathlib import Path
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import ServerError
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.instance import Instance, InstanceInfo
-from mirrorbus.server import NatsServer, _check_port_free
+from mirrorbus.host.instance import Instance, InstanceInfo
+from mirrorbus.host.server import NatsServer, _check_port_free
 
 __all__ = ["CLUSTER_NAME", "NODES", "Node", "cluster_ports", "nodes", "servers", "write_configs"]
 
@@ -80,8 +80,8 @@ def write_configs(instance: Instance, info: InstanceInfo, workers: Iterable[str]
     """Issue the route certificate if needed and write every node's ``nats.conf``."""
     # Here, not at the top: `up`'s supervisor builds the nodes' servers without the
     # certificate machinery (cryptography), which only the preparation step needs.
-    from mirrorbus import pki
-    from mirrorbus.natsconf import ClusterBlock, render_server_config
+    from mirrorbus.host import pki
+    from mirrorbus.host.natsconf import ClusterBlock, render_server_config
 
     pki_dir = instance.pki_dir.resolve()
     pki.ensure_route_cert(pki_dir)
