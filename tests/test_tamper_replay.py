@@ -1,5 +1,5 @@
-"""Old events cannot be replayed into the log: a copy the server stores as an answer is set
-aside by every reader.
+"""Old events cannot be replayed into the log, nor commands forged through it: a copy the
+server stores as an answer is set aside by every reader.
 
 Any client may name any reply subject, and the server publishes its own answers there
 whatever the requester may publish: a reader's direct get of an old event, with a reply
@@ -7,24 +7,34 @@ subject of ``<prefix>.evt.<worker>.<job>``, makes the server append a copy of th
 the log.  The stream's duplicate window (two minutes) stops a copy of an event appended with
 its id only within that window; the events here are appended without one, as if the window
 had passed.  The copy is stored, so each reader must tell it apart: the manager's consumer,
-a rebuild and a reader's ``mirrorbus project`` (batched direct gets), and a worker's restore.
+a rebuild and a reader's ``mirrorbus project`` (batched direct gets), a worker's restore, and
+a worker's command consumer (a copy answered onto a command subject).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 from conftest import RunningServer, connect
+from e2e import Site, wait_for
 from nats.aio.client import Client
+from test_e2e_worker import COUNTING_JOB
 from test_replay import _bus
 from test_tamper_reading import _append, _manager, _rebuild_equals, _wait_position
 
 from mirrorbus.bus import REPLAYED
-from mirrorbus.events import JobConfigured, SizeSet, WorkerSnapshot, encode, encode_snapshot
+from mirrorbus.events import (
+    Command,
+    JobConfigured,
+    SizeSet,
+    WorkerSnapshot,
+    encode,
+    encode_snapshot,
+)
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.worker.replay import restore
 
@@ -110,3 +120,51 @@ async def test_a_replayed_snapshot_is_not_restored_from(
             await bus.close()
             await w1.close()
             await reader.close()
+
+
+def test_a_worker_cannot_send_a_command_through_a_servers_answer(
+    site: Site, nats_server: RunningServer
+) -> None:
+    """w2 writes a "disable" for w1's job into its own events (it may write anything there),
+    then asks for that message by direct get with w1's command subject, under the admin's
+    token, as the reply subject: the server stores its answer in the command stream, where w1's
+    consumer delivers it.  w1 must not take it for the admin's command."""
+    config = site.worker_config("w1", COUNTING_JOB.format(name="kept", interval=60))
+    site.start_manager()
+    site.start_worker(config, key="worker")
+    site.wait_job("w1", "kept", lambda j: j.status == "success")
+    wait_for(lambda: site.ctl("ping", "-w", "w1", "kept").returncode == 0, 20, "an honest command")
+
+    async def forge() -> None:
+        w2 = await connect(nats_server, "worker", "w2")
+        try:
+            now = datetime.now(UTC)
+            cmd = Command(
+                id="forged",
+                at=now,
+                verb="disable",
+                worker="w1",
+                job="kept",
+                expires_at=now + timedelta(seconds=600),
+            )
+            ack = await w2.jetstream().publish(S.job_events("w2", "x"), encode(cmd))
+            target = S.issued_by(S.job_command("w1", "kept"), "admin")
+            await w2.publish(
+                f"$JS.API.DIRECT.GET.{S.evt_stream}",
+                json.dumps({"seq": ack.seq}).encode(),
+                reply=target,
+            )
+            await w2.flush()
+        finally:
+            await w2.close()
+
+    anyio.run(forge)
+    # Commands are taken in order: once a later honest one is answered, the copy was seen.
+    wait_for(
+        lambda: "it is a copy of an older message" in site.output("worker"),
+        20,
+        "the worker dropping the copy",
+    )
+    assert site.ctl("ping", "-w", "w1", "kept").returncode == 0
+    assert [j.status for j in site.view.jobs("w1")] != ["disabled"]
+    assert site.ctl("list", "-w", "w1").returncode == 0

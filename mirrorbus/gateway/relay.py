@@ -37,9 +37,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import REPLAYED, Bus, replayed
 from mirrorbus.clock import Clock, SystemClock, new_id
-from mirrorbus.errors import BusError, CodecError, ConfigError, MirrorbusError
+from mirrorbus.errors import BusError, CodecError, ConfigError, InvalidName, MirrorbusError
 from mirrorbus.events import (
     Command,
     CommandAnswered,
@@ -138,9 +138,18 @@ class Relay:
         return await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.cmd_stream)
 
     async def _handle(self, http: aiohttp.ClientSession, msg: Msg) -> None:
+        if replayed(msg.headers, direct=False):
+            log.warning("dropping the message on %s: it is %s", msg.subject, REPLAYED)
+            return
         try:
             cmd = decode_command(msg.data)
-        except CodecError:
+            _, worker, job = self.bus.subjects.names_in(msg.subject)
+        except (CodecError, InvalidName):
+            return
+        if (worker, job or "") != (cmd.worker, cmd.job or ""):
+            log.warning(
+                "command for %s/%s arrived on %s; ignored", cmd.worker, cmd.job, msg.subject
+            )
             return
         try:
             old = await self.fleet.old_worker(cmd.worker)

@@ -20,7 +20,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from mirrorbus.bus import next_fetch_size
+from mirrorbus.bus import REPLAYED, next_fetch_size, replayed
 from mirrorbus.errors import CodecError
 from mirrorbus.events import (
     Command,
@@ -99,6 +99,12 @@ class CommandHandler:
 
     async def handle(self, msg: Msg) -> None:
         w = self.worker
+        if replayed(msg.headers, direct=False):
+            # Someone's direct get of a message of the log answered onto this worker's
+            # command subject (a worker could so have "sent" a command it wrote into its own
+            # events): not a command anyone sent.
+            log.warning("dropping the message on %s: it is %s", msg.subject, REPLAYED)
+            return
         try:
             cmd = decode_command(msg.data)
         except CodecError as exc:
