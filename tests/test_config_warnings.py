@@ -134,6 +134,57 @@ def test_a_project_config_warns_about_the_managers_sections(
     ]
 
 
+@pytest.mark.parametrize(
+    ("section", "typo", "meant"),
+    [
+        ("tunasync_api", "lisen", "listen"),
+        ("http", "enabel", "enable"),
+        ("manager", "nmae", "name"),
+        ("mirrorz", "sites", "site"),
+    ],
+)
+def test_a_typo_in_each_section_of_a_manager_config_warns_alike(
+    section: str,
+    typo: str,
+    meant: str,
+    tmp_path: Path,
+    pki_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gateway's ``[tunasync_api]`` and the outputs' sections say it as ``[bus]`` does."""
+    path = write(tmp_path, "manager", pki_dir, "", f"[{section}]\n{typo} = 1\n")
+    assert warnings_of("manager", path, caplog) == [
+        f"{path}: [{section}]: key '{typo}': unknown key, ignored (did you mean '{meant}'?)"
+    ]
+
+
+WRONG_TYPES = [
+    ("manager", '[streams]\nreplicas = "3"\n', "streams.replicas", "an integer, got string '3'"),
+    ("manager", "[tunasync_api]\nlisten = 1\n", "tunasync_api.listen", "a string, got integer 1"),
+    ("manager", "[manager]\nname = 3\n", "manager.name", "a string, got integer 3"),
+    ("project", '[http]\nenable = "yes"\n', "http.enable", "true or false, got string 'yes'"),
+    ("project", "[files]\njobs_json = true\n", "files.jobs_json", "a string, got boolean true"),
+]
+
+
+@pytest.mark.parametrize(("kind", "rest", "key", "problem"), WRONG_TYPES)
+def test_a_wrong_type_is_the_same_one_line_error_in_every_file(
+    kind: str,
+    rest: str,
+    key: str,
+    problem: str,
+    tmp_path: Path,
+    pki_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker's checks of TOML types, in a manager's or a project's own sections: the
+    file, the key, what it must be and what it is."""
+    path = write(tmp_path, kind, pki_dir, "", rest)
+    with pytest.raises(ConfigError) as info:
+        warnings_of(kind, path, caplog)
+    assert str(info.value) == f"{path}: key '{key}': expected {problem}"
+
+
 def test_a_worker_config_that_fails_carries_the_warnings_found_before(tmp_path: Path) -> None:
     path = tmp_path / "worker.toml"
     path.write_text(WORKER.format(root=tmp_path).replace("[global]", "[globl]"))

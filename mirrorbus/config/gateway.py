@@ -17,10 +17,12 @@ The section (or ``--tunasync-api HOST:PORT``) turns the gateway on.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
+from mirrorbus.config.listen import parse_listen
+from mirrorbus.config.schema import Checked, Kind, settings_table
 from mirrorbus.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:14242"
@@ -73,33 +75,25 @@ class GatewaySettings:
         return any(address in net for net in self.networks)
 
 
-def _path(table: dict[str, Any], key: str, source: Path) -> Path | None:
-    value = table.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError("must be a path (a string)", file=source, key=f"tunasync_api.{key}")
-    path = Path(value).expanduser()
-    path = path if path.is_absolute() else source.parent / path
-    if not path.is_file():
-        raise ConfigError(f"file {path} does not exist", file=source, key=f"tunasync_api.{key}")
-    return path
+TUNASYNC_API_KEYS: Mapping[str, Kind] = {
+    "listen": Kind.STR,
+    "allow": Kind.ANY,  # one network or a list of them: gateway_settings says which
+    "tls_cert": Kind.STR,
+    "tls_key": Kind.STR,
+    "ca_cert": Kind.STR,
+    "bus_cert": Kind.STR,
+    "bus_key": Kind.STR,
+}
 
 
-def gateway_settings(doc: dict[str, Any], source: Path) -> GatewaySettings:
+def gateway_settings(doc: Mapping[str, object], source: Path) -> GatewaySettings:
     """The ``[tunasync_api]`` section of a manager config (absent: the gateway is off)."""
-    from mirrorbus.config.listen import parse_listen
-
-    table = doc.get("tunasync_api")
-    if table is None:
+    if "tunasync_api" not in doc:
         return GatewaySettings()
-    if not isinstance(table, dict):
-        raise ConfigError("must be a table", file=source, key="tunasync_api")
-    listen = table.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen, str):
-        raise ConfigError("must be HOST:PORT", file=source, key="tunasync_api.listen")
+    table = settings_table(doc, "tunasync_api", TUNASYNC_API_KEYS, source)
+    listen = table.text("listen", DEFAULT_LISTEN)
     parse_listen(listen, str(source))
-    allow = table.get("allow", list(LOOPBACK))
+    allow = table.values.get("allow", list(LOOPBACK))
     if isinstance(allow, str):
         allow = [allow]
     if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
@@ -108,8 +102,8 @@ def gateway_settings(doc: dict[str, Any], source: Path) -> GatewaySettings:
             file=source,
             key="tunasync_api.allow",
         )
-    paths = {k: _path(table, k, source) for k in ("tls_cert", "tls_key", "ca_cert")}
-    paths |= {k: _path(table, k, source) for k in ("bus_cert", "bus_key")}
+    paths = {k: _file(table, k, source) for k in ("tls_cert", "tls_key", "ca_cert")}
+    paths |= {k: _file(table, k, source) for k in ("bus_cert", "bus_key")}
     for a, b in (("tls_cert", "tls_key"), ("bus_cert", "bus_key")):
         if (paths[a] is None) != (paths[b] is None):
             raise ConfigError(f"give both {a} and {b}, or neither", file=source, key="tunasync_api")
@@ -128,11 +122,16 @@ def gateway_settings(doc: dict[str, Any], source: Path) -> GatewaySettings:
         raise ConfigError(exc.problem, file=source, key=exc.key) from None
 
 
+def _file(table: Checked, key: str, source: Path) -> Path | None:
+    path = table.path(key, source)
+    if path is not None and not path.is_file():
+        raise ConfigError(f"file {path} does not exist", file=source, key=f"tunasync_api.{key}")
+    return path
+
+
 def with_listen(settings: GatewaySettings, listen: str | None) -> GatewaySettings:
     """``--tunasync-api HOST:PORT`` turns the gateway on there (over ``[tunasync_api] listen``)."""
     if listen is None:
         return settings
-    from mirrorbus.config.listen import parse_listen
-
     parse_listen(listen, "--tunasync-api")
     return replace(settings, enable=True, listen=listen)

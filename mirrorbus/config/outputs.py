@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mirrorbus.config.listen import DEFAULT_LISTEN, HttpSettings, parse_listen
+from mirrorbus.config.schema import Kind, settings_table
 from mirrorbus.errors import ConfigError
 
 SITE_REQUIRED = ("url", "abbr")
@@ -53,58 +54,53 @@ def check_site(site: Mapping[str, Any], source: str) -> dict[str, Any]:
     return dict(site)
 
 
-def table(doc: dict[str, Any], name: str, source: Path) -> dict[str, Any]:
-    value = doc.get(name, {})
-    if not isinstance(value, dict):
-        raise ConfigError("must be a table", file=source, key=name)
-    return value
+HTTP_KEYS: Mapping[str, Kind] = {
+    "enable": Kind.BOOL,
+    "listen": Kind.STR,
+    "tls_cert": Kind.STR,
+    "tls_key": Kind.STR,
+    "allow_origin": Kind.ANY,  # one origin or a list: _allow_origin says which
+}
+FILES_KEYS: Mapping[str, Kind] = {"jobs_json": Kind.STR, "mirrorz_json": Kind.STR}
+MIRRORZ_KEYS: Mapping[str, Kind] = {"site": Kind.TABLE}  # mirrorz's own keys, free-form
+OUTPUT_SECTIONS: Mapping[str, Mapping[str, Kind]] = {
+    "http": HTTP_KEYS,
+    "files": FILES_KEYS,
+    "mirrorz": MIRRORZ_KEYS,
+}
+"""The sections of a manager or project file read here."""
 
 
-def _path(values: dict[str, Any], key: str, section: str, source: Path) -> Path | None:
-    value = values.get(key)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError("must be a path (a string)", file=source, key=f"{section}.{key}")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (source.parent / path)
-
-
-def output_settings(doc: dict[str, Any], source: Path) -> OutputSettings:
+def output_settings(doc: Mapping[str, object], source: Path) -> OutputSettings:
     """``[http]`` (enable, listen, tls_cert, tls_key), ``[files]`` (jobs_json, mirrorz_json)
     and ``[mirrorz.site]`` of a manager or project config.  Relative paths are relative to the
     config file."""
-    http = table(doc, "http", source)
-    files = table(doc, "files", source)
-    mz = table(doc, "mirrorz", source)
-    enable = http.get("enable", False)
-    if not isinstance(enable, bool):
-        raise ConfigError("must be true or false", file=source, key="http.enable")
-    listen = http.get("listen", DEFAULT_LISTEN)
-    if not isinstance(listen, str):
-        raise ConfigError("must be a string like 127.0.0.1:14280", file=source, key="http.listen")
+    http = settings_table(doc, "http", HTTP_KEYS, source)
+    files = settings_table(doc, "files", FILES_KEYS, source)
+    mz = settings_table(doc, "mirrorz", MIRRORZ_KEYS, source)
+    listen = http.text("listen", DEFAULT_LISTEN)
     parse_listen(listen, str(source))
-    tls_cert = _path(http, "tls_cert", "http", source)
-    tls_key = _path(http, "tls_key", "http", source)
+    tls_cert = http.path("tls_cert", source)
+    tls_key = http.path("tls_key", source)
     if (tls_cert is None) != (tls_key is None):
         raise ConfigError("TLS needs both tls_cert and tls_key", file=source, key="http")
     for key, value in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if value is not None and not value.is_file():
             raise ConfigError(f"file {value} does not exist", file=source, key=f"http.{key}")
-    allow_origin = _allow_origin(http.get("allow_origin", "*"), source)
-    mirrorz_json = _path(files, "mirrorz_json", "files", source)
-    site = table(mz, "site", source) if "site" in mz else {}
+    allow_origin = _allow_origin(http.values.get("allow_origin", "*"), source)
+    mirrorz_json = files.path("mirrorz_json", source)
+    site = mz.table("site")
     if mirrorz_json is not None:
         site = check_site(site, str(source))
     return OutputSettings(
         http=HttpSettings(
-            enable=enable,
+            enable=http.flag("enable"),
             listen=listen,
             tls_cert=tls_cert,
             tls_key=tls_key,
             allow_origin=allow_origin,
         ),
-        jobs_json=_path(files, "jobs_json", "files", source),
+        jobs_json=files.path("jobs_json", source),
         mirrorz_json=mirrorz_json,
         site=site,
     )

@@ -1,19 +1,25 @@
-"""Which keys each section of a worker config may hold, their TOML types, and checking them.
+"""The one mechanism every config file is read with: which keys each section may hold, their
+TOML types, and checking them.
 
 tunasync decodes into Go structs: a wrong type is a load error, an unknown key is silently
 dropped.  We keep the first and soften the second into a warning that names the file, the
 section or job and the key, because a misspelt key (``intervall = 5``) otherwise silently
-falls back to a default.
+falls back to a default.  The ctl's, manager's and project's files get the same: the same
+warning line (:func:`unknown_key`) and the same checks, their sections' keys declared next to
+the code that reads them (``HTTP_KEYS`` in :mod:`mirrorbus.config.outputs`, ...).
 
-:func:`read_table` turns one raw TOML table into a dict of checked values (lists become
-tuples); :class:`Checked` reads them back with their tunasync defaults.  Nothing here knows
-about inheritance or derived values; that is :mod:`mirrorbus.config.worker_mirrors`.
+:func:`read_toml` reads a file; :func:`read_table` turns one raw TOML table into a dict of
+checked values (lists become tuples); :class:`Checked` reads them back with their tunasync
+defaults; :func:`section` and :func:`settings_table` do both for a top-level table.  Nothing
+here knows about inheritance or derived values; that is
+:mod:`mirrorbus.config.worker_mirrors`.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +39,10 @@ class Kind(Enum):
     STRS = "a list of strings"
     INTS = "a list of integers"
     ENV = "a table of strings"
+    TABLE = "a table"
+    ANY = "a value its reader checks"
+    """A key whose form the code reading it checks, with a message saying what it may be
+    (``allow = "10.0.0.0/8"`` or a list of networks)."""
 
 
 _STR, _INT, _BOOL = Kind.STR, Kind.INT, Kind.BOOL
@@ -155,13 +165,37 @@ class Where:
 
     file: Path | str
     job: str | None
+    table: str | None = None
+    """A top-level table of a ctl, manager or project file (``http``).  Its errors name the
+    key as those files' settings are written in messages and docs, ``key 'http.enable'``;
+    warnings about unknown keys read like everywhere else, ``[http]: key 'enabel'``."""
 
     def error(self, key: str | None, problem: str) -> ConfigError:
+        if self.table is not None:
+            return ConfigError(problem, file=self.file, key=_dotted(self.table, key))
         return ConfigError(problem, file=self.file, job=self.job, key=key)
 
     def warning(self, key: str | None, problem: str) -> str:
         # Same shape as a ConfigError message, so that both read alike on stderr.
-        return str(ConfigError(problem, file=self.file, job=self.job, key=key))
+        job = self.job if self.table is None else f"[{self.table}]"
+        return str(ConfigError(problem, file=self.file, job=job, key=key))
+
+
+def _dotted(table: str, key: str | None) -> str:
+    return table if key is None else f"{table}.{key}"
+
+
+def read_toml(path: Path) -> dict[str, object]:
+    """The document of a TOML file; a ConfigError naming the file if it cannot be read."""
+    try:
+        with path.open("rb") as fp:
+            return tomllib.load(fp)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
 
 
 def unknown_key(where: Where, key: str, known: Iterable[str], what: str = "key") -> str:
@@ -224,6 +258,10 @@ def _fits(kind: Kind, value: object) -> bool:
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if kind is Kind.INTS:
         return isinstance(value, list) and all(_fits(Kind.INT, v) for v in value)
+    if kind is Kind.TABLE:
+        return isinstance(value, dict)
+    if kind is Kind.ANY:
+        return True
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
@@ -231,15 +269,15 @@ def read_table(
     raw: Mapping[str, object],
     keys: Mapping[str, Kind],
     where: Where,
-    warnings: list[str],
+    warnings: list[str] | None,
     *,
     skip: frozenset[str] = frozenset(),
 ) -> dict[str, object]:
     """Check every key of ``raw`` against ``keys``; return the known ones, converted.
 
-    Unknown keys are reported in ``warnings`` and dropped; keys in ``skip`` are left for the
-    caller.  Raises :class:`ConfigError` naming file, job and key on a wrong type or a
-    negative count.
+    Unknown keys are reported in ``warnings`` (None: reported for the whole file already,
+    see :func:`unknown_keys`) and dropped; keys in ``skip`` are left for the caller.  Raises
+    :class:`ConfigError` naming file, job and key on a wrong type or a negative count.
     """
     out: dict[str, object] = {}
     for key, value in raw.items():
@@ -247,7 +285,8 @@ def read_table(
             continue
         kind = keys.get(key)
         if kind is None:
-            warnings.append(unknown_key(where, key, [*keys, *skip]))
+            if warnings is not None:
+                warnings.append(unknown_key(where, key, [*keys, *skip]))
             continue
         if not _fits(kind, value):
             unit = f" ({UNITS[key]})" if key in UNITS else ""
@@ -256,7 +295,9 @@ def read_table(
             raise where.error(key, f"must not be negative, got {value}")
         if key in MAXIMUM and not cast(float, value) <= MAXIMUM[key]:  # also refuses nan
             raise where.error(key, f"must be at most {MAXIMUM[key]:g} ({UNITS[key]}), got {value}")
-        if isinstance(value, list):
+        if kind is Kind.ANY:
+            pass  # left as written, for its reader
+        elif isinstance(value, list):
             value = tuple(value)
         elif isinstance(value, dict):
             value = dict(value)
@@ -296,6 +337,18 @@ class Checked:
     def env(self) -> dict[str, str]:
         return dict(cast(Mapping[str, str], self.values.get("env", {})))
 
+    def table(self, key: str) -> dict[str, object]:
+        return dict(cast(Mapping[str, object], self.values.get(key, {})))
+
+    def path(self, key: str, source: Path) -> Path | None:
+        """A file named in a ctl, manager or project file: ``~`` expanded, a relative path
+        taken from the file's directory; None when unset or ``""``."""
+        text = self.text(key)
+        if not text:
+            return None
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else source.parent / path
+
 
 def section(
     doc: Mapping[str, object],
@@ -310,6 +363,18 @@ def section(
     if not isinstance(raw, dict):
         raise where.error(None, f"expected a table [{name}], got {describe(raw)}")
     return Checked(read_table(raw, keys, where, warnings))
+
+
+def settings_table(
+    doc: Mapping[str, object], name: str, keys: Mapping[str, Kind], file: Path | str
+) -> Checked:
+    """Top-level table ``[name]`` of a ctl, manager or project file (absent ⇒ defaults), its
+    values checked against ``keys``; errors name ``name.key``.  Unknown keys are warned about
+    once for the whole file, by :func:`unknown_keys` with the same ``keys``."""
+    raw = doc.get(name, {})
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", file=file, key=name)
+    return Checked(read_table(raw, keys, Where(file, None, name), None))
 
 
 _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([kmgtp])?i?b?", re.IGNORECASE | re.ASCII)

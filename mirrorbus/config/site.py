@@ -4,25 +4,26 @@ Services (worker, manager): an explicit ``--state-dir`` (an embedded ``mirrorbus
 instance); else the ``[bus]`` section of their config file; else ``MIRRORBUS_STATE_DIR``.
 The ctl merges layers key by key, see :func:`ctl_settings`.
 
-Every file is checked against the sections and keys its program reads (:data:`CTL_SECTIONS`,
-:data:`MANAGER_SECTIONS`, :data:`PROJECT_SECTIONS`): an unknown one is a warning on stderr,
-the same line a worker config gives (:func:`~mirrorbus.config.schema.unknown_key`).
+Every file is read with the worker's mechanism (:mod:`mirrorbus.config.schema`) against the
+sections and keys its program reads (:data:`CTL_SECTIONS`, :data:`MANAGER_SECTIONS`,
+:data:`PROJECT_SECTIONS`): an unknown one is a warning on stderr, the same line a worker
+config gives (:func:`~mirrorbus.config.schema.unknown_key`); a wrong type is the same error.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from mirrorbus.config.bus import STATE_DIR_ENV, BusSettings, StreamSettings
-from mirrorbus.config.gateway import GatewaySettings, gateway_settings
+from mirrorbus.config.gateway import TUNASYNC_API_KEYS, GatewaySettings, gateway_settings
 from mirrorbus.config.names import default_name
-from mirrorbus.config.outputs import OutputSettings, output_settings, table
-from mirrorbus.config.schema import unknown_keys
+from mirrorbus.config.outputs import OUTPUT_SECTIONS, OutputSettings, output_settings
+from mirrorbus.config.schema import Kind, settings_table, unknown_keys
 from mirrorbus.config.worker import BusConfig, read_bus_file
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
@@ -35,36 +36,36 @@ log = logging.getLogger("mirrorbus.config")
 
 CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
 
-# The sections of each kind of file and the keys read from them (None: checked where read:
-# ``[bus]`` by the worker's schema, ``[mirrorz] site`` is mirrorz's own free-form table).
-CTL_SECTIONS: Mapping[str, Collection[str] | None] = {"bus": None}
-_OUTPUT_SECTIONS: Mapping[str, Collection[str] | None] = {
-    "http": ("enable", "listen", "tls_cert", "tls_key", "allow_origin"),
-    "files": ("jobs_json", "mirrorz_json"),
-    "mirrorz": ("site",),
-}
-PROJECT_SECTIONS: Mapping[str, Collection[str] | None] = {
-    "bus": None,
-    "database": ("url",),
-    **_OUTPUT_SECTIONS,
-}
-MANAGER_SECTIONS: Mapping[str, Collection[str] | None] = {
+DATABASE_KEYS: Mapping[str, Kind] = {"url": Kind.STR}
+MANAGER_KEYS: Mapping[str, Kind] = {"name": Kind.STR}
+STREAMS_KEYS: Mapping[str, Kind] = {"max_age_days": Kind.NUMBER, "replicas": Kind.INT}
+
+Sections = Mapping[str, Mapping[str, Kind] | None]
+"""The sections of a kind of file and the keys of each (None: ``[bus]``, whose keys are
+checked where it is read, as a worker's)."""
+
+CTL_SECTIONS: Sections = {"bus": None}
+PROJECT_SECTIONS: Sections = {"bus": None, "database": DATABASE_KEYS, **OUTPUT_SECTIONS}
+MANAGER_SECTIONS: Sections = {
     **PROJECT_SECTIONS,
-    "manager": ("name",),
-    "streams": ("max_age_days", "replicas"),
-    "tunasync_api": ("listen", "allow", "tls_cert", "tls_key", "ca_cert", "bus_cert", "bus_key"),
+    "manager": MANAGER_KEYS,
+    "streams": STREAMS_KEYS,
+    "tunasync_api": TUNASYNC_API_KEYS,
 }
 
 
-def read_config(
-    path: Path, sections: Mapping[str, Collection[str] | None]
-) -> tuple[BusConfig, dict[str, object]]:
+def read_config(path: Path, sections: Sections) -> tuple[BusConfig, dict[str, object]]:
     """Read a ctl, manager or project file: its checked ``[bus]`` and the whole document.
-    Each unknown section or key is logged as a warning (stderr), as a worker's are."""
+    Each unknown section or key is logged as a warning (stderr), as a worker's are; a value
+    of the wrong type in any of ``sections`` is an error, whether or not a flag overrides it.
+    """
     bus, doc, warnings = read_bus_file(path)
     unknown_keys(doc, sections, path, warnings)
     for warning in warnings:
         log.warning("%s", warning)
+    for name, keys in sections.items():
+        if keys is not None:
+            settings_table(doc, name, keys, path)
     return bus, doc
 
 
@@ -286,19 +287,15 @@ class ManagerConfig:
         return settings
 
 
-def manager_name(name: str | None, doc: dict[str, Any], source: Path | str) -> str:
+def manager_name(name: str | None, doc: Mapping[str, object], source: Path | str) -> str:
     """``--name``, else ``[manager] name``, else the host's name; checked like every name."""
     key = "--name"
     if name is None:
-        table = doc.get("manager", {})
-        if not isinstance(table, dict):
-            raise ConfigError("must be a table", file=source, key="manager")
-        name = table.get("name")
+        table = settings_table(doc, "manager", MANAGER_KEYS, source)
+        name = table.text("name") if "name" in table.values else None
         key = "manager.name"
     if name is None:
         return default_name()
-    if not isinstance(name, str):
-        raise ConfigError("must be a string", file=source, key=key)
     try:
         return check_token(name, "manager name")
     except InvalidName as exc:
@@ -317,18 +314,13 @@ def manager_config(
     if config is not None:
         bus, doc = read_config(config, MANAGER_SECTIONS)
         replica = manager_name(name, doc, config)
-        db = doc.get("database", {})
-        st = doc.get("streams", {})
-        if not isinstance(db, dict) or not isinstance(st, dict):
-            raise ConfigError("[database] and [streams] must be tables", file=config)
-        url = db.get("url")
-        if url is not None and not isinstance(url, str):
-            raise ConfigError("must be a string", file=config, key="database.url")
-        max_age_days = st.get("max_age_days", 0)
-        replicas = st.get("replicas", 1)
-        if not isinstance(max_age_days, int | float) or max_age_days < 0:
+        url = settings_table(doc, "database", DATABASE_KEYS, config).text("url")
+        st = settings_table(doc, "streams", STREAMS_KEYS, config)
+        max_age_days = st.number("max_age_days")
+        replicas = st.integer("replicas") if "replicas" in st.values else 1
+        if max_age_days < 0:
             raise ConfigError("must be a number >= 0", file=config, key="streams.max_age_days")
-        if not isinstance(replicas, int) or replicas not in (1, 3, 5):
+        if replicas not in (1, 3, 5):
             raise ConfigError("must be 1, 3 or 5", file=config, key="streams.replicas")
         streams = StreamSettings(replicas=replicas, max_age=float(max_age_days) * 86400)
         settings = (
@@ -388,9 +380,8 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
     the outputs of :func:`output_settings`."""
     if config is not None:
         bus, doc = read_config(config, PROJECT_SECTIONS)
-        db = table(doc, "database", config)
-        url = view or db.get("url")
-        if not isinstance(url, str) or not url:
+        url = view or settings_table(doc, "database", DATABASE_KEYS, config).text("url")
+        if not url:
             raise ConfigError(
                 "missing: where this tool keeps its own view and position, e.g. "
                 "sqlite:////var/lib/mirrorbus/project.db (or --view)",

@@ -31,7 +31,6 @@ The loader is pure: it reads the config and include files and nothing else.
 from __future__ import annotations
 
 import glob
-import tomllib
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -47,6 +46,7 @@ from mirrorbus.config.schema import (
     ZFS_KEYS,
     Checked,
     Where,
+    read_toml,
     section,
     unknown_key,
 )
@@ -122,7 +122,7 @@ def load_worker_config(path: Path) -> WorkerConfig:
 
 
 def _load_worker_config(path: Path, warnings: list[str]) -> WorkerConfig:
-    doc = _read_toml(path)
+    doc = read_toml(path)
     base = path.absolute().parent
     for key in doc:
         if key in _UNUSED:
@@ -203,21 +203,9 @@ def read_bus_file(path: Path) -> tuple[BusConfig, dict[str, object], list[str]]:
     file's directory, and the prefix must be a valid subject prefix.
     """
     warnings: list[str] = []
-    doc = _read_toml(path)
+    doc = read_toml(path)
     bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), path.absolute().parent, path)
     return bus, doc, warnings
-
-
-def _read_toml(path: Path) -> dict[str, object]:
-    try:
-        with path.open("rb") as fp:
-            return tomllib.load(fp)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", file=path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror or exc}", file=path) from None
 
 
 def _include_files(pattern: str, base: Path, path: Path, warnings: list[str]) -> list[Path]:
@@ -236,7 +224,7 @@ def _include_files(pattern: str, base: Path, path: Path, warnings: list[str]) ->
 
 
 def _included_leaves(file: Path, warnings: list[str]) -> list[Leaf]:
-    doc = _read_toml(file)
+    doc = read_toml(file)
     for key in doc:
         if key != "mirrors":
             warnings.append(
