@@ -4,7 +4,7 @@ Two workers with the same jobs: one with 1 past run per job, one with many.  Eac
 written fast (asynchronous publishes), then its last events go through a real
 :class:`~mirrorbus.worker.outbox.Outbox` that writes the snapshot, and a short tail follows
 (events after the snapshot, as after an unclean stop).  Figure: the median time of
-:func:`mirrorbus.worker.replay.restore` for the long history; baseline: the same for the
+:func:`mirrorbus.worker.restore.restore` for the long history; baseline: the same for the
 short one.  Target: ratio ≤ 1.5.
 """
 
@@ -28,7 +28,7 @@ from mirrorbus.bus import Bus
 from mirrorbus.clock import SystemClock
 from mirrorbus.events import JobState, evolve
 from mirrorbus.worker.outbox import Outbox
-from mirrorbus.worker.replay import Restored, restore
+from mirrorbus.worker.restore import Restored, restore
 
 SNAPSHOT_EVERY = 200
 TAIL = 50
@@ -95,22 +95,22 @@ async def restore_times(st: Stack, jobs: int, runs: tuple[int, int]) -> tuple[fl
         finally:
             await bus.close()
     times: dict[str, list[float]] = {n: [] for n in names}
-    replayed: dict[str, int] = {}
+    folded: dict[str, int] = {}
     buses = {n: await st.bus("worker", n) for n in names}
     try:
         for _ in range(REPEAT):
             for n in names:
                 seconds, restored = await time_restore(buses[n], n)
                 times[n].append(seconds)
-                replayed[n] = restored.replayed
+                folded[n] = restored.folded
                 if len(restored.states) != jobs:
                     raise RuntimeError(f"{n}: restored {len(restored.states)} of {jobs} jobs")
     finally:
         for bus in buses.values():
             await bus.close()
     detail = (
-        f"{sizes[0]:,} vs {sizes[1]:,} events of history; replayed {replayed[names[0]]} vs "
-        f"{replayed[names[1]]} after the snapshot; median of {REPEAT}"
+        f"{sizes[0]:,} vs {sizes[1]:,} events of history; folded {folded[names[0]]} vs "
+        f"{folded[names[1]]} after the snapshot; median of {REPEAT}"
     )
     return median(times[names[1]]), median(times[names[0]]), detail
 

@@ -29,7 +29,7 @@ from mirrorbus.events import JobConfigured, Subjects, encode
 from mirrorbus.host.server import free_port
 from mirrorbus.manager.http import HttpSettings, StatusHttp, allowed_origin
 from mirrorbus.worker.joblog import HEADER_PREFIX, command_header, new_attempt_log
-from mirrorbus.worker.provider import CommandProvider
+from mirrorbus.worker.providers.command import CommandProvider
 from projections.changes import Changes
 from projections.mirrorz import mirrorz
 from projections.status_view import StatusView

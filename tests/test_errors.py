@@ -11,7 +11,7 @@ import re
 
 from mirrorbus import errors
 from mirrorbus.errors import HookError, MirrorbusError
-from mirrorbus.worker import hooks
+from mirrorbus.worker.hooks import base as hooks
 
 TREE_LINE = re.compile(r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*)(?:\s|$)")
 

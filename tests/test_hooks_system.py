@@ -30,11 +30,12 @@ from e2e import Site, alive, read_pid, wait_for
 
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.config.worker_model import MirrorConfig
-from mirrorbus.worker.btrfs import BtrfsSnapshotHook
-from mirrorbus.worker.cgroup import CgroupHook, CgroupLayout, detect_layout
-from mirrorbus.worker.docker import DockerHook
-from mirrorbus.worker.hooks import AttemptContext, ExecHook, build_hooks
-from mirrorbus.worker.zfs import ZfsHook
+from mirrorbus.worker.hooks.attach import build_hooks
+from mirrorbus.worker.hooks.base import AttemptContext, ExecHook
+from mirrorbus.worker.hooks.btrfs import BtrfsSnapshotHook
+from mirrorbus.worker.hooks.cgroup import CgroupHook, CgroupLayout, detect_layout
+from mirrorbus.worker.hooks.docker import DockerHook
+from mirrorbus.worker.hooks.zfs import ZfsHook
 
 STANDINS = Path(__file__).parent / "standins"
 US = "\x1f"
@@ -644,8 +645,8 @@ def test_pure_v2_layout_uses_memory_max(tmp_path: Path) -> None:
 def test_docker_passes_only_the_jobs_own_variables_to_rsync(tmp_path: Path) -> None:
     """An rsync job in docker gets its mirror ``env`` and credentials as ``-e``, never the
     worker's environment (which the ``docker`` CLI itself keeps)."""
-    from mirrorbus.worker.docker import docker_run_argv
-    from mirrorbus.worker.rsync import rsync_environment
+    from mirrorbus.worker.hooks.docker import docker_run_argv
+    from mirrorbus.worker.providers.rsync import rsync_environment
 
     config = tmp_path / "w.toml"
     config.write_text(

@@ -48,10 +48,10 @@ from mirrorbus.host import natsconf, pki
 from mirrorbus.host.server import find_nats_server
 from mirrorbus.live import LogEntry
 from mirrorbus.manager.projector import seed_if_truncated
-from mirrorbus.worker.cgroup import cgroup_name, job_of_cgroup
-from mirrorbus.worker.docker import container_name, job_of_container
+from mirrorbus.worker.hooks.cgroup import cgroup_name, job_of_cgroup
+from mirrorbus.worker.hooks.docker import container_name, job_of_container
+from mirrorbus.worker.hooks.zfs import help_text
 from mirrorbus.worker.joblog import file_name_of, new_attempt_log
-from mirrorbus.worker.zfs import help_text
 from projections.mirrorz import mirrorz
 from projections.status_view import StatusView
 

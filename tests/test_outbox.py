@@ -10,7 +10,7 @@ from pathlib import Path
 from e2e import Site, count_lines, wait_for
 from test_e2e_worker import COUNTING_JOB
 
-from mirrorbus.worker.journal import Journal
+from mirrorbus.worker.outbox import Journal
 
 
 def test_journal_keeps_events_in_order_until_removed(tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ from rsyncd import Module, RsyncDaemon, rsync_daemon
 
 from mirrorbus.config.worker import WorkerConfig, load_worker_config
 from mirrorbus.config.worker_model import STAGE1_PROFILES as CONFIG_PROFILES
-from mirrorbus.worker.provider import AttemptOutcome, make_provider
-from mirrorbus.worker.rsync import (
+from mirrorbus.worker.providers.base import AttemptOutcome
+from mirrorbus.worker.providers.choose import make_provider
+from mirrorbus.worker.providers.rsync import (
     STAGE1_PROFILES,
     RsyncProvider,
     TwoStageRsyncProvider,

@@ -23,7 +23,7 @@ from conftest import RunningServer, connect
 from e2e import Site, wait_for
 from nats.aio.client import Client
 from test_e2e_worker import COUNTING_JOB
-from test_replay import _bus
+from test_restore import _bus
 from test_tamper_reading import _append, _manager, _rebuild_equals, _wait_position
 
 from mirrorbus.bus import REPLAYED
@@ -36,7 +36,7 @@ from mirrorbus.events import (
     encode_snapshot,
 )
 from mirrorbus.events.subjects import Subjects
-from mirrorbus.worker.replay import restore
+from mirrorbus.worker.restore import restore
 
 pytestmark = pytest.mark.anyio
 S = Subjects()
@@ -94,7 +94,7 @@ async def test_a_reader_replaying_an_old_event_changes_no_view_and_no_restore(
         finally:
             await bus.close()
         assert restored.states["j0"].size == "2G"
-        assert restored.replayed == 3
+        assert restored.folded == 3
 
 
 async def test_a_replayed_snapshot_is_not_restored_from(

@@ -13,8 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from mirrorbus.config.worker import load_worker_config
-from mirrorbus.worker.provider import make_provider
-from mirrorbus.worker.rsync import RsyncProvider, TwoStageRsyncProvider
+from mirrorbus.worker.providers.choose import make_provider
+from mirrorbus.worker.providers.rsync import RsyncProvider, TwoStageRsyncProvider
 
 HERE = Path(__file__).parent / "tunasync_configs"
 

@@ -114,8 +114,8 @@ def worker(
     """
     setup_logging(verbose, debug, with_systemd, log_format)
     from mirrorbus.config.worker import check_report, load_worker_config
-    from mirrorbus.worker.cgroup import worker_cgroups
-    from mirrorbus.worker.journal import Journal
+    from mirrorbus.worker.hooks.cgroup import worker_cgroups
+    from mirrorbus.worker.outbox.journal import Journal
     from mirrorbus.worker.service import Worker
 
     cfg = load_worker_config(config)

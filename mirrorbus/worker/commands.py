@@ -34,7 +34,8 @@ from mirrorbus.events import (
 from mirrorbus.events.schema import MAX_SIZE_TEXT
 
 if TYPE_CHECKING:
-    from mirrorbus.worker.service import Job, Worker
+    from mirrorbus.worker.job import Job
+    from mirrorbus.worker.service import Worker
 
 log = logging.getLogger(__name__)
 

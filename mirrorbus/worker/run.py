@@ -23,12 +23,12 @@ from mirrorbus.clock import Clock, new_id
 from mirrorbus.config.worker import MirrorConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.events import AttemptFailed, AttemptStarted, Event, RunStarted, RunSucceeded
-from mirrorbus.worker.hooks import AttemptContext, Hook, run_phase
+from mirrorbus.worker.hooks.base import AttemptContext, Hook, run_phase
 from mirrorbus.worker.joblog import AttemptLog, new_attempt_log
 from mirrorbus.worker.process import current_launcher, current_run
 
 if TYPE_CHECKING:
-    from mirrorbus.worker.service import Job
+    from mirrorbus.worker.job import Job
 
 
 class _RunMeta(TypedDict):

@@ -8,7 +8,7 @@ with ``AttemptFailed("killed by manager")``.
 
 Every change goes through :meth:`Worker.emit`, which folds it into the live state at once and
 queues it for the acknowledged append, so the worker's state is always the fold of its events.
-On start the worker restores every job from its snapshot and events (``replay.restore``):
+On start the worker restores every job from its snapshot and events (``restore.restore``):
 paused and disabled jobs stay so, a job is due at its recorded next schedule, and a run cut off
 by a crash is closed as failed ("interrupted") and run again.
 """
@@ -23,7 +23,6 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TypedDict
@@ -54,20 +53,21 @@ from mirrorbus.events import (
     evolve,
 )
 from mirrorbus.worker.commands import CommandHandler
-from mirrorbus.worker.hooks import AttemptContext, Hook, build_hooks
-from mirrorbus.worker.journal import Journal, replay
+from mirrorbus.worker.hooks.attach import build_hooks
+from mirrorbus.worker.hooks.base import AttemptContext
+from mirrorbus.worker.job import KILLED, Job
 from mirrorbus.worker.logserve import LogServer
-from mirrorbus.worker.outbox import Outbox
+from mirrorbus.worker.outbox.journal import Journal, replay
+from mirrorbus.worker.outbox.outbox import Outbox
 from mirrorbus.worker.process import end_leftovers, use_pidfd_child_watcher
-from mirrorbus.worker.provider import Provider, make_provider
+from mirrorbus.worker.providers.choose import make_provider
 from mirrorbus.worker.reload import diff
-from mirrorbus.worker.replay import Restored, restore
+from mirrorbus.worker.restore import Restored, restore
 from mirrorbus.worker.run import JobRun
 from mirrorbus.worker.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
-KILLED = "killed by manager"  # tunasync's text, kept: scripts and pages match on it
 SHUTDOWN = "killed by worker shutdown"
 INTERRUPTED = "interrupted"
 
@@ -80,29 +80,6 @@ class _Meta(TypedDict):
 
 class _JobMeta(_Meta):
     job: str
-
-
-@dataclass(eq=False)
-class Job:
-    mirror: MirrorConfig
-    provider: Provider
-    state: JobState
-    scope: anyio.CancelScope | None = None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    kill_reason: str = KILLED
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    hooks: list[Hook] = field(default_factory=list)
-    started: bool = False  # the current run holds its slot and has emitted RunStarted
-    subject: str = ""  # where its events go (made once: names are checked on the way)
-
-    @property
-    def name(self) -> str:
-        return self.mirror.name
-
-    @property
-    def running(self) -> bool:
-        """A run exists (executing, or waiting for a concurrency slot)."""
-        return self.scope is not None
 
 
 class Worker:

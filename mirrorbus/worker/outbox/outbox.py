@@ -1,4 +1,4 @@
-"""The worker's ordered, acknowledged append of its events.
+"""The outbox's queue: the worker's ordered, acknowledged append of its events.
 
 ``emit`` is synchronous: it folds the event into the worker's live state at once and queues it;
 a single publisher task appends queued events in order and retries with the same
@@ -39,7 +39,7 @@ from mirrorbus.events import (
     encode_snapshot,
     evolve,
 )
-from mirrorbus.worker.journal import Journal
+from mirrorbus.worker.outbox.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,9 @@ ACK_TIMEOUT = 5.0
 
 
 class Outbox:
+    """Queues the worker's events, writes each to the :class:`Journal` first, appends them in
+    order until acknowledged, and snapshots the acknowledged fold."""
+
     def __init__(
         self,
         bus: Bus,

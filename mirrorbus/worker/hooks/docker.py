@@ -33,7 +33,7 @@ from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import HookError, InvalidName
 from mirrorbus.events.subjects import name_token, token_name
-from mirrorbus.worker.hooks import AttemptContext, Hook
+from mirrorbus.worker.hooks.base import AttemptContext, Hook
 from mirrorbus.worker.process import JobProcess
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""The worker's durable outbox: events not yet acknowledged by the bus, kept on disk in order.
+"""The outbox's journal: its events not yet acknowledged by the bus, kept on disk in order.
 
-While NATS is unreachable the worker keeps running its schedule; every event it emits is
-written here first (SQLite, WAL) and removed once JetStream acknowledged it.  A worker that
+While NATS is unreachable the worker keeps running its schedule; every event the outbox queues
+is written here first (SQLite, WAL) and removed once JetStream acknowledged it.  A worker that
 restarts during an outage finds its unacknowledged events here and appends them, in order and
 with their original ids (so a re-append is de-duplicated), before it restores its state.
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 
 class Journal:
+    """The outbox's file (``[bus] outbox``): one row per event not yet acknowledged."""
+
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
@@ -69,7 +71,10 @@ class Journal:
 
 async def replay(journal: Journal, bus: Bus) -> int:
     """Append what a previous run of the worker left unacknowledged, in order and with the
-    original ids; wait (with back-off) while the bus is away.  Returns how many."""
+    original ids; wait (with back-off) while the bus is away.  Returns how many.
+
+    The outbox's resend, done before the worker restores its job states (so the restore
+    reads these events too) and before the new outbox queues anything."""
     done = 0
     for kept, msg_id, subject, data in journal.pending():
         delay = 0.2

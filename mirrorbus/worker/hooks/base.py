@@ -1,14 +1,14 @@
-"""Job hooks in tunasync's order (docs/tunasync.md §4.1, §6).
+"""The hook interface, the exec hooks, and one phase over a job's hooks (docs/tunasync.md §4.1).
 
 A run calls the hooks at five points: ``pre_job`` once per run, then per attempt
 ``pre_exec``, (the provider runs), ``post_exec``, and ``post_success`` or ``post_fail``.
 ``pre_*`` run in the order the hooks are attached, ``post_*`` in reverse order.  The attach
-order is tunasync's: (1) zfs, (2) btrfs snapshot, (3) docker, else cgroup, (4) exec_on_success
-commands, (5) exec_on_success_extra, (6) exec_on_failure, (7) exec_on_failure_extra.  (The log
-hook, tunasync's first, is built into the run: it makes the attempt's log before every other
-``pre_exec`` and renames it ``.fail`` after every other ``post_fail``.)  Hence multiple
-``exec_on_*`` commands run in reverse of their listed order and ``*_extra`` before the base
-list, as in tunasync.
+order (:func:`mirrorbus.worker.hooks.attach.build_hooks`) is tunasync's: (1) zfs, (2) btrfs
+snapshot, (3) docker, else cgroup, (4) exec_on_success commands, (5) exec_on_success_extra,
+(6) exec_on_failure, (7) exec_on_failure_extra.  (The log hook, tunasync's first, is built into
+the run: it makes the attempt's log before every other ``pre_exec`` and renames it ``.fail``
+after every other ``post_fail``.)  Hence multiple ``exec_on_*`` commands run in reverse of their
+listed order and ``*_extra`` before the base list, as in tunasync.
 
 The first hook error ends the run: it is reported as ``error exec hook <phase>: <error>``.
 
@@ -28,7 +28,7 @@ from typing import Literal
 from mirrorbus.config.worker import MirrorConfig, WorkerConfig
 from mirrorbus.errors import HookError as HookError  # its home before errors.py; still here
 from mirrorbus.worker.process import Launcher, run_process
-from mirrorbus.worker.provider import tunasync_environment
+from mirrorbus.worker.providers.base import tunasync_environment
 
 log = logging.getLogger(__name__)
 
@@ -119,36 +119,6 @@ class ExecHook(Hook):
     async def post_fail(self, ctx: AttemptContext) -> None:
         if self.on == "failure":
             await self._run(ctx)
-
-
-def build_hooks(mirror: MirrorConfig, worker: WorkerConfig) -> list[Hook]:
-    """The hooks of a job, in tunasync's attach order.
-
-    Raises :class:`~mirrorbus.errors.ConfigError` when ``[cgroup]`` is enabled but cgroups
-    cannot be used here (checked once per worker), so the worker does not start.
-    """
-    # Imported here: the system hooks build on this module (Hook, HookError).
-    from mirrorbus.worker.btrfs import BtrfsSnapshotHook
-    from mirrorbus.worker.cgroup import cgroup_hook, worker_cgroups
-    from mirrorbus.worker.docker import DockerHook
-    from mirrorbus.worker.zfs import ZfsHook
-
-    hooks: list[Hook] = []
-    if worker.cgroup.enable:
-        worker_cgroups(worker)  # fail at start-up, even if every job uses docker
-    if worker.zfs.enable:
-        hooks.append(ZfsHook(mirror, worker))
-    if worker.btrfs_snapshot.enable:
-        hooks.append(BtrfsSnapshotHook(mirror, worker))
-    if worker.docker.enable and mirror.docker_image:
-        hooks.append(DockerHook(mirror, worker))
-    elif worker.cgroup.enable:
-        hooks.append(cgroup_hook(mirror, worker))
-    hooks += [ExecHook(argv, "success") for argv in mirror.exec_on_success]
-    hooks += [ExecHook(argv, "success") for argv in mirror.exec_on_success_extra]
-    hooks += [ExecHook(argv, "failure") for argv in mirror.exec_on_failure]
-    hooks += [ExecHook(argv, "failure") for argv in mirror.exec_on_failure_extra]
-    return hooks
 
 
 async def run_phase(hooks: Sequence[Hook], phase: Phase, ctx: AttemptContext) -> str | None:

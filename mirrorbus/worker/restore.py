@@ -1,5 +1,8 @@
 """Restore a worker's job states from its snapshot and the events after it.
 
+(Not a replay: in the worker that word is kept for the outbox resending what a previous run
+left unacknowledged, :func:`mirrorbus.worker.outbox.journal.replay`, which runs first.)
+
 Cost: one direct get of the last snapshot, then only the events appended since (at most
 ``snapshot_every`` of them plus those of an unclean stop), read by sequence with batched direct
 gets filtered to this worker's subjects (no consumer: a worker may not make one, see
@@ -48,13 +51,13 @@ async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int
 
 @dataclass(frozen=True, slots=True)
 class Restored:
-    """A worker's job states, the last sequence folded in, and how many events were replayed
+    """A worker's job states, the last sequence folded in, and how many events were folded
     on top of the snapshot (what restore cost depends on)."""
 
     states: dict[str, JobState]
     seq: int
     snapshot_seq: int
-    replayed: int
+    folded: int
 
 
 async def restore(bus: Bus, worker: str, batch: int = 1000) -> Restored:
@@ -86,8 +89,8 @@ async def restore(bus: Bus, worker: str, batch: int = 1000) -> Restored:
             if not got.pending:
                 break
     except BusError as exc:
-        raise BusError(f"cannot replay the events of {worker}: {exc}") from None
+        raise BusError(f"cannot read the events of {worker} after its snapshot: {exc}") from None
     finally:
         await reader.close()
     log.info("restored %d jobs of %s (%d events after the snapshot)", len(states), worker, folded)
-    return Restored(states=states, seq=seq, snapshot_seq=snapshot_seq, replayed=folded)
+    return Restored(states=states, seq=seq, snapshot_seq=snapshot_seq, folded=folded)

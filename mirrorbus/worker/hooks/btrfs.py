@@ -27,7 +27,7 @@ import anyio
 from mirrorbus.config.worker_model import MirrorConfig, WorkerConfig
 from mirrorbus.dirs import make_dirs
 from mirrorbus.errors import HookError
-from mirrorbus.worker.hooks import AttemptContext, Hook
+from mirrorbus.worker.hooks.base import AttemptContext, Hook
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import anyio
 
@@ -32,7 +31,7 @@ from mirrorbus.config.worker import MirrorConfig
 from mirrorbus.config.worker_model import DEFAULT_RSYNC_TIMEOUT
 from mirrorbus.worker.joblog import AttemptLog
 from mirrorbus.worker.process import run_process
-from mirrorbus.worker.provider import AttemptOutcome
+from mirrorbus.worker.providers.base import AttemptOutcome, read_log
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -270,15 +269,8 @@ async def _run_stages(
             if staged:
                 error = f"stage {stage}: {error}"
             return AttemptOutcome(ok=False, exit_code=code, error=error)
-    text = await anyio.to_thread.run_sync(_read_log, log.path)
+    text = await anyio.to_thread.run_sync(read_log, log.path)
     return AttemptOutcome(ok=True, exit_code=code, size=rsync_size(text))
-
-
-def _read_log(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 class RsyncProvider:

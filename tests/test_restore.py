@@ -1,5 +1,5 @@
 """Worker restore against a real server: it equals the fold of the whole history, and its
-cost (events replayed on top of the snapshot) does not grow with the length of history."""
+cost (events folded on top of the snapshot) does not grow with the length of history."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mirrorbus.events import (
     fold,
 )
 from mirrorbus.worker.outbox import Outbox
-from mirrorbus.worker.replay import restore
+from mirrorbus.worker.restore import restore
 
 pytestmark = pytest.mark.anyio
 
@@ -101,7 +101,7 @@ async def test_restore_equals_the_fold_and_does_not_grow_with_history(nats_serve
             await bus.append(bus.subjects.job_events("w1", event.job), encode(event), event.id)
         second = await restore(bus, "w1")
         assert second.states == fold(short + long + tail)
-        assert second.replayed == len(tail)  # not the 636 events of history
+        assert second.folded == len(tail)  # not the 636 events of history
         assert second.seq == await bus.last_sequence()
     finally:
         await bus.close()

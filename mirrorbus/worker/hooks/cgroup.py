@@ -47,7 +47,7 @@ import anyio
 from mirrorbus.config.worker_model import CgroupConfig, MirrorConfig, WorkerConfig
 from mirrorbus.errors import ConfigError, HookError, InvalidName
 from mirrorbus.events.subjects import fit, name_token, token_name
-from mirrorbus.worker.hooks import AttemptContext, Hook
+from mirrorbus.worker.hooks.base import AttemptContext, Hook
 from mirrorbus.worker.process import JobProcess
 
 log = logging.getLogger(__name__)
