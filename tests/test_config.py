@@ -671,9 +671,9 @@ def test_public_names() -> None:
 
     assert sorted(config.__all__) == sorted(
         [
-            "DEFAULT_CONCURRENT", "DEFAULT_RETRY", "BtrfsSnapshotConfig", "BusConfig",
+            "DEFAULT_CONCURRENT", "DEFAULT_RETRY", "BtrfsSnapshotConfig",
             "CgroupConfig", "DockerConfig", "IncludeConfig", "MirrorConfig", "WorkerConfig",
-            "ZfsConfig", "check_report", "load_worker_config", "read_bus_file",
+            "ZfsConfig", "check_report", "load_worker_config",
         ]
     )  # fmt: skip
     assert all(hasattr(config, name) for name in config.__all__)

@@ -18,6 +18,7 @@ here knows about inheritance or derived values; that is
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
@@ -112,15 +113,6 @@ MIRROR_KEYS: Mapping[str, Kind] = {
 }
 """Every ``[[mirrors]]`` key of docs/tunasync.md §3.1 except ``mirrors`` (the children)."""
 
-BUS_KEYS: Mapping[str, Kind] = {
-    "url": _STR,
-    "urls": Kind.STRS,
-    "ca_cert": _STR,
-    "cert": _STR,
-    "key": _STR,
-    "prefix": _STR,
-    "outbox": _STR,
-}
 CGROUP_KEYS: Mapping[str, Kind] = {
     "enable": _BOOL,
     "group": _STR,
@@ -179,6 +171,11 @@ class Where:
         # Same shape as a ConfigError message, so that both read alike on stderr.
         job = self.job if self.table is None else f"[{self.table}]"
         return str(ConfigError(problem, file=self.file, job=job, key=key))
+
+
+def resolve(base: Path, text: str) -> Path:
+    """``text`` as a path, relative ones taken from ``base`` (the config file's directory)."""
+    return Path(os.path.normpath(base / text))
 
 
 def _dotted(table: str, key: str | None) -> str:

@@ -19,12 +19,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from mirrorbus.config.bus import STATE_DIR_ENV, BusSettings, StreamSettings
+from mirrorbus.config.bus import (
+    STATE_DIR_ENV,
+    BusConfig,
+    BusSettings,
+    StreamSettings,
+    bus_section,
+    from_bus_config,
+)
 from mirrorbus.config.gateway import TUNASYNC_API_KEYS, GatewaySettings, gateway_settings
 from mirrorbus.config.names import default_name
 from mirrorbus.config.outputs import OUTPUT_SECTIONS, OutputSettings, output_settings
-from mirrorbus.config.schema import Kind, settings_table, unknown_keys
-from mirrorbus.config.worker import BusConfig, read_bus_file
+from mirrorbus.config.schema import Kind, read_toml, settings_table, unknown_keys
 from mirrorbus.errors import ConfigError, InvalidName
 from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
 
@@ -59,7 +65,9 @@ def read_config(path: Path, sections: Sections) -> tuple[BusConfig, dict[str, ob
     Each unknown section or key is logged as a warning (stderr), as a worker's are; a value
     of the wrong type in any of ``sections`` is an error, whether or not a flag overrides it.
     """
-    bus, doc, warnings = read_bus_file(path)
+    warnings: list[str] = []
+    doc = read_toml(path)
+    bus = bus_section(doc, path, warnings)
     unknown_keys(doc, sections, path, warnings)
     for warning in warnings:
         log.warning("%s", warning)
@@ -67,29 +75,6 @@ def read_config(path: Path, sections: Sections) -> tuple[BusConfig, dict[str, ob
         if keys is not None:
             settings_table(doc, name, keys, path)
     return bus, doc
-
-
-def from_bus_config(
-    bus: BusConfig, source: Path, *, name: str, inbox_prefix: str | None = None
-) -> BusSettings:
-    """Turn a checked ``[bus]`` section into settings, requiring what a TLS client needs."""
-    for key, value in (("ca_cert", bus.ca_cert), ("cert", bus.cert), ("key", bus.key)):
-        if value is None:
-            raise ConfigError(
-                "missing: mutual TLS needs ca_cert, cert and key", file=source, key=f"bus.{key}"
-            )
-    assert bus.ca_cert and bus.cert and bus.key
-    settings = BusSettings(
-        servers=bus.urls,
-        ca_cert=bus.ca_cert,
-        cert=bus.cert,
-        key=bus.key,
-        prefix=bus.prefix,
-        inbox_prefix=inbox_prefix,
-        name=name,
-    )
-    settings.check(str(source))
-    return settings
 
 
 def outbox_path(bus: BusConfig, worker: str, state_dir: Path | None) -> Path:

@@ -35,10 +35,10 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 
+from mirrorbus.config.bus import bus_section
 from mirrorbus.config.report import check_report
 from mirrorbus.config.schema import (
     BTRFS_KEYS,
-    BUS_KEYS,
     CGROUP_KEYS,
     DOCKER_KEYS,
     GLOBAL_KEYS,
@@ -47,18 +47,17 @@ from mirrorbus.config.schema import (
     Checked,
     Where,
     read_toml,
+    resolve,
     section,
     unknown_key,
 )
-from mirrorbus.config.worker_mirrors import Defaults, Leaf, build_mirror, flatten, resolve
+from mirrorbus.config.worker_mirrors import Defaults, Leaf, build_mirror, flatten
 from mirrorbus.config.worker_mirrors import split_command as _split
 from mirrorbus.config.worker_model import (
     DEFAULT_CONCURRENT,
     DEFAULT_KEEP_LOGS,
-    DEFAULT_PREFIX,
     DEFAULT_RETRY,
     BtrfsSnapshotConfig,
-    BusConfig,
     CgroupConfig,
     DockerConfig,
     IncludeConfig,
@@ -67,13 +66,12 @@ from mirrorbus.config.worker_model import (
     ZfsConfig,
 )
 from mirrorbus.errors import ConfigError, InvalidName
-from mirrorbus.events.subjects import Subjects, check_name
+from mirrorbus.events.subjects import check_name
 
 __all__ = [
     "DEFAULT_CONCURRENT",
     "DEFAULT_RETRY",
     "BtrfsSnapshotConfig",
-    "BusConfig",
     "CgroupConfig",
     "DockerConfig",
     "IncludeConfig",
@@ -82,7 +80,6 @@ __all__ = [
     "ZfsConfig",
     "check_report",
     "load_worker_config",
-    "read_bus_file",
 ]
 
 _SECTIONS = frozenset(
@@ -158,7 +155,7 @@ def _load_worker_config(path: Path, warnings: list[str]) -> WorkerConfig:
         retry_backoff=g.number("retry_backoff"),
         keep_logs=g.integer("keep_logs") if "keep_logs" in g.values else DEFAULT_KEEP_LOGS,
     )
-    bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), base, path)
+    bus = bus_section(doc, path, warnings)
     cgroup = _cgroup(section(doc, "cgroup", CGROUP_KEYS, path, warnings))
     zfs = _zfs(section(doc, "zfs", ZFS_KEYS, path, warnings))
     docker = _docker(section(doc, "docker", DOCKER_KEYS, path, warnings))
@@ -194,18 +191,6 @@ def _load_worker_config(path: Path, warnings: list[str]) -> WorkerConfig:
         upstream_limit=g.integer("upstream_limit"),
         upstream_limits=_upstream_limits(doc, path),
     )
-
-
-def read_bus_file(path: Path) -> tuple[BusConfig, dict[str, object], list[str]]:
-    """Read a ctl or manager TOML file: its ``[bus]`` section, the whole document, warnings.
-
-    The ``[bus]`` rules are the worker's: relative certificate paths resolve against the
-    file's directory, and the prefix must be a valid subject prefix.
-    """
-    warnings: list[str] = []
-    doc = read_toml(path)
-    bus = _bus(section(doc, "bus", BUS_KEYS, path, warnings), path.absolute().parent, path)
-    return bus, doc, warnings
 
 
 def _include_files(pattern: str, base: Path, path: Path, warnings: list[str]) -> list[Path]:
@@ -250,25 +235,6 @@ def _build_all(
             )
         mirrors.append(mirror)
     return tuple(mirrors)
-
-
-def _bus(b: Checked, base: Path, path: Path) -> BusConfig:
-    where = Where(path, "[bus]")
-    if "url" in b.values and "urls" in b.values:
-        raise where.error("urls", "set either url or urls, not both")
-    urls = b.texts("urls") or ((b.text("url"),) if b.text("url") else ())
-    if any(not u.strip() for u in urls):
-        raise where.error("urls", "empty URL")
-    prefix = b.text("prefix", DEFAULT_PREFIX)
-    try:
-        Subjects(prefix)
-    except InvalidName as exc:
-        raise where.error("prefix", str(exc)) from None
-
-    def file(key: str) -> Path | None:
-        return resolve(base, b.text(key)) if b.text(key) else None
-
-    return BusConfig(urls, file("ca_cert"), file("cert"), file("key"), prefix, file("outbox"))
 
 
 def _upstream_limits(doc: dict[str, object], path: Path) -> MappingProxyType[str, int]:

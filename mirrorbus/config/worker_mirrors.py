@@ -34,6 +34,7 @@ from mirrorbus.config.schema import (
     describe,
     parse_memory_limit,
     read_table,
+    resolve,
 )
 from mirrorbus.config.worker_model import (
     DEFAULT_KEEP_LOGS,
@@ -253,11 +254,6 @@ def _check_two_stage(c: Checked, where: Where, warnings: list[str]) -> None:
     for key in ("rsync_override", "rsync_override_only"):
         if key in c.values:
             warnings.append(where.warning(key, "not used by the two-stage-rsync provider"))
-
-
-def resolve(base: Path, text: str) -> Path:
-    """``text`` as a path, relative ones taken from ``base`` (the config file's directory)."""
-    return Path(os.path.normpath(base / text))
 
 
 def _working_dir(c: Checked, d: Defaults, where: Where) -> Path:

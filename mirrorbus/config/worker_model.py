@@ -20,6 +20,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
+from mirrorbus.config.bus import BusConfig
+
 Provider = Literal["command", "rsync", "two-stage-rsync"]
 Role = Literal["master", "slave"]
 
@@ -34,26 +36,12 @@ DEFAULT_KEEP_LOGS = 10
 """tunasync's log retention: the newest 10 log files of a job."""
 DEFAULT_RSYNC_TIMEOUT = 120
 """rsync ``--timeout=`` seconds when ``rsync_timeout`` is 0 or missing."""
-DEFAULT_PREFIX = "mirrorbus"
 
 Argv = tuple[str, ...]
 
 
 def _empty_env() -> Mapping[str, str]:
     return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class BusConfig:
-    """``[bus]``: how the worker reaches NATS.  ``urls == ()`` means "not set in the file"."""
-
-    urls: tuple[str, ...] = ()
-    ca_cert: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    prefix: str = DEFAULT_PREFIX
-    outbox: Path | None = None
-    """Where the worker keeps events the bus has not acknowledged yet (a SQLite file)."""
 
 
 @dataclass(frozen=True, slots=True)
