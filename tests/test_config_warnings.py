@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from mirrorbus.config.ctl import ctl_settings
 from mirrorbus.config.site import (
     CTL_SECTIONS,
     MANAGER_SECTIONS,
-    ctl_settings,
     manager_config,
     project_config,
     read_config,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mirrorbus.config import site
-from mirrorbus.config.site import BusFlags, ctl_settings
+from mirrorbus.config import ctl
+from mirrorbus.config.ctl import BusFlags, ctl_settings
 from mirrorbus.errors import ConfigError
 from mirrorbus.host.instance import Instance, InstanceInfo
 
@@ -35,7 +35,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         (tmp_path / name).write_text("x")
     system = tmp_path / "etc" / "ctl.toml"
     user = tmp_path / "home" / ".config" / "mirrorbus" / "ctl.toml"
-    monkeypatch.setattr(site, "CTL_CONFIG_PATHS", (user, system))
+    monkeypatch.setattr(ctl, "CTL_CONFIG_PATHS", (user, system))
     _bus(
         system,
         url="tls://system:1",
@@ -84,7 +84,7 @@ def test_a_state_directory_gives_every_key_at_its_level(files: Path) -> None:
 def test_missing_settings_and_files_are_clear_errors(
     files: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(site, "CTL_CONFIG_PATHS", ())
+    monkeypatch.setattr(ctl, "CTL_CONFIG_PATHS", ())
     with pytest.raises(ConfigError, match="no servers, ca_cert, cert, key: pass --state-dir"):
         ctl_settings(environ={})
     with pytest.raises(ConfigError, match=r"key 'bus\.cert': file .*nope\.crt does not exist"):

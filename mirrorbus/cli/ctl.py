@@ -23,7 +23,7 @@ import typer
 from mirrorbus.cli.common import one_line_errors, run_async
 from mirrorbus.cli.ctl_position import recall, remember
 from mirrorbus.cli.gotemplate import MIRROR_FIELDS, WEB_FIELDS, GoTemplate
-from mirrorbus.config.site import BusFlags, ctl_settings
+from mirrorbus.config.ctl import BusFlags, ctl_settings
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import STATUSES, JobState, Verb
 from projections.tunasync import mirror_status, web_mirror_status

@@ -13,7 +13,7 @@ import typer
 
 from mirrorbus.bus import connect
 from mirrorbus.cli.common import one_line_errors, run_async
-from mirrorbus.config.site import ctl_settings
+from mirrorbus.config.ctl import ctl_settings
 from mirrorbus.errors import SourceError
 from mirrorbus.gateway.importer import check_source, parse_job, read_items, record
 from mirrorbus.host.instance import Instance

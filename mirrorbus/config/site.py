@@ -1,8 +1,9 @@
-"""Where each program finds its connection settings, and the small manager config file.
+"""The services' settings: where the worker, the manager and ``mirrorbus project`` find their
+connection, and the manager's and project's config files.
 
-Services (worker, manager): an explicit ``--state-dir`` (an embedded ``mirrorbus up``
-instance); else the ``[bus]`` section of their config file; else ``MIRRORBUS_STATE_DIR``.
-The ctl merges layers key by key, see :func:`ctl_settings`.
+Services: an explicit ``--state-dir`` (an embedded ``mirrorbus up`` instance); else the
+``[bus]`` section of their config file; else ``MIRRORBUS_STATE_DIR``.  The ctl merges layers
+key by key instead: :mod:`mirrorbus.config.ctl`.
 
 Every file is read with the worker's mechanism (:mod:`mirrorbus.config.schema`) against the
 sections and keys its program reads (:data:`CTL_SECTIONS`, :data:`MANAGER_SECTIONS`,
@@ -17,7 +18,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from mirrorbus.config.bus import (
     STATE_DIR_ENV,
@@ -32,15 +33,13 @@ from mirrorbus.config.names import default_name
 from mirrorbus.config.outputs import OUTPUT_SECTIONS, OutputSettings, output_settings
 from mirrorbus.config.schema import Kind, read_toml, settings_table, unknown_keys
 from mirrorbus.errors import ConfigError, InvalidName
-from mirrorbus.events.subjects import DEFAULT_PREFIX, Subjects, check_token, file_token
+from mirrorbus.events.subjects import Subjects, check_token, file_token
 
 if TYPE_CHECKING:
     from mirrorbus.host.instance import Instance
 
 log = logging.getLogger("mirrorbus.config")
 """Where config warnings go: stderr, also from the ctl (which quiets the rest of mirrorbus)."""
-
-CTL_CONFIG_PATHS = (Path("~/.config/mirrorbus/ctl.toml"), Path("/etc/mirrorbus/ctl.toml"))
 
 DATABASE_KEYS: Mapping[str, Kind] = {"url": Kind.STR}
 MANAGER_KEYS: Mapping[str, Kind] = {"name": Kind.STR}
@@ -89,7 +88,7 @@ def outbox_path(bus: BusConfig, worker: str, state_dir: Path | None) -> Path:
     return base / "mirrorbus" / f"outbox-{file_token(worker, 'worker name')}.db"
 
 
-def _instance(root: Path) -> Instance:
+def instance_at(root: Path) -> Instance:
     """The state directory of an embedded instance.  Imported here, when a program is given
     one: the state directory belongs to the host's side (it also writes it), and reading a
     config file must not load it."""
@@ -108,133 +107,18 @@ def worker_settings(
 ) -> BusSettings:
     inbox = Subjects.worker_inbox(worker)
     if state_dir is not None:
-        return _instance(state_dir).bus_settings("worker", worker)
+        return instance_at(state_dir).bus_settings("worker", worker)
     if bus.urls:
         return from_bus_config(bus, config_path, name=f"worker {worker}", inbox_prefix=inbox)
     env_dir = env_state_dir()
     if env_dir is not None:
-        return _instance(env_dir).bus_settings("worker", worker)
+        return instance_at(env_dir).bus_settings("worker", worker)
     raise ConfigError(
         "no [bus] section: set url, ca_cert, cert and key there, or run against an embedded "
         "instance with --state-dir DIR (or MIRRORBUS_STATE_DIR)",
         file=config_path,
         key="bus",
     )
-
-
-@dataclass(frozen=True, slots=True)
-class BusFlags:
-    """Connection settings given on the command line (None: not given)."""
-
-    state_dir: Path | None = None
-    url: str | None = None
-    ca_cert: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-    prefix: str | None = None
-
-
-_KEYS = ("servers", "ca_cert", "cert", "key", "prefix")
-
-
-def _from_instance(root: Path, role: str) -> dict[str, object]:
-    s = _instance(root).bus_settings(role)
-    return {
-        "servers": s.servers,
-        "ca_cert": s.ca_cert,
-        "cert": s.cert,
-        "key": s.key,
-        "prefix": s.prefix,
-    }
-
-
-def _from_file(path: Path) -> dict[str, object]:
-    bus, _ = read_config(path, CTL_SECTIONS)
-    return {
-        "servers": bus.urls or None,
-        "ca_cert": bus.ca_cert,
-        "cert": bus.cert,
-        "key": bus.key,
-        "prefix": bus.prefix,
-    }
-
-
-def ctl_settings(
-    config: Path | None = None,
-    state_dir: Path | None = None,
-    role: str = "admin",
-    *,
-    flags: BusFlags | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> BusSettings:
-    """The ctl's connection settings, each key from the last place that gives it:
-
-    ``/etc/mirrorbus/ctl.toml`` < ``~/.config/mirrorbus/ctl.toml`` < ``-c FILE`` <
-    environment (``MIRRORBUS_STATE_DIR``, then ``MIRRORBUS_URL``, ``MIRRORBUS_CA_CERT``,
-    ``MIRRORBUS_CERT``, ``MIRRORBUS_KEY``, ``MIRRORBUS_PREFIX``) < flags (``--state-dir``,
-    then ``--url``, ``--ca-cert``, ``--cert``, ``--key``, ``--prefix``).  A state directory
-    (of ``mirrorbus up``) gives every key, with the ``role`` certificate.
-    """
-    flags = flags or BusFlags(state_dir=state_dir)
-    if state_dir is not None and flags.state_dir is None:
-        flags = replace(flags, state_dir=state_dir)
-    env = os.environ if environ is None else environ
-    layers: list[tuple[str, dict[str, object]]] = []
-    for candidate in reversed(CTL_CONFIG_PATHS):  # system first, then the user's
-        path = candidate.expanduser()
-        if path.is_file():
-            layers.append((str(path), _from_file(path)))
-    if config is not None:
-        layers.append((str(config), _from_file(config)))
-    if env.get(STATE_DIR_ENV):
-        layers.append((STATE_DIR_ENV, _from_instance(Path(env[STATE_DIR_ENV]), role)))
-    layers.append(
-        (
-            "environment",
-            {
-                "servers": tuple(u for u in env.get("MIRRORBUS_URL", "").split(",") if u) or None,
-                "ca_cert": Path(env["MIRRORBUS_CA_CERT"]) if env.get("MIRRORBUS_CA_CERT") else None,
-                "cert": Path(env["MIRRORBUS_CERT"]) if env.get("MIRRORBUS_CERT") else None,
-                "key": Path(env["MIRRORBUS_KEY"]) if env.get("MIRRORBUS_KEY") else None,
-                "prefix": env.get("MIRRORBUS_PREFIX") or None,
-            },
-        )
-    )
-    if flags.state_dir is not None:
-        layers.append(("--state-dir", _from_instance(flags.state_dir, role)))
-    layers.append(
-        (
-            "flags",
-            {
-                "servers": tuple(u for u in (flags.url or "").split(",") if u) or None,
-                "ca_cert": flags.ca_cert,
-                "cert": flags.cert,
-                "key": flags.key,
-                "prefix": flags.prefix,
-            },
-        )
-    )
-    merged: dict[str, object] = {}
-    for _source, values in layers:
-        merged.update({k: v for k, v in values.items() if v is not None})
-    missing = [k for k in _KEYS if k != "prefix" and k not in merged]
-    if missing:
-        raise ConfigError(
-            f"no {', '.join(missing)}: pass --state-dir DIR (an embedded `mirrorbus up` "
-            "instance), -c ctl.toml with a [bus] section, MIRRORBUS_STATE_DIR, or "
-            "--url/--ca-cert/--cert/--key",
-            file="ctl",
-        )
-    settings = BusSettings(
-        servers=cast(tuple[str, ...], merged["servers"]),
-        ca_cert=cast(Path, merged["ca_cert"]),
-        cert=cast(Path, merged["cert"]),
-        key=cast(Path, merged["key"]),
-        prefix=cast(str, merged.get("prefix", DEFAULT_PREFIX)),
-        name="ctl",
-    )
-    settings.check(" < ".join(source for source, _ in layers))
-    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +137,7 @@ class ManagerConfig:
         directory, or ``[tunasync_api] bus_cert``/``bus_key``, else ``gateway.crt``/``.key``
         beside the manager's ``[bus] cert``."""
         if self.state_dir is not None:
-            return _instance(self.state_dir).bus_settings("gateway")
+            return instance_at(self.state_dir).bus_settings("gateway")
         g = self.gateway
         settings = replace(
             self.bus,
@@ -309,12 +193,12 @@ def manager_config(
             raise ConfigError("must be 1, 3 or 5", file=config, key="streams.replicas")
         streams = StreamSettings(replicas=replicas, max_age=float(max_age_days) * 86400)
         settings = (
-            _instance(state_dir).bus_settings("manager")
+            instance_at(state_dir).bus_settings("manager")
             if state_dir is not None
             else from_bus_config(bus, config, name="manager")
         )
         if not (database_url or url) and state_dir is not None:
-            database_url = _instance(state_dir).view_url(replica)
+            database_url = instance_at(state_dir).view_url(replica)
         if not (database_url or url):
             raise ConfigError(
                 "missing: where this replica's status view lives, e.g. "
@@ -337,7 +221,7 @@ def manager_config(
             "no settings: pass -c manager.toml ([bus] and [database] url) or --state-dir DIR",
             file="manager",
         )
-    instance = _instance(root)
+    instance = instance_at(root)
     replica = manager_name(name, {}, "manager")
     if replica == default_name():
         instance.adopt_legacy_view(replica)
@@ -374,7 +258,7 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
                 key="database.url",
             )
         settings = (
-            _instance(state_dir).bus_settings("reader")
+            instance_at(state_dir).bus_settings("reader")
             if state_dir is not None
             else from_bus_config(bus, config, name="project")
         )
@@ -386,7 +270,7 @@ def project_config(config: Path | None, state_dir: Path | None, view: str | None
             "--state-dir DIR",
             file="project",
         )
-    instance = _instance(root)
+    instance = instance_at(root)
     return ProjectConfig(
         bus=instance.bus_settings("reader"),
         view_url=view or f"sqlite:///{(root / 'project.db').resolve()}",

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from mirrorbus.bus import connect
-from mirrorbus.config.site import ctl_settings
+from mirrorbus.config.ctl import ctl_settings
 
 
 async def ask(config: Path, what: str) -> dict[str, Any]:
