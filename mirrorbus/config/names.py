@@ -1,7 +1,8 @@
 """The name a manager replica takes when given none.
 
-Apart from the replica machinery (which needs the view), because the state directory's
-layout, and so the ``up`` supervisor, needs it too.
+A setting's default, so it lives with the settings and not with the replica machinery (which
+needs the view): ``[manager] name`` falls back to it, and the state directory's layout, and
+so the ``up`` supervisor, needs it too.
 """
 
 from __future__ import annotations

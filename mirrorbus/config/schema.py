@@ -5,8 +5,10 @@ tunasync decodes into Go structs: a wrong type is a load error, an unknown key i
 dropped.  We keep the first and soften the second into a warning that names the file, the
 section or job and the key, because a misspelt key (``intervall = 5``) otherwise silently
 falls back to a default.  The ctl's, manager's and project's files get the same: the same
-warning line (:func:`unknown_key`) and the same checks, their sections' keys declared next to
-the code that reads them (``HTTP_KEYS`` in :mod:`mirrorbus.config.outputs`, ...).
+warning line (:func:`unknown_key`) and the same checks.  The worker's keys are declared here,
+with the units and limits :func:`read_table` applies by key name; the other files' sections
+next to the code that reads them (``BUS_KEYS`` in :mod:`mirrorbus.config.bus`, ``HTTP_KEYS``
+in :mod:`mirrorbus.config.outputs`, ...).
 
 :func:`read_toml` reads a file; :func:`read_table` turns one raw TOML table into a dict of
 checked values (lists become tuples); :class:`Checked` reads them back with their tunasync

@@ -2,7 +2,8 @@
 
 The file format is tunasync's (docs/tunasync.md §3.1): same sections, keys, defaults and meaning,
 nested ``[[mirrors.mirrors]]`` inheritance and ``[include] include_mirrors``, so an existing
-``worker.conf`` loads unchanged.  A ``[bus]`` section says how to reach NATS;
+``worker.conf`` loads unchanged.  A ``[bus]`` section says how to reach NATS (read as every
+file's is, :mod:`mirrorbus.config.bus`);
 ``[manager]`` and ``[server]`` are accepted and reported as unused (the bus replaces them).
 
 Where we differ from tunasync, on purpose:
