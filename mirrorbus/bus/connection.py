@@ -608,7 +608,8 @@ async def connect(
             log.debug("NATS error: %s", text)
 
     async def on_disconnected() -> None:
-        log.info("disconnected from NATS; reconnecting")
+        if not nc.is_closed:  # not our own close
+            log.info("disconnected from NATS; reconnecting")
 
     async def on_reconnected() -> None:
         log.info("reconnected to NATS at %s", nc.connected_url.netloc if nc.connected_url else "?")
