@@ -18,10 +18,10 @@ import pytest
 from e2e import PYTHON, Site, wait_for
 
 from mirrorbus.bus import connect
-from mirrorbus.cli.ctl_live import event_json, event_line
+from mirrorbus.cli.ctl.live import LogEntry, parse_since
+from mirrorbus.cli.ctl.watch import event_json, event_line
 from mirrorbus.errors import ConfigError
 from mirrorbus.events import JobPaused
-from mirrorbus.live import LogEntry, parse_since
 
 JOB = """
 [[mirrors]]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from e2e import PYTHON, Site, wait_for
 
-from mirrorbus.cli.ctl_live import plain_line
+from mirrorbus.cli.ctl.live import LiveTable, LogEntry
+from mirrorbus.cli.ctl.watch import plain_line
 from mirrorbus.events import (
     AttemptFailed,
     AttemptStarted,
@@ -32,7 +33,6 @@ from mirrorbus.events import (
     WorkerStarted,
     evolve,
 )
-from mirrorbus.live import LiveTable, LogEntry
 
 T0 = datetime(2026, 11, 28, 15, 4, 5, tzinfo=UTC)
 

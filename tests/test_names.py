@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus
 from mirrorbus.bus.logread import LogReader
+from mirrorbus.cli.ctl.live import LogEntry
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.errors import InvalidName
 from mirrorbus.events import JobState, WorkerSnapshot, encode_snapshot
@@ -46,7 +47,6 @@ from mirrorbus.events.subjects import (
 )
 from mirrorbus.host import natsconf, pki
 from mirrorbus.host.server import find_nats_server
-from mirrorbus.live import LogEntry
 from mirrorbus.manager.projector import seed_if_truncated
 from mirrorbus.worker.hooks.cgroup import cgroup_name, job_of_cgroup
 from mirrorbus.worker.hooks.docker import container_name, job_of_container

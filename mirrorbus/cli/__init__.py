@@ -29,7 +29,7 @@ from mirrorbus.config.listen import parse_listen
 # the short help is written here so that the top-level --help imports nothing.
 _LAZY: dict[str, tuple[str, str, str]] = {
     "certs": ("mirrorbus.cli.certs", "app", "Make the CA and the certificates of each role."),
-    "ctl": ("mirrorbus.cli.ctl", "app", "Control and inspect jobs (tunasynctl's verbs)."),
+    "ctl": ("mirrorbus.cli.ctl.app", "app", "Control and inspect jobs (tunasynctl's verbs)."),
     "import": (
         "mirrorbus.cli.importer",
         "app",
@@ -219,6 +219,6 @@ def main() -> None:
 def ctl_main() -> None:
     """``mirrorbusctl``: the same as ``mirrorbus ctl``."""
     without_websocket_transport()
-    from mirrorbus.cli import ctl
+    from mirrorbus.cli.ctl.app import app as ctl_app
 
-    typer.main.get_command(ctl.app)()
+    typer.main.get_command(ctl_app)()

@@ -1,7 +1,7 @@
 """``ctl watch`` and ``ctl events``: what is happening now, and what happened, from the log.
 
-Both read the event stream themselves (see :mod:`mirrorbus.live`), so a reader certificate is
-enough and the manager is not in the path of every event: ``watch`` asks the manager once for
+Both read the event stream themselves (see :mod:`.live`), so a reader certificate is enough
+and the manager is not in the path of every event: ``watch`` asks the manager once for
 the current view and its position, then folds the events after that position into the table;
 ``events`` needs no manager at all.
 
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from mirrorbus.bus import Bus
+    from mirrorbus.cli.ctl.live import LiveTable, LogEntry
     from mirrorbus.control import Control
-    from mirrorbus.live import LiveTable, LogEntry
 from mirrorbus.cli.common import one_line_errors
-from mirrorbus.cli.ctl import _ago, _with_control, app
+from mirrorbus.cli.ctl.base import ago, with_control
 
 # The bus, the control client and the event reader are imported when a command runs, so
 # that `mirrorbus ctl --help` (which imports this module) does not import nats-py.
@@ -83,7 +83,7 @@ async def _bounded(body: Callable[[], Awaitable[None]], timeout: float | None) -
 
 def _run(ctx: typer.Context, fn: Callable[[Control], Awaitable[None]]) -> None:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C before our handler was in place
-        _with_control(ctx, fn)
+        with_control(ctx, fn)
 
 
 def _emit(line: str) -> None:
@@ -100,7 +100,7 @@ def _emit(line: str) -> None:
 @contextlib.asynccontextmanager
 async def _entries(bus: Bus, **kwargs: Any) -> AsyncIterator[AsyncIterator[LogEntry]]:
     """``follow_events`` closed on exit, so that its subscriptions end at once."""
-    from mirrorbus.live import follow_events
+    from mirrorbus.cli.ctl.live import follow_events
 
     events = follow_events(bus, **kwargs)
     try:
@@ -114,7 +114,7 @@ async def _entries(bus: Bus, **kwargs: Any) -> AsyncIterator[AsyncIterator[LogEn
 
 def plain_line(entry: LogEntry) -> str:
     """``2026-11-28T15:04:05Z w1 debian syncing attempt 1``: time, worker, job, what."""
-    from mirrorbus.live import describe, utc_text
+    from mirrorbus.cli.ctl.live import describe, utc_text
 
     if entry.event is None:
         return (
@@ -145,9 +145,9 @@ def render_table(live: LiveTable, last: str) -> RenderableType:
             j.worker,
             j.name,
             _status(j.status),
-            _ago(j.last_update, now),
-            _ago(j.last_ended, now),
-            _ago(j.next_schedule, now) if j.next_schedule else "-",
+            ago(j.last_update, now),
+            ago(j.last_ended, now),
+            ago(j.next_schedule, now) if j.next_schedule else "-",
             j.size or "unknown",
             Text(j.error_msg[:60], style="red"),
         )
@@ -160,7 +160,6 @@ def render_table(live: LiveTable, last: str) -> RenderableType:
     return Group(header, table, footer)
 
 
-@app.command("watch")
 @one_line_errors("mirrorbus ctl watch")
 def watch(
     ctx: typer.Context,
@@ -178,7 +177,7 @@ def watch(
 
     Example: mirrorbus ctl watch -w worker1 --plain
     """
-    from mirrorbus.live import LiveTable, checked_workers
+    from mirrorbus.cli.ctl.live import LiveTable, checked_workers
 
     workers = checked_workers(worker or [])
 
@@ -249,7 +248,7 @@ def _value(value: Any) -> str:
 
 def event_line(entry: LogEntry) -> str:
     """``SEQ TIME SUBJECT TYPE key=value...`` (TIME: when the stream stored it)."""
-    from mirrorbus.live import event_fields, utc_text
+    from mirrorbus.cli.ctl.live import event_fields, utc_text
 
     head = f"{entry.seq} {utc_text(entry.time)} {entry.subject}"
     if entry.event is None:
@@ -270,7 +269,7 @@ def event_line(entry: LogEntry) -> str:
 def event_json(entry: LogEntry) -> str:
     """``{"seq", "subject", "time", "event"}``; an undecodable event has ``event`` null, its
     ``error`` and its ``data`` (as text, cut at 1000 characters)."""
-    from mirrorbus.live import event_fields
+    from mirrorbus.cli.ctl.live import event_fields
 
     item: dict[str, Any] = {
         "seq": entry.seq,
@@ -284,7 +283,6 @@ def event_json(entry: LogEntry) -> str:
     return json.dumps(item, ensure_ascii=False)
 
 
-@app.command("events")
 @one_line_errors("mirrorbus ctl events")
 def events(
     ctx: typer.Context,
@@ -312,7 +310,7 @@ def events(
 
     Example: mirrorbus ctl events --since 1h -w worker1 --json
     """
-    from mirrorbus.live import checked_workers, parse_since
+    from mirrorbus.cli.ctl.live import checked_workers, parse_since
 
     workers = checked_workers(worker or [])
     start: int | datetime = 1 if since is None else parse_since(since, datetime.now(UTC))
