@@ -15,8 +15,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 TOPS = ("mirrorbus", "projections")
 
@@ -165,15 +163,6 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return sorted(found)
 
 
-KNOWN_CYCLES = (
-    "mirrorbus.cli.ctl <-> mirrorbus.cli.ctl_live (ctl imports ctl_live at its bottom)",
-)
-KNOWN_IN_CYCLES = {"mirrorbus.cli.ctl", "mirrorbus.cli.ctl_live"}
-"""The circles on main when this test was written; the ``layout`` work removes them.  (The
-worker's hooks, providers and service call their partners back only from functions or under
-``TYPE_CHECKING``, so they make no circle by the rule above.)"""
-
-
 def _describe(found: list[list[str]]) -> str:
     return "\n".join(" -> ".join(path) for path in found)
 
@@ -213,20 +202,9 @@ def test_the_graph_sees_load_time_imports_only() -> None:
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="circles still on main, removed by the `layout` work: " + "; ".join(KNOWN_CYCLES),
-)
 def test_no_import_circle() -> None:
     found = cycles(import_graph())
     assert not found, "import circles among the project's modules:\n" + _describe(found)
-
-
-def test_no_import_circle_but_the_known_one() -> None:
-    """While the known circle waits for its fix, no other may join it (drop this test with
-    the xfail above once ``layout`` has landed)."""
-    found = [path for path in cycles(import_graph()) if not set(path) <= KNOWN_IN_CYCLES]
-    assert not found, "new import circles among the project's modules:\n" + _describe(found)
 
 
 def test_every_package_folder_has_a_docstring() -> None:
