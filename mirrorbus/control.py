@@ -53,17 +53,19 @@ from mirrorbus.events import (
     encode,
 )
 from mirrorbus.events.subjects import check_token
-from mirrorbus.manager.api import (
+from mirrorbus.events.wire import (
     MIN_POSITION,
     HistoryQuery,
     JobsQuery,
+    LogChunk,
+    LogRequest,
     PingInfo,
     Reply,
+    RunRow,
     Target,
     TargetQuery,
+    WorkerRow,
 )
-from mirrorbus.worker.logserve import LogChunk, LogRequest
-from projections.rows import RunRow, WorkerRow
 
 T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
@@ -201,7 +203,7 @@ class Control:
         file: str = "",
         timeout: float = 10.0,
     ) -> LogChunk:
-        """A piece of a job's latest log, read by its worker (see ``worker.logserve``)."""
+        """A piece of a job's latest log, read by its worker (its log server answers)."""
         check_name(worker, "worker name")
         check_name(job, "job name")
         request = LogRequest(job=job, offset=offset, max_bytes=max_bytes, file=file)

@@ -15,23 +15,19 @@ from typing import TYPE_CHECKING
 from mirrorbus.lazy import lazy
 
 if TYPE_CHECKING:
-    from projections.rows import ApplyResult, RunRow, WorkerRow
+    from projections.rows import ApplyResult
     from projections.status_view import StatusView
     from projections.tunasync import mirror_status, web_mirror_status
 
 __all__ = [
     "ApplyResult",
-    "RunRow",
     "StatusView",
-    "WorkerRow",
     "mirror_status",
     "web_mirror_status",
 ]
 
 _WHERE = {
     "ApplyResult": "projections.rows",
-    "RunRow": "projections.rows",
-    "WorkerRow": "projections.rows",
     "StatusView": "projections.status_view",
     "mirror_status": "projections.tunasync",
     "web_mirror_status": "projections.tunasync",

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mirrorbus.events import JobState
-from projections.rows import RunRow, WorkerRow
+from mirrorbus.events.wire import RunRow, WorkerRow
 from projections.status_view import StatusView
 
 MAX_RUNS = 50

@@ -1,5 +1,8 @@
 """Row types of the status view and conversions between rows, states and times.
 
+The rows the view answers queries with (``WorkerRow``, ``RunRow``) are wire contracts, shared
+with the client: they live in :mod:`mirrorbus.events.wire`.
+
 Times are integer microseconds since the Unix epoch in the database (see ``tables``), and
 timezone-aware UTC ``datetime`` everywhere else.
 """
@@ -10,42 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import msgspec
-
 from mirrorbus.events import JobState
 
 Entry = tuple[int, str, bytes]
 """(stream sequence, subject, payload) of one stored event."""
-
-
-class WorkerRow(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    online: bool
-    started_at: datetime | None
-    stopped_at: datetime | None
-    last_seen: datetime | None
-    version: str
-    hostname: str
-    pid: int
-    jobs: int
-    concurrent: int
-    last_heartbeat: datetime | None = None
-    url: str = ""  # where an old tunasync worker takes commands (through the gateway)
-
-
-class RunRow(msgspec.Struct, frozen=True, kw_only=True):
-    worker: str
-    job: str
-    run_id: str
-    reason: str
-    forced: bool
-    started_at: datetime
-    ended_at: datetime | None
-    result: str
-    attempts: int
-    size: str
-    error: str
-    exit_code: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,14 +37,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus.errors import ProjectionError
 from mirrorbus.events import JobState, Subjects, WorkerSnapshot
+from mirrorbus.events.wire import RunRow, WorkerRow
 from projections import statements as q
 from projections import tables as t
 from projections.batch import Batch
 from projections.rows import (
     ApplyResult,
     Entry,
-    RunRow,
-    WorkerRow,
     from_us,
     row_state,
     state_row,
@@ -54,9 +53,7 @@ from projections.rows import (
 __all__ = [
     "ApplyResult",
     "Entry",
-    "RunRow",
     "StatusView",
-    "WorkerRow",
     "from_us",
     "to_us",
 ]

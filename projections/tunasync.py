@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from mirrorbus.events import JobState
-from projections.rows import WorkerRow
+from mirrorbus.events.wire import WorkerRow
 
 ZERO_TEXT = "0001-01-01 00:00:00 +0000"
 ZERO_TS = -62135596800

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from mirrorbus.events import JobState
+from mirrorbus.events.wire import RunRow
 from mirrorbus.host.instance import Instance, InstanceInfo
-from projections.status_view import RunRow, StatusView
+from projections.status_view import StatusView
 
 T = TypeVar("T")
 

@@ -8,9 +8,9 @@ import to its stderr (the supervisor's to its output, the worker's to ``logs/wor
 and ``mirrorbus ctl`` run with ``-X importtime`` against it.  The import list is Python's own
 record, not something the program reports about itself.
 
-The query and log wire types still live in ``mirrorbus.manager.api`` and
-``mirrorbus.worker.logserve``; importing those two modules is allowed here, what they must not
-pull in is the rest of their package.
+The query, log and row types the ctl sends and decodes are wire contracts beside the events
+(``mirrorbus.events.wire``), so the ctl imports no module of the ``mirrorbus.manager`` or
+``mirrorbus.worker`` packages at all, not even their ``__init__``.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ SERVICES = (
 )
 
 MANAGER = tuple(m for m in SERVICES if m.startswith(("mirrorbus.manager", "projections")))
+
+CLIENT_FORBIDDEN = ("mirrorbus.manager", "mirrorbus.worker")
+"""Packages the ctl (the client) imports nothing of: it talks to them over the bus only."""
 
 _IMPORT = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)\s*$")
 
@@ -154,11 +157,13 @@ def test_ctl_worker_and_supervisor_import_only_what_they_run(lean: LeanUp) -> No
     # no rich when the output is not a terminal.
     ctl_list = imported(listed.stderr)
     assert "mirrorbus.control" in ctl_list  # the record is real: it names what did run
-    assert offending(ctl_list, (*HEAVY, *SERVICES, "rich", "cryptography")) == []
-    assert offending(imported(started.stderr), (*HEAVY, *SERVICES, "rich")) == []
+    assert "mirrorbus.events.wire" in ctl_list
+    assert offending(ctl_list, (*HEAVY, *SERVICES, *CLIENT_FORBIDDEN, "rich", "cryptography")) == []
+    assert offending(imported(started.stderr), (*HEAVY, *SERVICES, *CLIENT_FORBIDDEN, "rich")) == []
     # Help connects to nothing: not even nats-py for the top level.
     assert offending(imported(top_help.stderr), (*HEAVY, *SERVICES, "nats", "rich")) == []
     assert offending(imported(ctl_help.stderr), (*HEAVY, *SERVICES, "nats", "rich")) == []
+    assert offending(imported(ctl_help.stderr), CLIENT_FORBIDDEN) == []
 
     # The supervisor holds no TLS and no certificate library: what it mapped into memory
     # (its certificates are made by a short-lived child, and it never connects).

@@ -19,7 +19,7 @@ from mirrorbus.bus import Bus, connect, settings_from_paths
 from mirrorbus.control import Control
 from mirrorbus.errors import BusError
 from mirrorbus.events import JobConfigured, Subjects, WorkerStarted, encode
-from mirrorbus.manager.api import Target, TargetQuery
+from mirrorbus.events.wire import Target, TargetQuery
 from mirrorbus.manager.queries import QueryService
 from projections.status_view import StatusView
 

@@ -1,7 +1,9 @@
 """Events, commands and their one fold: the domain of mirrorbus.
 
 This package knows nothing of NATS or SQL; ``worker``, ``manager`` and ``projections`` build
-on it, never the other way round.
+on it, never the other way round.  Beside the events, :mod:`.wire` holds the other contracts
+of the wire (queries and answers, rows, log chunks), so that the client and the services share
+them without importing each other; it is not re-exported here.
 """
 
 from mirrorbus.events.codec import (

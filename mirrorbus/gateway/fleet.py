@@ -36,8 +36,8 @@ from mirrorbus.events import (
     encode,
     evolve,
 )
+from mirrorbus.events.wire import WorkerRow
 from projections.changes import Changes
-from projections.rows import WorkerRow
 from projections.status_view import StatusView
 
 log = logging.getLogger(__name__)

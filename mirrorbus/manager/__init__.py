@@ -1,7 +1,9 @@
 """The manager: the projection runner and the query service over the status view.
 
-The names below are loaded on first use: a client that imports the query protocol
-(``mirrorbus.manager.api``) must not import the view, SQLAlchemy or the HTTP server.
+The names below are loaded on first use, so that importing one module of the package does not
+import the view, SQLAlchemy or the HTTP server.  The query protocol the manager answers is a
+wire contract beside the events (:mod:`mirrorbus.events.wire`), so the client imports no part
+of the manager.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from mirrorbus import __version__
 from mirrorbus.bus import Bus, answerable
 from mirrorbus.clock import new_id
 from mirrorbus.errors import BusError, MirrorbusError
-from mirrorbus.manager.api import (
+from mirrorbus.events.wire import (
     MIN_POSITION,
     HistoryQuery,
     JobsQuery,

@@ -39,7 +39,7 @@ from nats.aio.msg import Msg
 
 from mirrorbus.bus import Bus
 from mirrorbus.errors import BusError, NameInUse
-from mirrorbus.manager.api import PingInfo, Reply
+from mirrorbus.events.wire import PingInfo, Reply
 from mirrorbus.manager.queries import ReplicaIdentity
 
 CLAIM_TIMEOUT = 2.0

@@ -2,7 +2,8 @@
 
 A request names a job and a byte offset (negative: the last that many bytes); the answer
 carries the text from there (at most ``max_bytes``), the file it came from, where to continue,
-and whether the job is still running, which is all ``ctl logs -f`` needs to follow a sync.
+and whether the job is still running, which is all ``ctl logs -f`` needs to follow a sync
+(the request and answer types are wire contracts: :mod:`mirrorbus.events.wire`).
 Only files of the job's own log directory are read: the ``latest`` link, resolved.
 """
 
@@ -19,6 +20,7 @@ from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
 
 from mirrorbus.bus import answerable
+from mirrorbus.events.wire import LogChunk, LogRequest
 
 if TYPE_CHECKING:
     from mirrorbus.worker.service import Worker
@@ -26,24 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 256 * 1024
-
-
-class LogRequest(msgspec.Struct, frozen=True, kw_only=True):
-    job: str
-    offset: int = -16384
-    max_bytes: int = 65536
-    file: str = ""  # the file the caller followed so far ("" = the latest)
-
-
-class LogChunk(msgspec.Struct, frozen=True, kw_only=True):
-    ok: bool
-    error: str = ""
-    file: str = ""
-    data: str = ""
-    offset: int = 0  # where the next request continues
-    size: int = 0
-    running: bool = False
-    latest: str = ""  # the newest log file now (differs from file when a new attempt began)
 
 
 def read_chunk(log_dir: Path, request: LogRequest) -> LogChunk:

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mirrorbus.events.subjects import Subjects
+from mirrorbus.events.wire import RunRow
 from mirrorbus.host import pki
 from mirrorbus.host.natsconf import ClusterBlock, render_server_config
 from mirrorbus.host.server import find_nats_server
 from netdrills.hosts import Host, Net
-from projections.rows import RunRow
 from projections.status_view import StatusView
 
 T = TypeVar("T")

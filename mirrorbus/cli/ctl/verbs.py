@@ -24,8 +24,7 @@ from projections.tunasync import mirror_status, web_mirror_status
 if TYPE_CHECKING:
     # Imported where a command connects, not by `mirrorbus ctl --help`.
     from mirrorbus.control import Control
-    from mirrorbus.manager.api import PingInfo
-    from projections.rows import WorkerRow
+    from mirrorbus.events.wire import PingInfo, WorkerRow
 
 
 def _job_rows(jobs: Sequence[JobState], offline: set[str] | None = None) -> list[list[str]]:
