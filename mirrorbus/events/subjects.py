@@ -421,7 +421,7 @@ class Subjects:
 
     @staticmethod
     def worker_consumer(worker: str) -> str:
-        """Name of the worker's consumers (command, replay); one exact token per worker, cut
+        """Name of the worker's command consumer; one exact token per worker, cut
         to nats-server's limit by :func:`fit` (the filter still holds the whole token)."""
         return fit(_worker(worker), MAX_CONSUMER_NAME)
 
