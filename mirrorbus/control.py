@@ -23,11 +23,8 @@ from typing import Any, TypeVar
 
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
 
-from mirrorbus.bus import Bus, certificate_role
+from mirrorbus.bus import Bus, Message, certificate_role
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import (
     BusError,
@@ -303,7 +300,7 @@ class Control:
         answered: list[int] = []  # index in ``seen`` of the answer
         run_started = anyio.Event()
 
-        async def on_event(msg: Msg) -> None:
+        async def on_event(msg: Message) -> None:
             try:
                 ev = decode_event(msg.data)
             except CodecError:
@@ -330,7 +327,7 @@ class Control:
         subjects = [s.worker_events(worker)]
         if job is not None:
             subjects.append(s.job_events(worker, job))
-        subs = [await self.bus.nc.subscribe(subject, cb=on_event) for subject in subjects]
+        subs = [await self.bus.subscribe(subject, on_event) for subject in subjects]
         target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
         token = certificate_role(self.bus.settings.cert)
         sent_on = s.admin_events  # the gateway's: it says who sent it
@@ -409,14 +406,15 @@ class Control:
         the stored last message of the subject is asked until it is one of them.  0 if the
         stream cannot tell (no position to wait for, then)."""
         s = self.bus.subjects
-        js = self.bus.nc.jetstream(timeout=STORED_WAIT)
         with anyio.move_on_after(STORED_WAIT):
             while True:
                 try:
-                    raw = await js.get_last_msg(s.evt_stream, subject, direct=True)
-                    if decode_event(raw.data or b"").id in later:
-                        return int(raw.seq or 0)
-                except (nats.errors.Error, nats.js.errors.Error, CodecError, TimeoutError):
+                    raw = await self.bus.get_message(
+                        s.evt_stream, last_on=subject, timeout=STORED_WAIT
+                    )
+                    if decode_event(raw.data).id in later:
+                        return raw.seq
+                except (BusError, CodecError):
                     return 0
                 await anyio.sleep(0.01)
         return 0

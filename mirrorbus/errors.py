@@ -12,7 +12,10 @@ so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
     ├── ServerError            the embedded nats-server cannot start or stop
     │   └── PortInUseError     the port asked for is taken by another program
     ├── BusError               NATS is unreachable or refused us
-    │   └── PermissionDenied   the server refused a subject for our certificate
+    │   ├── PermissionDenied   the server refused a subject for our certificate
+    │   ├── NotFound           no such stream, consumer or stored message
+    │   ├── NoResponders       nobody listens on the subject of a request
+    │   └── BusTimeout         no answer within the time given
     ├── CodecError             a message could not be decoded (kept for the dead letters)
     ├── ProjectionError        the SQL view cannot be opened or written
     ├── SourceError            a tunasync status to import cannot be read
@@ -99,6 +102,18 @@ class PermissionDenied(BusError):
     """The server refused a publish or subscribe for this certificate's identity."""
 
     exit_code = 3
+
+
+class NotFound(BusError):
+    """The stream, consumer or stored message asked for does not exist (yet)."""
+
+
+class NoResponders(BusError):
+    """Nobody is subscribed to the subject of a request (the server said so at once)."""
+
+
+class BusTimeout(BusError):
+    """The server, or the service asked, did not answer within the time given."""
 
 
 class CodecError(MirrorbusError):

@@ -8,6 +8,7 @@ from conftest import RunningServer
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from mirrorbus.bus import connect, next_fetch_size, settings_from_paths
+from mirrorbus.bus.consumer import delivered
 
 pytestmark = pytest.mark.anyio
 
@@ -32,9 +33,9 @@ async def test_the_next_fetch_takes_a_batch_only_while_messages_wait(
                 deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE, mem_storage=True
             ),
         )
-        first = await sub.fetch(1, timeout=5)
+        first = [delivered(m) for m in await sub.fetch(1, timeout=5)]
         assert next_fetch_size(first, 512) == 512  # four more wait
-        rest = await sub.fetch(512, timeout=5)
+        rest = [delivered(m) for m in await sub.fetch(512, timeout=5)]
         assert len(rest) == 4
         assert next_fetch_size(rest, 512) == 1  # caught up: wait for one
         assert next_fetch_size([], 512) == 1

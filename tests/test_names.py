@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus
+from mirrorbus.bus import ensure_command_consumer
 from mirrorbus.bus.logread import LogReader
 from mirrorbus.cli.ctl.live import LogEntry
 from mirrorbus.config.worker import load_worker_config
@@ -288,7 +289,7 @@ async def _works_as_itself(
             bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
         )
         try:
-            await manager.ensure_command_consumer(name)
+            await ensure_command_consumer(manager, name)
         finally:
             await manager.close()
         await admin.jetstream().publish(S.issued_by(S.job_command(name, job), "admin"), b"start")

@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
 from mirrorbus import bus
+from mirrorbus.bus import ensure_command_consumer
 from mirrorbus.bus.logread import LogReader
 from mirrorbus.events.subjects import Subjects
 from mirrorbus.host import pki
@@ -50,7 +51,7 @@ async def _make_command_consumer(server: RunningServer, worker: str) -> None:
         bus.settings_from_paths([server.url], server.pki_dir, "manager"), reconnect=False
     )
     try:
-        await manager.ensure_command_consumer(worker)
+        await ensure_command_consumer(manager, worker)
     finally:
         await manager.close()
 

@@ -1,13 +1,14 @@
 """The NATS edge: the only package of mirrorbus that imports nats-py.
 
-It holds the connection with mutual TLS and the streams (``connection``), the outbox's
-pipelined appends (``appends``), pull consumers (``consumer``), request/reply and services
-(``requests``), reading a stream by sequence without a consumer (``logread``), and keeping
-nats-py from loading aiohttp (``transport``).  nats-py's errors become
+It holds the connection with mutual TLS, the streams, requests and services
+(``connection``, with ``requests`` for answers in parts and :func:`answerable`), the outbox's
+pipelined appends (``appends``), the one pull-consumer helper (``consumer``), reading a stream
+by sequence without a consumer (``logread``), the message type every caller gets
+(``message``), and keeping nats-py from loading aiohttp (``transport``).  nats-py's errors become
 :mod:`mirrorbus.errors` here, so the rest of the project catches ``BusError`` and its
 subclasses only.
 
-It may import :mod:`mirrorbus.events`, the bus settings, :mod:`mirrorbus.errors` and
+It may import :mod:`mirrorbus.events`, :mod:`mirrorbus.config`, :mod:`mirrorbus.errors` and
 :mod:`mirrorbus.clock`; never the worker, the manager, the gateway or the CLI.
 
 The names below load on first use: ``mirrorbus.bus.transport`` must be importable before
@@ -25,13 +26,24 @@ if TYPE_CHECKING:
     from mirrorbus.bus.connection import (
         REPLAYED,
         Bus,
+        StreamState,
+        Subscription,
         certificate_role,
         connect,
         replayed,
         tls_context,
     )
-    from mirrorbus.bus.consumer import next_fetch_size
-    from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, Batch, LogReader, Stored, Wakeup
+    from mirrorbus.bus.consumer import (
+        ConsumerSpec,
+        PullConsumer,
+        consumer_created,
+        delete_consumer,
+        drop_legacy_consumers,
+        ensure_command_consumer,
+        make_consumer,
+    )
+    from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, Batch, LogReader, Wakeup
+    from mirrorbus.bus.message import Message, Stored, next_fetch_size
     from mirrorbus.bus.requests import answerable
     from mirrorbus.bus.transport import allow_aiohttp, without_websocket_transport
     from mirrorbus.config.bus import BusSettings, StreamSettings, settings_from_paths
@@ -43,14 +55,24 @@ __all__ = [
     "Batch",
     "Bus",
     "BusSettings",
+    "ConsumerSpec",
     "LogReader",
+    "Message",
+    "PullConsumer",
     "Stored",
     "StreamSettings",
+    "StreamState",
+    "Subscription",
     "Wakeup",
     "allow_aiohttp",
     "answerable",
     "certificate_role",
     "connect",
+    "consumer_created",
+    "delete_consumer",
+    "drop_legacy_consumers",
+    "ensure_command_consumer",
+    "make_consumer",
     "next_fetch_size",
     "replayed",
     "settings_from_paths",
@@ -66,12 +88,22 @@ _WHERE = {
     "tls_context": "mirrorbus.bus.connection",
     "REPLAYED": "mirrorbus.bus.connection",
     "replayed": "mirrorbus.bus.connection",
-    "next_fetch_size": "mirrorbus.bus.consumer",
+    "StreamState": "mirrorbus.bus.connection",
+    "Subscription": "mirrorbus.bus.connection",
+    "ConsumerSpec": "mirrorbus.bus.consumer",
+    "PullConsumer": "mirrorbus.bus.consumer",
+    "consumer_created": "mirrorbus.bus.consumer",
+    "delete_consumer": "mirrorbus.bus.consumer",
+    "drop_legacy_consumers": "mirrorbus.bus.consumer",
+    "ensure_command_consumer": "mirrorbus.bus.consumer",
+    "make_consumer": "mirrorbus.bus.consumer",
     "DEFAULT_MAX_BYTES": "mirrorbus.bus.logread",
     "Batch": "mirrorbus.bus.logread",
     "LogReader": "mirrorbus.bus.logread",
-    "Stored": "mirrorbus.bus.logread",
     "Wakeup": "mirrorbus.bus.logread",
+    "Message": "mirrorbus.bus.message",
+    "Stored": "mirrorbus.bus.message",
+    "next_fetch_size": "mirrorbus.bus.message",
     "answerable": "mirrorbus.bus.requests",
     "allow_aiohttp": "mirrorbus.bus.transport",
     "without_websocket_transport": "mirrorbus.bus.transport",

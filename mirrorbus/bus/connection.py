@@ -26,19 +26,17 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.aio.subscription import Subscription as NatsSubscription
 from nats.aio.transport import TcpTransport
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
-    DeliverPolicy,
     DiscardPolicy,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 
+from mirrorbus.bus.message import EPOCH, Message, Stored, stored_time
 from mirrorbus.bus.requests import (
     HEDGE_FIRST_WAIT,
     HEDGE_MAX_WAIT,
@@ -49,7 +47,13 @@ from mirrorbus.bus.requests import (
 )
 from mirrorbus.bus.transport import restore_websocket_transport
 from mirrorbus.config.bus import BusSettings, StreamSettings
-from mirrorbus.errors import BusError, PermissionDenied
+from mirrorbus.errors import (
+    BusError,
+    BusTimeout,
+    NoResponders,
+    NotFound,
+    PermissionDenied,
+)
 from mirrorbus.events.codec import MAX_ANSWER_PARTS, MAX_MESSAGE_BYTES
 from mirrorbus.events.subjects import Subjects
 
@@ -58,6 +62,8 @@ __all__ = [
     "MAX_OUTSTANDING_PINGS",
     "PING_INTERVAL",
     "Bus",
+    "StreamState",
+    "Subscription",
     "certificate_role",
     "connect",
     "tls_context",
@@ -112,6 +118,51 @@ def tls_context(settings: BusSettings) -> ssl.SSLContext:
     return ctx
 
 
+def translate(exc: BaseException, doing: str) -> BusError:
+    """nats-py's error (or a timeout) as the :mod:`mirrorbus.errors` type a caller catches,
+    its message starting with what was being done."""
+    if isinstance(exc, nats.js.errors.NotFoundError):
+        return NotFound(f"{doing}: not found")
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return NoResponders(f"{doing}: nobody answers")
+    if isinstance(exc, TimeoutError):  # nats-py's timeouts are TimeoutErrors too
+        return BusTimeout(f"{doing}: no answer")
+    if isinstance(exc, nats.js.errors.APIError) and exc.description:
+        return BusError(f"{doing}: {exc.description}")
+    return BusError(f"{doing}: {exc}")
+
+
+def received(msg: Msg) -> Message:
+    """A core message (a request, an event seen by a subscription) as a :class:`Message`."""
+    return Message(subject=msg.subject, data=msg.data, headers=msg.headers, reply=msg.reply)
+
+
+class Subscription:
+    """A subscription made through :meth:`Bus.subscribe` or :meth:`Bus.serve`."""
+
+    def __init__(self, sub: NatsSubscription) -> None:
+        self._sub = sub
+
+    async def unsubscribe(self) -> None:
+        """End it; raises :class:`BusError` if the server cannot be told (disconnected)."""
+        try:
+            await self._sub.unsubscribe()
+        except nats.errors.Error as exc:
+            raise translate(exc, f"cannot unsubscribe from {self._sub.subject}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    """What a stream holds: its first and last sequences, its size, and (when asked for)
+    the number of messages on each subject."""
+
+    first: int
+    last: int
+    bytes: int
+    messages: int
+    subjects: dict[str, int]
+
+
 @dataclass
 class Bus:
     """A connected client with the JetStream context and the subject names."""
@@ -152,17 +203,61 @@ class Bus:
         assert scope.cancelled_caught
         raise self._denied(subject)
 
+    async def subscribe(
+        self,
+        subject: str,
+        cb: Callable[[Message], Awaitable[None]],
+        *,
+        queue: str = "",
+        pending_msgs_limit: int | None = None,
+        pending_bytes_limit: int | None = None,
+    ) -> Subscription:
+        """Subscribe ``cb`` to ``subject`` (in queue group ``queue`` if given).
+
+        The server gets the subscription before any later publish of this connection, but
+        another connection's publish may come first: a service uses :meth:`serve`."""
+
+        async def on_msg(msg: Msg) -> None:
+            await cb(received(msg))
+
+        limits: dict[str, int] = {}
+        if pending_msgs_limit is not None:
+            limits["pending_msgs_limit"] = pending_msgs_limit
+        if pending_bytes_limit is not None:
+            limits["pending_bytes_limit"] = pending_bytes_limit
+        try:
+            return Subscription(
+                await self.nc.subscribe(subject, queue=queue, cb=on_msg, **limits)  # type: ignore[arg-type]
+            )
+        except nats.errors.Error as exc:
+            raise translate(exc, f"cannot subscribe to {subject}") from None
+
     async def serve(
-        self, subject: str, cb: Callable[[Msg], Awaitable[None]], *, queue: str = ""
+        self, subject: str, cb: Callable[[Message], Awaitable[None]], *, queue: str = ""
     ) -> Subscription:
         """Subscribe ``cb`` to ``subject`` (in queue group ``queue`` if given) and wait until
         the server has the subscription (one PING/PONG round trip), so that a service that
         then says it is ready can be reached: right after a bare ``subscribe`` the SUB may
         still sit in this client's buffer, and a request from another connection finds no
         responders (seen once in the test suite)."""
-        sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
-        await self.nc.flush()
+        sub = await self.subscribe(subject, cb, queue=queue)
+        try:
+            await self.nc.flush()
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise translate(exc, f"cannot subscribe to {subject}") from None
         return sub
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        """A core publish (no acknowledgement: a lost message is no harm to the caller)."""
+        try:
+            await self.nc.publish(subject, data)
+        except (nats.errors.Error, OSError) as exc:
+            raise translate(exc, f"cannot publish on {subject}") from None
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection is closed for good (a service's watchdog then stops)."""
+        return bool(self.nc.is_closed)
 
     async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
         started = time.monotonic()
@@ -170,10 +265,12 @@ class Bus:
             try:
                 msg = await self.nc.request(subject, data, timeout=timeout)
             except nats.errors.NoRespondersError:
-                raise BusError(f"nobody answers on {subject}: is the manager running?") from None
+                raise NoResponders(
+                    f"nobody answers on {subject}: is the manager running?"
+                ) from None
             except (nats.errors.TimeoutError, TimeoutError):
                 self.raise_if_denied(subject, started)
-                raise BusError(f"no answer on {subject} within {timeout:g}s") from None
+                raise BusTimeout(f"no answer on {subject} within {timeout:g}s") from None
             except nats.errors.Error as exc:
                 raise BusError(f"request on {subject} failed: {exc}") from None
             return bytes(msg.data)
@@ -258,14 +355,16 @@ class Bus:
         assert scope.cancelled_caught
         raise self._denied(subject)
 
-    async def respond(self, msg: Msg, data: bytes) -> bool:
+    async def respond(self, msg: Message, data: bytes, *, parts: bool = True) -> bool:
         """Answer a request with ``data`` and never raise; False if it is too big even in
         parts (more than :data:`MAX_ANSWER_PARTS`), and nothing was sent.
 
         An answer bigger than the server's ``max_payload`` goes in parts (header
         :data:`PART_HEADER`), which :meth:`request_hedged` puts together; one message over
         the limit would make nats-py raise, and a service must not end on an honest big
-        answer.  Only an inbox is answered (see :func:`answerable`).
+        answer.  ``parts=False``: one message whatever its size, for a requester that does
+        not put parts together (:meth:`request`); too big, it is not sent (logged).  Only an
+        inbox is answered (see :func:`answerable`).
         """
         if not answerable(msg.reply):
             return True
@@ -275,7 +374,7 @@ class Bus:
         if count > MAX_ANSWER_PARTS:
             return False
         try:
-            if count <= 1:
+            if count <= 1 or not parts:
                 await self.nc.publish(msg.reply, data)
                 return True
             answer_id = secrets.token_hex(8)
@@ -288,6 +387,88 @@ class Bus:
         except (nats.errors.Error, OSError) as exc:
             log.warning("could not answer on %s: %s", msg.subject, exc)
         return True
+
+    async def gather(self, subject: str, data: bytes, *, window: float) -> list[bytes]:
+        """Send a request and take every answer that comes within ``window`` seconds (from
+        everyone subscribed, not only the first): who else answers for a name."""
+        answers: list[bytes] = []
+
+        async def on_reply(msg: Message) -> None:
+            answers.append(msg.data)
+
+        inbox = self.nc.new_inbox()
+        sub = await self.subscribe(inbox, on_reply)
+        try:
+            try:
+                await self.nc.publish(subject, data, reply=inbox)
+            except (nats.errors.Error, OSError) as exc:
+                raise translate(exc, f"cannot ask on {subject}") from None
+            await anyio.sleep(window)
+        finally:
+            with contextlib.suppress(BusError):
+                await sub.unsubscribe()
+        return answers
+
+    # -- stored messages and stream state ------------------------------------------------
+    async def get_message(
+        self,
+        stream: str,
+        *,
+        seq: int | None = None,
+        last_on: str | None = None,
+        direct: bool = True,
+        timeout: float = 5.0,
+    ) -> Stored:
+        """One stored message: the one at ``seq``, or the last one on subject ``last_on``.
+
+        ``direct``: a direct get, which any replica of the stream answers (and which the
+        readers' permissions allow); else through the stream's leader.  Raises
+        :class:`NotFound` (no such message), :class:`NoResponders` (no such stream),
+        :class:`BusTimeout` (no answer; :class:`PermissionDenied` if the server refused it)
+        or :class:`BusError`.
+        """
+        js = self.js if timeout == 5.0 else self.nc.jetstream(timeout=timeout)
+        what = f"message {seq}" if last_on is None else f"the last message on {last_on}"
+        started = time.monotonic()
+        try:
+            if last_on is not None:
+                raw = await js.get_last_msg(stream, last_on, direct=direct)
+            else:
+                raw = await js.get_msg(stream, seq, direct=direct)
+        except (nats.errors.TimeoutError, TimeoutError):
+            self.raise_if_denied(last_on or stream, started)
+            raise BusTimeout(f"no answer reading {what} from {stream}") from None
+        except nats.errors.NoRespondersError:
+            raise NoResponders(f"stream {stream} does not exist (no responders)") from None
+        except nats.errors.Error as exc:
+            raise translate(exc, f"cannot read {what} from {stream}") from None
+        return Stored(
+            seq=int(raw.seq or 0),
+            subject=raw.subject or "",
+            data=raw.data or b"",
+            replayed=replayed(raw.headers, direct=direct),
+            time=raw.time
+            or (stored_time(raw.headers.get("Nats-Time-Stamp", "")) if raw.headers else EPOCH),
+        )
+
+    async def stream_state(self, stream: str, *, subjects: str | None = None) -> StreamState:
+        """What ``stream`` holds now; with ``subjects`` (a filter), the count of messages on
+        each of its subjects too.  Raises :class:`NotFound` if there is no such stream."""
+        try:
+            if subjects is None:
+                info = await self.js.stream_info(stream)
+            else:
+                info = await self.js.stream_info(stream, subjects_filter=subjects)
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise translate(exc, f"cannot read stream {stream}") from None
+        state = info.state
+        return StreamState(
+            first=int(state.first_seq or 0),
+            last=int(state.last_seq or 0),
+            bytes=int(state.bytes or 0),
+            messages=int(state.messages or 0),
+            subjects=dict(state.subjects or {}),
+        )
 
     @contextlib.contextmanager
     def _guard(self, subject: str) -> Iterator[anyio.CancelScope]:
@@ -419,43 +600,6 @@ class Bus:
                     raise BusError(f"cannot create stream {config.name}: {exc}") from None
             except (nats.errors.TimeoutError, TimeoutError):
                 raise BusError(f"cannot create stream {config.name}: no answer") from None
-
-    async def drop_legacy_consumers(self, replica: str) -> None:
-        """Delete the event stream's consumers that older versions named ``manager`` and
-        ``manager-<replica>``: nothing reads them any more, and a name a worker's token can
-        take (no ``-`` first) must not stay a manager's."""
-        s = self.subjects
-        for name in ("manager", f"manager-{replica}"):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await self.js.delete_consumer(s.evt_stream, name)
-
-    async def ensure_command_consumer(self, worker: str) -> None:
-        """Make ``worker``'s durable command consumer if it does not exist (the manager's
-        job: no worker may make a consumer).  The worker pulls from it and acknowledges each
-        command; the configuration is the one workers used to make themselves, so an existing
-        consumer is taken as it is."""
-        s = self.subjects
-        name = s.worker_consumer(worker)
-        config = ConsumerConfig(
-            name=name,
-            durable_name=name,
-            filter_subject=s.worker_commands(worker),
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=30,
-            max_ack_pending=256,
-        )
-        try:
-            await self.js.consumer_info(s.cmd_stream, name)
-            return
-        except nats.js.errors.NotFoundError:
-            pass
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise BusError(f"cannot read the command consumer of {worker}: {exc}") from None
-        try:
-            await self.js.add_consumer(s.cmd_stream, config)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
-            raise BusError(f"cannot make the command consumer of {worker}: {exc}") from None
 
     async def last_sequence(self) -> int:
         """Last sequence of the event stream (0 when empty)."""

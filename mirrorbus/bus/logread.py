@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import anyio
 import nats.errors
@@ -40,6 +40,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from mirrorbus.bus.connection import Bus, replayed
+from mirrorbus.bus.message import Stored, stored_time
 from mirrorbus.errors import BusError
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "Batch", "LogReader", "Stored", "Wakeup"]
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 """Bytes of messages one read asks for (the server sends at least one message, whatever its
 size)."""
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Stored:
-    """One stored message: its stream sequence, subject, payload and when it was stored."""
-
-    seq: int
-    subject: str
-    data: bytes
-    time: datetime
-    replayed: bool = False
-    """A copy of an older message that the server stored as an answer (see
-    :func:`mirrorbus.bus.replayed`), not an append."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +62,6 @@ class Batch:
     @property
     def last(self) -> int:
         return self.messages[-1].seq if self.messages else 0
-
-
-def stored_time(text: str) -> datetime:
-    """``Nats-Time-Stamp`` (RFC 3339 with nanoseconds) as a time, rounded down to the
-    microsecond (so that a time printed from it and given back as a start finds it again)."""
-    text = text.strip().removesuffix("Z")
-    whole, _, fraction = text.partition(".")
-    try:
-        base = datetime.fromisoformat(whole).replace(tzinfo=UTC)
-    except ValueError:
-        return _EPOCH
-    micros = int((fraction + "000000")[:6]) if fraction.isdigit() else 0
-    return base + timedelta(microseconds=micros)
 
 
 class LogReader:

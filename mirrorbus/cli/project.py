@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-import nats.errors
-import nats.js.errors
 import typer
 
 from mirrorbus.bus import Bus, connect
@@ -38,7 +36,7 @@ from mirrorbus.cli.services import (
 )
 from mirrorbus.config.outputs import OutputSettings, check_site, with_http
 from mirrorbus.config.site import project_config
-from mirrorbus.errors import BusError, ConfigError
+from mirrorbus.errors import BusError, ConfigError, NotFound
 from mirrorbus.manager.outputs import run_outputs
 from mirrorbus.manager.projector import Projector
 from mirrorbus.sdnotify import Notifier
@@ -66,16 +64,16 @@ async def wait_for_stream(bus: Bus) -> None:
     said = False
     while True:
         try:
-            await bus.js.stream_info(bus.subjects.evt_stream)
+            await bus.stream_state(bus.subjects.evt_stream)
             return
-        except nats.js.errors.NotFoundError:
+        except NotFound:
             if not said:
                 log.warning(
                     "stream %s does not exist yet: waiting for the manager",
                     bus.subjects.evt_stream,
                 )
                 said = True
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
+        except BusError as exc:
             raise BusError(f"cannot read stream {bus.subjects.evt_stream}: {exc}") from None
         await anyio.sleep(1)
 
@@ -228,7 +226,7 @@ def project(
                     projector.position,
                 )
                 notifier.ready(f"projecting {', '.join(n.value for n in names)}")
-                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
+                tg.start_soon(notifier.watchdog, lambda: not bus.is_closed)
         finally:
             with anyio.CancelScope(shield=True):
                 if bus is not None:

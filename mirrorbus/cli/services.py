@@ -171,7 +171,7 @@ def worker(
                 await tg.start(serve)
                 serving = True
                 notifier.ready(f"worker {cfg.name}: {len(cfg.mirrors)} jobs, bus connected")
-                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
+                tg.start_soon(notifier.watchdog, lambda: not bus.is_closed)
         finally:
             if bus is not None:
                 with anyio.CancelScope(shield=True):
@@ -286,7 +286,7 @@ def manager(
                     gw = Gateway(gw_bus, view, service.changes, gateway, maker=bus)
                     await tg.start(gw.run)
                 notifier.ready("manager: bus connected, view projected, queries answered")
-                tg.start_soon(notifier.watchdog, lambda: not bus.nc.is_closed)
+                tg.start_soon(notifier.watchdog, lambda: not bus.is_closed)
         finally:
             with anyio.CancelScope(shield=True):
                 if gw_bus is not None:

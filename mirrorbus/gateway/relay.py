@@ -20,7 +20,6 @@ here without a POST.  A command past its expiry is answered "expired", as a work
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass
@@ -30,14 +29,17 @@ from typing import Literal
 import aiohttp
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus.bus import REPLAYED, Bus, replayed
+from mirrorbus.bus import (
+    REPLAYED,
+    Bus,
+    ConsumerSpec,
+    Message,
+    PullConsumer,
+    make_consumer,
+    replayed,
+)
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import BusError, CodecError, ConfigError, InvalidName, MirrorbusError
 from mirrorbus.events import (
@@ -90,54 +92,54 @@ class Relay:
         self.post_timeout = post_timeout
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        sub = await self._open()
+        s = self.bus.subjects
+        # (its consumer deleted, or lost with a server: made again at the next bind)
+        sub = PullConsumer(
+            self.bus,
+            s.cmd_stream,
+            s.gateway_consumer,
+            batch=32,
+            timeout=5,
+            what="the commands",
+            make=self._make,
+            rebind_on_error=True,
+        )
+        await sub.bind()
         timeout = aiohttp.ClientTimeout(total=self.post_timeout)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as http,
-            anyio.create_task_group() as tg,
-        ):
-            task_status.started()
-            while True:
-                try:
-                    msgs = await sub.fetch(32, timeout=5)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    # (its consumer deleted, or lost with a server: made again)
-                    log.warning("fetching commands failed (%s); reopening", exc)
-                    await anyio.sleep(1)
-                    with contextlib.suppress(BusError, nats.errors.Error):
-                        await sub.unsubscribe()
-                        sub = await self._open()
-                    continue
-                for msg in msgs:
-                    await msg.ack()  # at most once, as a worker: never a start twice
-                    tg.start_soon(self._handle, http, msg)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as http,
+                anyio.create_task_group() as tg,
+            ):
+                task_status.started()
+                while True:
+                    for msg in await sub.fetch(32):
+                        await msg.ack()  # at most once, as a worker: never a start twice
+                        tg.start_soon(self._handle, http, msg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.close()
 
-    async def _open(self) -> JetStreamContext.PullSubscription:
+    async def _make(self) -> None:
         """The gateway's durable command consumer, made if missing (then from the next
         command on: older ones are the workers' past)."""
         s = self.bus.subjects
-        name = s.gateway_consumer
-        config = ConsumerConfig(
-            name=name,
-            durable_name=name,
+        spec = ConsumerSpec(
+            stream=s.cmd_stream,
+            name=s.gateway_consumer,
             filter_subject=s.all_commands,
-            deliver_policy=DeliverPolicy.NEW,
-            ack_policy=AckPolicy.EXPLICIT,
+            start="new",
+            ack="explicit",
             ack_wait=30,
             max_ack_pending=256,
         )
         try:
-            await self.maker.js.add_consumer(s.cmd_stream, config)
-        except nats.js.errors.APIError as exc:
-            if exc.err_code != 10148:  # exists with another start policy: keep its position
-                raise BusError(f"cannot consume commands: {exc.description}") from None
-        except (nats.errors.TimeoutError, TimeoutError):
-            raise BusError("cannot consume commands: no answer") from None
-        return await self.bus.js.pull_subscribe_bind(consumer=name, stream=s.cmd_stream)
+            # (one that exists with another start policy is kept: its position with it)
+            await make_consumer(self.maker, spec, keep_existing=True)
+        except BusError as exc:
+            raise BusError(f"cannot consume commands: {exc}") from None
 
-    async def _handle(self, http: aiohttp.ClientSession, msg: Msg) -> None:
+    async def _handle(self, http: aiohttp.ClientSession, msg: Message) -> None:
         if replayed(msg.headers, direct=False):
             log.warning("dropping the message on %s: it is %s", msg.subject, REPLAYED)
             return

@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskStatus
 from sqlalchemy.exc import SQLAlchemyError
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, ensure_command_consumer
 from mirrorbus.errors import BusError, ProjectionError
 from projections.changes import Changes
 from projections.status_view import StatusView
@@ -40,7 +40,7 @@ class CommandConsumers:
             return
         for name in sorted({w.name for w in workers} - self.made):
             try:
-                await self.bus.ensure_command_consumer(name)
+                await ensure_command_consumer(self.bus, name)
             except BusError as exc:
                 log.warning("%s (asking again at the next change)", exc)
                 continue

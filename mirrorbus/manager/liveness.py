@@ -15,10 +15,9 @@ from datetime import datetime
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
 from sqlalchemy.exc import SQLAlchemyError
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, Message
 from mirrorbus.clock import Clock, SystemClock
 from mirrorbus.errors import InvalidName
 from projections.status_view import StatusView
@@ -64,7 +63,7 @@ class Liveness:
         self._heard[beat.worker] = self.clock.now()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async def on_msg(msg: Msg) -> None:
+        async def on_msg(msg: Message) -> None:
             self._on_beat(msg.subject, msg.data, msg.headers)
 
         sub = await self.bus.serve(self.bus.subjects.all_heartbeats, on_msg)

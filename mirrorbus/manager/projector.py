@@ -24,15 +24,23 @@ from collections.abc import Callable
 from datetime import datetime
 
 import anyio
-import nats.errors
-import nats.js.errors
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from mirrorbus.bus import REPLAYED, Bus, next_fetch_size, replayed
-from mirrorbus.bus.logread import DEFAULT_MAX_BYTES, LogReader, Stored, Wakeup
-from mirrorbus.errors import BusError, CodecError, InvalidName, ProjectionError
+from mirrorbus.bus import (
+    DEFAULT_MAX_BYTES,
+    REPLAYED,
+    Bus,
+    ConsumerSpec,
+    LogReader,
+    Message,
+    PullConsumer,
+    Stored,
+    Wakeup,
+    delete_consumer,
+    make_consumer,
+    replayed,
+)
+from mirrorbus.errors import BusError, CodecError, InvalidName, NotFound, ProjectionError
 from mirrorbus.events import WorkerSnapshot, decode_snapshot
 from mirrorbus.events.subjects import Subjects
 from projections.status_view import ApplyResult, Entry, StatusView
@@ -85,77 +93,78 @@ class Projector:
         self.rebinds = 0
         """How many times the consumer was made again over a hole in what it delivered."""
 
-    async def _bind(self) -> nats.js.JetStreamContext.PullSubscription:
+    async def _make(self) -> None:
+        """Make the consumer again from the view's position (seeding the view first if the
+        log starts later)."""
         assert self.consumer is not None
         s = self.bus.subjects
         await seed_if_truncated(self.bus, self.view)
         self.position = await anyio.to_thread.run_sync(self.view.position)
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await self.bus.js.delete_consumer(s.evt_stream, self.consumer)
-        config = ConsumerConfig(
-            durable_name=self.consumer,
+        await delete_consumer(self.bus, s.evt_stream, self.consumer)
+        spec = ConsumerSpec(
+            stream=s.evt_stream,
             name=self.consumer,
             filter_subject=s.all_events,
             # Acknowledged once applied (a batch by its last message): what was delivered
             # but never applied is delivered again; what is applied twice the view skips by
             # sequence.
-            ack_policy=AckPolicy.ALL,
+            ack="all",
             ack_wait=ACK_WAIT,
             max_ack_pending=4 * self.batch,
-            deliver_policy=(
-                DeliverPolicy.BY_START_SEQUENCE if self.position else DeliverPolicy.ALL
-            ),
-            opt_start_seq=self.position + 1 if self.position else None,
+            start=self.position + 1,
             inactive_threshold=self.inactive_threshold,
         )
-        self.created = (await self.bus.js.add_consumer(s.evt_stream, config)).created
-        return await self.bus.js.pull_subscribe_bind(consumer=self.consumer, stream=s.evt_stream)
+        self.created = await make_consumer(self.bus, spec)
+
+    async def _bind(self, sub: PullConsumer) -> None:
+        try:
+            await sub.bind()
+        except BusError as exc:
+            raise BusError(f"cannot create the projector's consumer: {exc}") from None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         if self.consumer is None:
             await self._run_direct(task_status=task_status)
             return
+        sub = PullConsumer(
+            self.bus,
+            self.bus.subjects.evt_stream,
+            self.consumer,
+            batch=self.batch,
+            timeout=2,
+            what="the event stream",
+            make=self._make,
+        )
         try:
-            sub = await self._bind()
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            raise BusError(f"cannot create the projector's consumer: {exc}") from None
+            await self._consume(sub, task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.close()
+
+    async def _consume(self, sub: PullConsumer, task_status: TaskStatus[None]) -> None:
+        await self._bind(sub)
         log.info("projecting from sequence %d", self.position + 1)
         task_status.started()
-        size = self.batch  # a fresh consumer may start with a backlog
         careful = 0
         delivered_at = anyio.current_time()
         while True:
-            try:
-                msgs = await sub.fetch(1 if careful else size, timeout=2)
-            except (nats.errors.TimeoutError, TimeoutError):
-                msgs = []
-            except nats.errors.Error as exc:
-                log.warning("fetch failed: %s", exc)
-                await anyio.sleep(1)
-                msgs = []
+            msgs = await sub.fetch(1 if careful else None)
             if not msgs:
                 if anyio.current_time() - delivered_at >= STALL_AFTER:
                     delivered_at = anyio.current_time()
-                    sub = await self._unstall(sub)
+                    await self._unstall(sub)
                 continue
             delivered_at = anyio.current_time()
             careful = max(0, careful - 1)
-            size = next_fetch_size(msgs, self.batch)
             usable = self._contiguous(msgs)
             if len(usable) < len(msgs) and not usable and await self._hole(self.position + 1):
                 usable = msgs  # the log itself has no such event (deleted before protection)
             if usable:
-                entries: list[Entry] = [
-                    (int(m.metadata.sequence.stream), m.subject, m.data) for m in usable
-                ]
-                refused = {
-                    int(m.metadata.sequence.stream): REPLAYED
-                    for m in usable
-                    if replayed(m.headers, direct=False)
-                }
+                entries: list[Entry] = [(m.seq, m.subject, m.data) for m in usable]
+                refused = {m.seq: REPLAYED for m in usable if replayed(m.headers, direct=False)}
                 result = await self._apply(entries, refused)
                 self.position = result.position
-                with contextlib.suppress(nats.errors.Error):
+                with contextlib.suppress(BusError):
                     await usable[-1].ack()  # acknowledges every delivery up to it
                 if result.dead:
                     log.warning("%d events set aside as dead letters", result.dead)
@@ -167,27 +176,20 @@ class Projector:
                     "again from there",
                     self.position + 1,
                 )
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-                try:
-                    sub = await self._bind()  # seeds the view first if the log starts later
-                except (nats.errors.Error, nats.js.errors.Error) as exc:
-                    raise BusError(f"cannot create the projector's consumer: {exc}") from None
+                await self._bind(sub)  # seeds the view first if the log starts later
                 self.rebinds += 1
                 careful = CAREFUL_FETCHES
 
-    async def _unstall(
-        self, sub: nats.js.JetStreamContext.PullSubscription
-    ) -> nats.js.JetStreamContext.PullSubscription:
+    async def _unstall(self, sub: PullConsumer) -> None:
         """After :data:`STALL_AFTER` seconds without a delivery: if the log holds events past
         the view's position, make the consumer again from the position; else (caught up, or
         the server cannot tell now) keep it."""
         try:
             last = await self.bus.last_sequence()
         except BusError:
-            return sub
+            return
         if last <= self.position:
-            return sub
+            return
         log.warning(
             "no event delivered for %.0fs though the log is at event %d and the view at %d; "
             "making the consumer again",
@@ -195,19 +197,15 @@ class Projector:
             last,
             self.position,
         )
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
         try:
-            sub = await self._bind()
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            await sub.bind()
+        except BusError as exc:
             log.warning("cannot make the consumer again yet: %s", exc)
-            return await self.bus.js.pull_subscribe_bind(
-                consumer=self.consumer or "", stream=self.bus.subjects.evt_stream
-            )
+            await sub.bind(make=False)
+            return
         self.rebinds += 1
-        return sub
 
-    def _contiguous(self, msgs: list[Msg]) -> list[Msg]:
+    def _contiguous(self, msgs: list[Message]) -> list[Message]:
         """The messages of a batch up to the first hole after the view's position.
 
         The consumer's filter covers the whole stream and no message is deleted from it, so
@@ -215,9 +213,9 @@ class Projector:
         kept for the view to skip.
         """
         expected = self.position + 1
-        kept: list[Msg] = []
+        kept: list[Message] = []
         for m in msgs:
-            seq = int(m.metadata.sequence.stream)
+            seq = m.seq
             if seq > expected:
                 break
             kept.append(m)
@@ -227,14 +225,14 @@ class Projector:
     async def _hole(self, seq: int) -> bool:
         """Whether the log has no message ``seq`` though it has later ones (a message deleted
         before the streams denied it): then waiting for it would wait forever."""
+        stream = self.bus.subjects.evt_stream
         try:
-            info = await self.bus.js.stream_info(self.bus.subjects.evt_stream)
-            if int(info.state.first_seq or 0) > seq:
+            if (await self.bus.stream_state(stream)).first > seq:
                 return False  # the log starts later: the next bind seeds the view
-            await self.bus.js.get_msg(self.bus.subjects.evt_stream, seq, direct=True)
-        except nats.js.errors.NotFoundError:
+            await self.bus.get_message(stream, seq=seq)
+        except NotFound:
             return True
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        except BusError:
             return False
         return False
 
@@ -247,7 +245,7 @@ class Projector:
             await wakeup.start()
             try:
                 await seed_if_truncated(self.bus, self.view)
-            except (nats.errors.Error, nats.js.errors.Error) as exc:
+            except BusError as exc:
                 raise BusError(f"cannot read the event stream: {exc}") from None
             self.position = await anyio.to_thread.run_sync(self.view.position)
             log.info("projecting from sequence %d", self.position + 1)
@@ -308,23 +306,22 @@ async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
     view from the workers' snapshots (see ``StatusView.seed``); True if it did."""
     s = bus.subjects
     try:
-        info = await bus.js.stream_info(s.evt_stream)
-    except nats.js.errors.NotFoundError:
+        first = (await bus.stream_state(s.evt_stream)).first
+    except NotFound:
         return False
-    first = int(info.state.first_seq or 0)
     position = await anyio.to_thread.run_sync(view.position)
     if first <= position + 1:
         return False
     snapshots = []
     try:
-        snaps_info = await bus.js.stream_info(s.snap_stream, subjects_filter=s.all_snapshots)
-        for subject in sorted((snaps_info.state.subjects or {}).keys()):
-            raw = await bus.js.get_last_msg(s.snap_stream, subject)
-            if replayed(raw.headers, direct=False):
+        snaps = await bus.stream_state(s.snap_stream, subjects=s.all_snapshots)
+        for subject in sorted(snaps.subjects):
+            raw = await bus.get_message(s.snap_stream, last_on=subject, direct=False)
+            if raw.replayed:
                 log.warning("snapshot on %s is %s; ignored", subject, REPLAYED)
                 continue
             try:
-                snapshot = decode_snapshot(raw.data or b"")
+                snapshot = decode_snapshot(raw.data)
             except CodecError as exc:
                 log.warning("unreadable snapshot on %s: %s", subject, exc)
                 continue
@@ -334,7 +331,7 @@ async def seed_if_truncated(bus: Bus, view: StatusView) -> bool:
                 )
                 continue
             snapshots.append(snapshot)
-    except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+    except BusError as exc:
         log.error(
             "the log starts at event %d but the snapshots cannot be read (%s): jobs "
             "whose events are all older will be missing",

@@ -23,11 +23,10 @@ from typing import Any
 import anyio
 import msgspec
 from anyio.abc import TaskGroup, TaskStatus
-from nats.aio.msg import Msg
 from sqlalchemy.exc import SQLAlchemyError
 
 from mirrorbus import __version__
-from mirrorbus.bus import Bus, answerable
+from mirrorbus.bus import Bus, Message, answerable
 from mirrorbus.clock import new_id
 from mirrorbus.errors import BusError, MirrorbusError
 from mirrorbus.events.wire import (
@@ -177,7 +176,7 @@ class QueryService:
             return subject[self._prefix_len :]
         return subject.rsplit(".", 1)[-1]  # replica.<name>.<query>, replicas.<query>
 
-    async def _respond(self, msg: Msg, query: str) -> None:
+    async def _respond(self, msg: Message, query: str) -> None:
         # The position is read before the answer: everything up to it is in the answer.
         position = await self._position()
         reply = self._answer_from_memory(query, msg.data)
@@ -196,7 +195,7 @@ class QueryService:
                 )
                 await self.bus.respond(msg, _encoder.encode(refusal))
 
-    async def _behind(self, msg: Msg, wanted: int) -> None:
+    async def _behind(self, msg: Message, wanted: int) -> None:
         position = await self._position()
         if msg.reply:
             me = self.identity.name or "the manager"
@@ -208,7 +207,7 @@ class QueryService:
             )
             await self.bus.respond(msg, _encoder.encode(reply))
 
-    async def _when_reached(self, msg: Msg, query: str, wanted: int) -> None:
+    async def _when_reached(self, msg: Message, query: str, wanted: int) -> None:
         """Answer once the view reaches ``wanted``, or say it is behind."""
         try:
             # A position past the log's end (a client's note from an older log, say) is never
@@ -223,7 +222,7 @@ class QueryService:
         else:
             await self._behind(msg, wanted)
 
-    async def _handle(self, msg: Msg, tg: TaskGroup) -> None:
+    async def _handle(self, msg: Message, tg: TaskGroup) -> None:
         if not answerable(msg.reply):
             return  # a reply subject that is not an inbox (see ``answerable``)
         query = self._query_name(msg.subject)
@@ -245,9 +244,9 @@ class QueryService:
         await self._respond(msg, query)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        send, receive = anyio.create_memory_object_stream[Msg](256)
+        send, receive = anyio.create_memory_object_stream[Message](256)
 
-        async def on_msg(msg: Msg) -> None:
+        async def on_msg(msg: Message) -> None:
             await send.send(msg)
 
         s = self.bus.subjects
@@ -277,7 +276,7 @@ class QueryService:
             send.close()  # no more messages come in
 
 
-def _min_position(msg: Msg) -> int:
+def _min_position(msg: Message) -> int:
     raw = (msg.headers or {}).get(MIN_POSITION, "")
     try:
         return max(int(raw), 0) if raw else 0

@@ -27,18 +27,14 @@ every few seconds (:func:`fence`): made again by someone else (or gone), it stop
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
 
-from mirrorbus.bus import Bus
-from mirrorbus.errors import BusError, NameInUse
+from mirrorbus.bus import Bus, consumer_created
+from mirrorbus.errors import BusError, BusTimeout, NameInUse, NoResponders, PermissionDenied
 from mirrorbus.events.wire import PingInfo, Reply
 from mirrorbus.manager.queries import ReplicaIdentity
 
@@ -66,23 +62,23 @@ def _in_use(name: str, why: str) -> NameInUse:
 async def claim(bus: Bus, name: str, *, timeout: float = CLAIM_TIMEOUT) -> None:
     """Raise :class:`NameInUse` if a manager with ``name`` is connected (see the module)."""
     subject = bus.subjects.replica_api(name, "ping")
-    started = time.monotonic()
     try:
-        msg = await bus.nc.request(subject, b"{}", timeout=timeout)
-    except nats.errors.NoRespondersError:
+        data = await bus.request(subject, b"{}", timeout=timeout)
+    except NoResponders:
         return
-    except (nats.errors.TimeoutError, TimeoutError):
-        bus.raise_if_denied(subject, started)
+    except PermissionDenied:
+        raise
+    except BusTimeout:
         raise _in_use(
             name,
             f"a process answering for it is connected but did not answer within {timeout:g}s "
             "(stopped or stuck?); the server drops its connection once it stops answering "
             "the server's pings",
         ) from None
-    except nats.errors.Error as exc:
+    except BusError as exc:
         raise BusError(f"cannot check whether manager name {name!r} is free: {exc}") from None
     try:
-        reply = msgspec.json.decode(msg.data, type=Reply[PingInfo])
+        reply = msgspec.json.decode(data, type=Reply[PingInfo])
     except msgspec.DecodeError:
         raise _in_use(name, "another process answers for it") from None
     if reply.data is None:
@@ -93,8 +89,8 @@ async def claim(bus: Bus, name: str, *, timeout: float = CLAIM_TIMEOUT) -> None:
 async def others_answer(bus: Bus, *, timeout: float = 1.0) -> bool:
     """Whether another replica answers queries now (asked of every replica at once)."""
     try:
-        await bus.nc.request(bus.subjects.every_replica_api("ping"), b"{}", timeout=timeout)
-    except (nats.errors.Error, TimeoutError):
+        await bus.request(bus.subjects.every_replica_api("ping"), b"{}", timeout=timeout)
+    except BusError:
         return False  # nobody subscribed, or only hung ones: this one is needed
     return True
 
@@ -116,10 +112,10 @@ async def fence(
         if ours is None:
             continue
         try:
-            info = await bus.js.consumer_info(bus.subjects.evt_stream, consumer)
-        except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            made = await consumer_created(bus, bus.subjects.evt_stream, consumer)
+        except BusError:
             continue
-        if ours == created() and info.created != ours:  # not made again by our projector
+        if ours == created() and made != ours:  # not made again by our projector
             raise _in_use(
                 name,
                 f"its consumer {consumer} was made again by another manager while this one "
@@ -131,22 +127,12 @@ async def check_alone(bus: Bus, me: ReplicaIdentity, *, window: float = RACE_WIN
     """Once this replica answers for its name: raise :class:`NameInUse` if another process
     with the same name answers too and started first."""
     subject = bus.subjects.replica_api(me.name, "ping")
-    inbox = bus.nc.new_inbox()
     others: list[PingInfo] = []
-
-    async def on_reply(msg: Msg) -> None:
+    for data in await bus.gather(subject, b"{}", window=window):
         with contextlib.suppress(msgspec.DecodeError):
-            reply = msgspec.json.decode(msg.data, type=Reply[PingInfo])
+            reply = msgspec.json.decode(data, type=Reply[PingInfo])
             if reply.data is not None and reply.data.instance != me.instance:
                 others.append(reply.data)
-
-    sub = await bus.nc.subscribe(inbox, cb=on_reply)
-    try:
-        await bus.nc.publish(subject, b"{}", reply=inbox)
-        await anyio.sleep(window)
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
     mine = (me.started_at, me.instance)
     first = min(others, key=lambda o: (o.started_at, o.instance), default=None)
     if first is not None and (first.started_at, first.instance) < mine:

@@ -19,7 +19,7 @@ from dataclasses import replace
 import anyio
 from anyio.abc import TaskStatus
 
-from mirrorbus.bus import Bus
+from mirrorbus.bus import Bus, drop_legacy_consumers
 from mirrorbus.config.bus import StreamSettings
 from mirrorbus.config.names import default_name
 from mirrorbus.config.outputs import OutputSettings
@@ -100,7 +100,7 @@ class Manager:
         # Before the consumer is touched: the projector re-creates it from this view.
         await claim(self.bus, self.name)
         await anyio.to_thread.run_sync(self.view.claim, self.name)
-        await self.bus.drop_legacy_consumers(self.name)
+        await drop_legacy_consumers(self.bus, self.name)
         async with anyio.create_task_group() as tg:
             await tg.start(self.projector.run)
             self.watch.advance(self.projector.position)

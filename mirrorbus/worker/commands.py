@@ -16,12 +16,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.aio.msg import Msg
 
-from mirrorbus.bus import REPLAYED, next_fetch_size, replayed
-from mirrorbus.errors import CodecError
+from mirrorbus.bus import REPLAYED, Message, PullConsumer, consumer_created, replayed
+from mirrorbus.errors import BusError, CodecError, NotFound
 from mirrorbus.events import (
     Command,
     CommandAnswered,
@@ -58,6 +55,15 @@ class CommandHandler:
         w = self.worker
         s = w.bus.subjects
         name = s.worker_consumer(w.name)
+        sub = PullConsumer(
+            w.bus,
+            s.cmd_stream,
+            name,
+            batch=FETCH_BATCH,  # commands may be queued since the worker last ran
+            timeout=5,
+            what="this worker's commands",
+            inbox_prefix=w.bus.settings.inbox_prefix or "_INBOX",
+        )
         delay = 0.5
         said = False
         while True:
@@ -65,40 +71,30 @@ class CommandHandler:
             # maker chooses where the server delivers); a new worker's comes once the manager
             # has seen its first event.
             try:
-                await w.bus.js.consumer_info(s.cmd_stream, name)
-                sub = await w.bus.js.pull_subscribe_bind(
-                    consumer=name,
-                    stream=s.cmd_stream,
-                    inbox_prefix=(w.bus.settings.inbox_prefix or "_INBOX").encode() + b".",
-                )
+                await consumer_created(w.bus, s.cmd_stream, name)
+                await sub.bind()
                 break
-            except nats.js.errors.NotFoundError:
+            except NotFound:
                 if not said:
                     log.info("waiting for the manager to make this worker's command consumer")
                     said = True
-            except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            except BusError as exc:
                 log.warning("command consumer not ready (%s); retrying in %.0fs", exc, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, 5)
-        async with anyio.create_task_group() as handlers:
-            size = FETCH_BATCH  # commands may be queued since the worker last ran
-            while True:
-                try:
-                    msgs = await sub.fetch(size, timeout=5)
-                except (nats.errors.TimeoutError, TimeoutError):
-                    continue
-                except nats.errors.Error as exc:
-                    log.warning("fetching commands failed: %s", exc)
-                    await anyio.sleep(1)
-                    continue
-                size = next_fetch_size(msgs, FETCH_BATCH)
-                for msg in msgs:
-                    # At most once: acknowledged before it acts, so a crash never replays a
-                    # "start" or "restart" the user already saw answered.
-                    await msg.ack()
-                    handlers.start_soon(self.handle, msg)
+        try:
+            async with anyio.create_task_group() as handlers:
+                while True:
+                    for msg in await sub.fetch():
+                        # At most once: acknowledged before it acts, so a crash never replays
+                        # a "start" or "restart" the user already saw answered.
+                        await msg.ack()
+                        handlers.start_soon(self.handle, msg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.close()
 
-    async def handle(self, msg: Msg) -> None:
+    async def handle(self, msg: Message) -> None:
         w = self.worker
         if replayed(msg.headers, direct=False):
             # Someone's direct get of a message of the log answered onto this worker's
@@ -141,7 +137,7 @@ class CommandHandler:
             accepted, message = await self.execute(job, cmd)
         self.answer(job, cmd, accepted, message)
 
-    async def _reload(self, msg: Msg, cmd: Command) -> None:
+    async def _reload(self, msg: Message, cmd: Command) -> None:
         w = self.worker
         expected = w.bus.subjects.worker_command(w.name)
         issuer = w.bus.subjects.issuer_in(msg.subject, expected)

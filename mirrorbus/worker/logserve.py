@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
 
-from mirrorbus.bus import answerable
+from mirrorbus.bus import Message, answerable
 from mirrorbus.events.wire import LogChunk, LogRequest
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ class LogServer:
         w = self.worker
         encoder = msgspec.json.Encoder()
 
-        async def on_request(msg: Msg) -> None:
+        async def on_request(msg: Message) -> None:
             try:
                 request = msgspec.json.decode(msg.data, type=LogRequest)
             except msgspec.DecodeError as exc:
@@ -88,7 +87,8 @@ class LogServer:
                         answer = LogChunk(ok=False, error=f"cannot read the log: {exc}")
                     answer = msgspec.structs.replace(answer, running=job.running)
             if answerable(msg.reply):
-                await msg.respond(encoder.encode(answer))
+                # One message: the ctl's plain request does not put parts together.
+                await w.bus.respond(msg, encoder.encode(answer), parts=False)
 
         sub = await w.bus.serve(w.bus.subjects.logs(w.name), on_request)
         task_status.started()

@@ -12,15 +12,10 @@ gets filtered to this worker's subjects (no consumer: a worker may not make one,
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
-import nats.errors
-import nats.js.errors
-
-from mirrorbus.bus import REPLAYED, Bus, replayed
-from mirrorbus.bus.logread import LogReader
-from mirrorbus.errors import BusError, CodecError
+from mirrorbus.bus import REPLAYED, Bus, LogReader
+from mirrorbus.errors import BusError, BusTimeout, CodecError, NoResponders, NotFound
 from mirrorbus.events import JobEvent, JobState, decode_event, decode_snapshot, evolve
 
 log = logging.getLogger(__name__)
@@ -28,21 +23,19 @@ log = logging.getLogger(__name__)
 
 async def read_snapshot(bus: Bus, worker: str) -> tuple[dict[str, JobState], int]:
     s = bus.subjects
-    started = time.monotonic()
     try:
-        raw = await bus.js.get_last_msg(s.snap_stream, s.snapshot(worker), direct=True)
-    except nats.js.errors.NotFoundError:
+        raw = await bus.get_message(s.snap_stream, last_on=s.snapshot(worker))
+    except NotFound:
         return {}, 0
-    except nats.errors.NoRespondersError:
+    except NoResponders:
         raise BusError(f"stream {s.snap_stream} does not exist: is the manager running?") from None
-    except (nats.errors.TimeoutError, TimeoutError):
-        bus.raise_if_denied(s.snapshot(worker), started)
+    except BusTimeout:
         raise BusError(f"no answer reading the snapshot from {s.snap_stream}") from None
-    if replayed(raw.headers, direct=True):
+    if raw.replayed:
         log.warning("ignoring the snapshot of %s: it is %s", worker, REPLAYED)
         return {}, 0
     try:
-        snap = decode_snapshot(raw.data or b"")
+        snap = decode_snapshot(raw.data)
     except CodecError as exc:
         log.warning("ignoring unreadable snapshot of %s: %s", worker, exc)
         return {}, 0

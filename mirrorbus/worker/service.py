@@ -218,8 +218,8 @@ class Worker:
         while True:
             running = sum(1 for job in self.jobs.values() if job.running)
             payload = msgspec.json.encode({"worker": self.name, "running": running})
-            with contextlib.suppress(Exception):  # disconnected: nats-py buffers or refuses
-                await self.bus.nc.publish(subject, payload)
+            with contextlib.suppress(Exception):  # disconnected: the client buffers or refuses
+                await self.bus.publish(subject, payload)
             await self.clock.sleep(self.heartbeat_interval)
 
     async def _restore(self) -> Restored:

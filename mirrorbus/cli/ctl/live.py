@@ -24,8 +24,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from mirrorbus.bus import REPLAYED, Bus
-from mirrorbus.bus.logread import LogReader, Stored, Wakeup
+from mirrorbus.bus import REPLAYED, Bus, LogReader, Stored, Wakeup
 from mirrorbus.errors import CodecError, ConfigError, InvalidName
 from mirrorbus.events import (
     AttemptFailed,
