@@ -4,7 +4,8 @@ It holds the connection with mutual TLS, the streams, requests and services
 (``connection``, with ``requests`` for answers in parts and :func:`answerable`), the outbox's
 pipelined appends (``appends``), the one pull-consumer helper (``consumer``), reading a stream
 by sequence without a consumer (``logread``), the message type every caller gets
-(``message``), and keeping nats-py from loading aiohttp (``transport``).  nats-py's errors become
+(``message``), keeping nats-py from loading aiohttp (``transport``), and the same bus in
+memory for unit tests (``memory``, imported by tests only).  nats-py's errors become
 :mod:`mirrorbus.errors` here, so the rest of the project catches ``BusError`` and its
 subclasses only.
 
