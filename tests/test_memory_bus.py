@@ -21,6 +21,7 @@ from test_status_view import a_day, job_events, subject_of
 from mirrorbus.bus import Bus, Message, PullConsumer, ensure_command_consumer
 from mirrorbus.bus.memory import MemoryServer, matches
 from mirrorbus.clock import SystemClock, new_id
+from mirrorbus.control import Control
 from mirrorbus.errors import NoResponders, NotFound
 from mirrorbus.events import (
     AttemptStarted,
@@ -31,7 +32,9 @@ from mirrorbus.events import (
     encode,
     fold,
 )
+from mirrorbus.manager import projector as projector_module
 from mirrorbus.manager.projector import Projector
+from mirrorbus.manager.queries import QueryService
 from mirrorbus.worker.commands import CommandHandler
 from mirrorbus.worker.outbox import Outbox
 from mirrorbus.worker.restore import restore
@@ -272,3 +275,47 @@ async def test_the_command_consumer_waits_for_the_manager_and_takes_each_command
     again = PullConsumer(bus, s.cmd_stream, s.worker_consumer("w1"), batch=8, timeout=0.1)
     assert await again.fetch() == []
     await again.close()
+
+
+async def test_the_ctl_reads_the_view_through_the_query_service(
+    server: MemoryServer, view: StatusView
+) -> None:
+    bus = await _manager(server)
+    events = a_day()
+    await _append(bus, events)
+    reached = _Reached(len(events))
+    projector = Projector(bus, view, on_applied=reached)
+    async with anyio.create_task_group() as tg:
+        await tg.start(projector.run)
+        await reached.wait()
+        await tg.start(QueryService(bus, view).run)
+        control = Control(server.connect(role="admin"))
+        jobs = await control.jobs(include_removed=True, timeout=2)
+        assert {(j.worker, j.name): j for j in jobs} == {
+            (j.worker, j.name): j for j in fold(job_events(events)).values()
+        }
+        assert control.answered_by == ("", len(events))
+        tg.cancel_scope.cancel()
+
+
+async def test_a_consumer_that_delivers_nothing_while_the_log_is_ahead_is_made_again(
+    server: MemoryServer, view: StatusView, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(projector_module, "STALL_AFTER", 0.2)
+    monkeypatch.setattr(projector_module, "FETCH_WAIT", 0.05)
+    bus = await _manager(server)
+    events = a_day()
+    await _append(bus, events[:1])
+    consumer = bus.subjects.manager_consumer("m1")
+    reached = _Reached(2)
+    projector = Projector(bus, view, consumer=consumer, on_applied=reached)
+    async with anyio.create_task_group() as tg:
+        await tg.start(projector.run)
+        # The one delivery of event 2 is lost and nothing follows it: no hole to see, and
+        # without the watchdog the view would wait ``ack_wait`` (30 s) for it.
+        server.lose(bus.subjects.evt_stream, consumer, 2)
+        await _append(bus, events[1:2])
+        await reached.wait()
+        tg.cancel_scope.cancel()
+    assert projector.rebinds == 1
+    assert view.position() == 2

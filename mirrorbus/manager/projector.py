@@ -56,6 +56,9 @@ POLL = 2.0
 ACK_WAIT = 30.0
 """Seconds after which a delivery the projector did not acknowledge is delivered again."""
 
+FETCH_WAIT = 2.0
+"""Seconds one fetch waits for a delivery before the projector looks at its watchdog."""
+
 CAREFUL_FETCHES = 32
 """Fetches of one message each after a hole: a log of big events is then taken one by one."""
 
@@ -131,7 +134,7 @@ class Projector:
             self.bus.subjects.evt_stream,
             self.consumer,
             batch=self.batch,
-            timeout=2,
+            timeout=FETCH_WAIT,
             what="the event stream",
             make=self._make,
         )
