@@ -371,7 +371,7 @@ class Bus:
         assert msg.reply is not None
         room = max(1024, int(self.nc.max_payload) - PART_ROOM)
         count = -(-len(data) // room)
-        if count > MAX_ANSWER_PARTS:
+        if parts and count > MAX_ANSWER_PARTS:
             return False
         try:
             if count <= 1 or not parts:
