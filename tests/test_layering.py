@@ -139,11 +139,3 @@ def test_each_part_imports_only_what_its_rules_allow() -> None:
     ]
     assert not broken, "imports against the layering rules:\n" + "\n".join(broken)
 
-
-def test_only_the_bus_speaks_nats() -> None:
-    speakers = sorted(
-        module
-        for module, targets in imports_by_module().items()
-        if "nats" in targets and part(module) != "mirrorbus.bus"
-    )
-    assert not speakers, "modules outside mirrorbus.bus importing nats-py: " + ", ".join(speakers)
