@@ -138,4 +138,3 @@ def test_each_part_imports_only_what_its_rules_allow() -> None:
         if part(target) in FORBIDDEN.get(part(module), set())
     ]
     assert not broken, "imports against the layering rules:\n" + "\n".join(broken)
-
