@@ -168,3 +168,42 @@ def test_a_worker_cannot_send_a_command_through_a_servers_answer(
     assert site.ctl("ping", "-w", "w1", "kept").returncode == 0
     assert [j.status for j in site.view.jobs("w1")] != ["disabled"]
     assert site.ctl("list", "-w", "w1").returncode == 0
+
+
+async def test_an_answer_routed_onto_the_jetstream_api_deletes_nothing(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """The server's answer to a reader's direct get, sent onto JetStream's own API subjects
+    (delete a stream, purge the log, delete the manager's consumer): the server publishes it
+    there itself, past the reader's permissions, but its API takes no such message for a
+    request.  Every stream, event and consumer is still there."""
+    async with _manager(nats_server, tmp_path / "view.db") as manager:
+        w1 = await connect(nats_server, "worker", "w1")
+        reader = await connect(nats_server, "reader")
+        try:
+            last = await _append(w1, _history())
+            await _wait_position(manager.view, last)
+            consumer = S.manager_consumer(manager.name)
+            targets = [
+                f"$JS.API.STREAM.DELETE.{S.snap_stream}",
+                f"$JS.API.STREAM.DELETE.{S.evt_stream}",
+                f"$JS.API.STREAM.PURGE.{S.evt_stream}",
+                f"$JS.API.CONSUMER.DELETE.{S.evt_stream}.{consumer}",
+            ]
+            for target in targets:
+                request = json.dumps({"seq": 1}).encode()
+                await reader.publish(f"$JS.API.DIRECT.GET.{S.evt_stream}", request, reply=target)
+            await reader.flush()
+            # The stream serves direct gets in order: once the reader's own one is answered,
+            # the answers above went out; then one more round of the API behind them.
+            await reader.jetstream().get_msg(S.evt_stream, 1, direct=True)
+            js = w1.jetstream()
+            await js.publish(S.job_events("w1", "j0"), _history()[1][1])
+            for stream in (S.evt_stream, S.snap_stream, S.cmd_stream):
+                await manager.bus.js.stream_info(stream)  # raises if deleted
+            assert int((await js.stream_info(S.evt_stream)).state.messages) == last + 1
+            await manager.bus.js.consumer_info(S.evt_stream, consumer)
+            await _wait_position(manager.view, last + 1)
+        finally:
+            await w1.close()
+            await reader.close()
