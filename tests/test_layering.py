@@ -15,7 +15,7 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
-from test_layout import _is_type_checking, _resolve, module_files
+from test_layout import _is_type_checking, _resolve, imported_names, module_files
 
 STACKS = ("nats", "sqlalchemy", "aiohttp")
 """Third-party stacks whose place is part of the architecture."""
@@ -77,7 +77,7 @@ def _all_imports(body: list[ast.stmt]) -> Iterator[ast.Import | ast.ImportFrom]:
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.stmt):
                     yield from _all_imports([child])
-                elif isinstance(child, ast.excepthandler | ast.match_case):
+                elif isinstance(child, ast.ExceptHandler | ast.match_case):
                     yield from _all_imports(child.body)
 
 
@@ -97,16 +97,7 @@ def imports_by_module() -> dict[str, set[str]]:
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets: set[str] = set()
         for node in _all_imports(ast.parse(path.read_text(), str(path)).body):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")
-                    anchor = anchor[: len(anchor) - (node.level - 1)]
-                    base = ".".join([*anchor, base] if base else anchor)
-                names = [f"{base}.{alias.name}" for alias in node.names]
-            for target in names:
+            for target in imported_names(node, package):
                 targets.add(_resolve(target, modules) or target.split(".")[0])
         found[name] = targets
     return found

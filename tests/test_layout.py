@@ -84,25 +84,28 @@ def import_graph() -> dict[str, set[str]]:
     modules = module_files()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
-        is_package = path.name == "__init__.py"
-        package = name if is_package else name.rpartition(".")[0]
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges: set[str] = set()
         for node in _load_time_imports(ast.parse(path.read_text(), str(path)).body):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            else:
-                base = node.module or ""
-                if node.level:
-                    anchor = package.split(".")
-                    anchor = anchor[: len(anchor) - (node.level - 1)]
-                    base = ".".join([*anchor, base] if base else anchor)
-                targets = [f"{base}.{alias.name}" for alias in node.names]
-            for target in targets:
+            for target in imported_names(node, package):
                 resolved = _resolve(target, modules)
                 if resolved is not None and resolved != name:
                     edges.add(resolved)
         graph[name] = edges
     return graph
+
+
+def imported_names(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
+    """The dotted names an import statement in ``package`` asks for (relative ones made
+    absolute; ``from a import x`` gives ``a.x``, which may be a module or a name in ``a``)."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, base] if base else anchor)
+    return [f"{base}.{alias.name}" for alias in node.names]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
