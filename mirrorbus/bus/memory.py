@@ -220,14 +220,23 @@ class MemoryServer:
         self._subs: set[_Sub] = set()
 
     def connect(
-        self, prefix: str = "mirrorbus", *, name: str = "memory", role: str = "manager"
+        self,
+        prefix: str = "mirrorbus",
+        *,
+        name: str = "memory",
+        role: str = "manager",
+        certs: Path | None = None,
     ) -> Bus:
-        """A :class:`Bus` on this server (its settings name ``role``'s files, never read)."""
+        """A :class:`Bus` on this server.  Its settings name ``role``'s certificate files in
+        ``certs`` (default: names only); the bus never reads them (no TLS here), but its
+        users may: the ctl takes a command's issuer and its operator token from its
+        certificate."""
+        where = certs or Path()
         settings = BusSettings(
             servers=("memory://",),
-            ca_cert=Path("ca.crt"),
-            cert=Path(f"{role}.crt"),
-            key=Path(f"{role}.key"),
+            ca_cert=where / "ca.crt",
+            cert=where / f"{role}.crt",
+            key=where / f"{role}.key",
             prefix=prefix,
             name=name,
         )
