@@ -12,6 +12,7 @@ does is read back as a user would: the answer, and the events the worker appende
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,7 +27,13 @@ from mirrorbus.bus.memory import MemoryServer
 from mirrorbus.clock import ManualClock, new_id
 from mirrorbus.config.worker import load_worker_config
 from mirrorbus.control import Control
-from mirrorbus.errors import BusError, CommandRejected, NoResponders, UnknownTarget
+from mirrorbus.errors import (
+    BusError,
+    CommandRejected,
+    NoAnswer,
+    NoResponders,
+    UnknownTarget,
+)
 from mirrorbus.events import (
     Command,
     CommandAnswered,
@@ -546,3 +553,52 @@ async def test_a_query_nobody_answers_fails_at_once_saying_so(server: MemoryServ
     assert str(caught.value) == "nobody answers on mirrorbus.api.jobs: is the manager running?"
     with pytest.raises(NoResponders):  # a plain request says it with its own type
         await control.bus.request(control.bus.subjects.api("ping"), b"{}", timeout=1)
+
+
+@pytest.mark.usefixtures("quick_claim")
+async def test_a_ctl_reload_applies_the_new_config_or_keeps_the_running_one(
+    server: MemoryServer, view: StatusView, tmp_path: Path
+) -> None:
+    await _history(await _streams(server))
+    async with _manager(server, view), _worker(server, tmp_path) as worker:
+        control = Control(server.connect(role="admin"))
+        path = worker.config.path
+        # beta changes (disabled: it stays so, and does not run); alpha does not.
+        path.write_text(CONFIG.format(root=tmp_path) + "retry = 5\n")
+        answer = await control.command("reload", "w1", None, timeout=WAIT)
+        assert answer.accepted and answer.job == ""
+        assert answer.message == f"reloaded {path}: 0 added, 0 removed, 1 modified"
+        assert worker.jobs["beta"].mirror.retry == 5 and worker.jobs["alpha"].mirror.retry != 5
+        assert worker.jobs["beta"].state.status == "disabled"
+        scheduled = [e for _, _, e in _stored(server, control.bus) if isinstance(e, JobScheduled)]
+        assert [(e.job, e.next_at) for e in scheduled] == [("alpha", LATER)]  # the history's
+        assert worker.scheduler.next_time("alpha") == LATER
+        # A config that does not load changes nothing, and the ctl says why.
+        path.write_text("[global\n")
+        with pytest.raises(
+            CommandRejected, match=r"^rejected: config not reloaded, the running one stays: "
+        ):
+            await control.command("reload", "w1", None, timeout=WAIT)
+        assert worker.jobs["beta"].mirror.retry == 5
+
+
+@pytest.mark.usefixtures("quick_claim")
+async def test_a_command_to_a_stopped_worker_waits_for_it_queued(
+    server: MemoryServer, view: StatusView, tmp_path: Path
+) -> None:
+    bus = await _streams(server)
+    await _history(bus)
+    async with _manager(server, view):
+        control = Control(server.connect(role="admin"))
+        with pytest.raises(NoAnswer) as caught:
+            await control.command("ping", "w1", "alpha", timeout=0.2)
+        assert re.fullmatch(
+            r"no answer from worker w1 within 0\.2s \(.+, last seen .+\); the command stays "
+            r"queued until \d\d:\d\d:\d\d and is dropped after that",
+            str(caught.value),
+        )
+        (stored,) = server.streams[bus.subjects.cmd_stream].msgs.values()
+        queued = decode_command(stored.data)
+        async with _worker(server, tmp_path):  # started later: it answers the queued ping
+            answer = await _answer(server, bus, queued.id)
+            assert answer.accepted and answer.message.startswith("pong: ")
