@@ -38,10 +38,6 @@ FORBIDDEN: dict[str, set[str]] = {
         "mirrorbus.worker", "mirrorbus.manager", "mirrorbus.gateway", "mirrorbus.cli",
         "projections", "nats", "sqlalchemy", "aiohttp",
     },
-    "mirrorbus.live": {
-        "mirrorbus.worker", "mirrorbus.manager", "mirrorbus.gateway", "mirrorbus.cli",
-        "projections", "nats", "sqlalchemy", "aiohttp",
-    },
     "mirrorbus.worker": {
         "mirrorbus.control", "mirrorbus.manager", "mirrorbus.gateway", "mirrorbus.cli",
         "mirrorbus.host", "projections", "nats", "sqlalchemy", "aiohttp",
