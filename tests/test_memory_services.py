@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from test_memory_bus import _manager as _streams  # the manager's bus, streams made
+from test_memory_bus import server, view  # noqa: F401 - the fixtures
 
 from mirrorbus.bus import Bus, Message, ensure_command_consumer
 from mirrorbus.bus.memory import MemoryServer
@@ -86,32 +88,7 @@ command = "/bin/true"
 """
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[MemoryServer]:
-    memory = MemoryServer()
-    try:
-        yield memory
-    finally:
-        await memory.close()
-
-
-@pytest.fixture
-def view(tmp_path: Path) -> Iterator[StatusView]:
-    v = StatusView(f"sqlite:///{tmp_path / 'view.db'}")
-    try:
-        yield v
-    finally:
-        v.close()
-
-
 # -- helpers ---------------------------------------------------------------------------------
-async def _streams(server: MemoryServer) -> Bus:
-    """The manager's bus, with the streams made (as the manager makes them at start)."""
-    bus = server.connect(role="manager")
-    await bus.ensure_streams()
-    return bus
-
-
 async def _history(bus: Bus) -> None:
     """What w1 did before: ``alpha`` scheduled at :data:`LATER`, ``beta`` disabled."""
     s = bus.subjects
