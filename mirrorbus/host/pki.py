@@ -479,17 +479,23 @@ def ensure_route_cert(directory: Path, hosts: Sequence[str] = DEFAULT_HOSTS) -> 
     """
     directory = Path(directory)
     if not _server_covers(directory, hosts, "route"):
-        ca_cert, ca_key = _load_ca(directory)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROUTE_IDENTITY[3:])])
-        cert, key = _sign_leaf(
-            ca_cert,
-            ca_key,
-            subject,
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-            list(dict.fromkeys(_san(h) for h in hosts)),
-        )
-        _write_pair(directory, "route", cert, key)
+        _write_route_pair(directory, "route", hosts)
     return directory / "route.crt"
+
+
+def _write_route_pair(directory: Path, stem: str, hosts: Sequence[str]) -> None:
+    """Sign and write ``<stem>.crt``/``.key``: a route certificate (server and client use,
+    subject :data:`ROUTE_IDENTITY`) naming ``hosts``."""
+    ca_cert, ca_key = _load_ca(directory)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROUTE_IDENTITY[3:])])
+    cert, key = _sign_leaf(
+        ca_cert,
+        ca_key,
+        subject,
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        list(dict.fromkeys(_san(h) for h in hosts)),
+    )
+    _write_pair(directory, stem, cert, key)
 
 
 _NODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -518,18 +524,8 @@ def issue_route(directory: Path, node: str, hosts: Sequence[str] = ()) -> Issued
     """
     directory = Path(directory)
     check_node(node)
-    names = list(dict.fromkeys([node, *hosts]))
-    ca_cert, ca_key = _load_ca(directory)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ROUTE_IDENTITY[3:])])
-    cert, key = _sign_leaf(
-        ca_cert,
-        ca_key,
-        subject,
-        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        [_san(h) for h in names],
-    )
     stem = f"route-{node}"
-    _write_pair(directory, stem, cert, key)
+    _write_route_pair(directory, stem, [node, *hosts])
     return IssuedCert(
         role="route",
         name=node,
