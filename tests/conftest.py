@@ -194,6 +194,28 @@ def _own_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["XDG_STATE_HOME"] = old
 
 
+OPERATOR_ENVIRONMENT = (
+    "MIRRORBUS_STATE_DIR",
+    "MIRRORBUS_URL",
+    "MIRRORBUS_CA_CERT",
+    "MIRRORBUS_CERT",
+    "MIRRORBUS_KEY",
+    "MIRRORBUS_PREFIX",
+)
+"""Where the ctl finds a site when nothing else says (``scripts/up`` tells the operator to
+export the first)."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_operator_environment() -> Iterator[None]:
+    """The session (and every process it starts) without the operator's site variables: a
+    ``MIRRORBUS_STATE_DIR`` exported for a running ``mirrorbus up`` would otherwise point the
+    tests' ctl at that site instead of the test's own."""
+    saved = {k: os.environ.pop(k) for k in OPERATOR_ENVIRONMENT if k in os.environ}
+    yield
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def pki_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pki") / "pki"

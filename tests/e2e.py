@@ -137,7 +137,7 @@ class Site:
     def _spawn(self, key: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = self.root / f"{key}.out"
         self.logs[key] = log
-        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        env = dict(os.environ)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
@@ -190,7 +190,7 @@ class Site:
             self._view.close()
 
     def ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        env = dict(os.environ)
         return subprocess.run(
             [*PYTHON, "ctl", "--state-dir", str(self.root), *args],
             capture_output=True,

@@ -107,7 +107,7 @@ class ClusterUp:
         self.port = _free_base()
         self.out = tmp / "up.out"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        self.env = dict(os.environ)
         self._view: StatusView | None = None
 
     def start(self) -> None:

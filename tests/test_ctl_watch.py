@@ -187,7 +187,7 @@ def test_live_table_in_a_real_terminal(site: Site) -> None:
     command = " ".join(shlex.quote(a) for a in PYTHON)
     watch = f"{command} ctl -c {shlex.quote(str(reader))} watch"
     shell = f"cd {shlex.quote(os.getcwd())}; {watch}; echo EXITED=$?; sleep 60"
-    env = {k: v for k, v in os.environ.items() if k not in ("TMUX", "MIRRORBUS_STATE_DIR")}
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
     size = ["-x", "160", "-y", "40"]
     subprocess.run(
         ["tmux", "-L", socket, "-f", "/dev/null", "new-session", "-d", *size, "-s", "watch", shell],

@@ -50,7 +50,7 @@ def test_up_serves_tunasyncs_api(tmp_path: Path) -> None:
     config.write_text(CONFIG)
     state = tmp_path / "state"
     listen = f"127.0.0.1:{free_port()}"
-    env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+    env = dict(os.environ)
     out = tmp_path / "up.out"
     argv = [sys.executable, "-m", "mirrorbus", "up", "-c", str(config), "--state-dir", str(state)]
     with open(out, "wb") as sink:

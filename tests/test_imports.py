@@ -93,7 +93,7 @@ class LeanUp:
         self.config.write_text(CONFIG)
         self.state = tmp / "state"
         self.out = tmp / "up.out"
-        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        env = dict(os.environ)
         self.env = env
         with open(self.out, "wb") as out:
             self.proc = subprocess.Popen(

@@ -141,7 +141,7 @@ class Machine:
             if key in service:
                 (self.root / base / service[key]).mkdir(parents=True, exist_ok=True)
         argv = shlex.split(self.map(service["ExecStart"].replace("%i", instance)))
-        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        env = dict(os.environ)
         if notify is not None:
             assert service["Type"] == "notify"
             env["NOTIFY_SOCKET"] = notify.address
@@ -162,7 +162,7 @@ class Machine:
         pki = self.root / "etc/mirrorbus/pki"
         flags = ["--url", f"tls://localhost:{self.port}", "--ca-cert", str(pki / "ca.crt")]
         flags += ["--cert", str(pki / "admin.crt"), "--key", str(pki / "admin.key")]
-        env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        env = dict(os.environ)
         return subprocess.run(
             [sys.executable, "-m", "mirrorbus", "ctl", *flags, *args],
             capture_output=True,
@@ -351,7 +351,7 @@ def test_a_service_stopped_while_connecting_exits_cleanly(
     argv = [*PYTHON, program, "--state-dir", str(site.root)]
     if program == "worker":
         argv += ["-c", str(site.worker_config("w1", ""))]
-    env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+    env = dict(os.environ)
     env["NOTIFY_SOCKET"] = notify.address
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -375,7 +375,7 @@ def test_project_says_ready_once_it_serves(site: Site, tmp_path: Path) -> None:
     port = free_port()
     argv = [*PYTHON, "project", "http", "--state-dir", str(site.root)]
     argv += ["--view", str(tmp_path / "project.db"), "--http", f"127.0.0.1:{port}"]
-    env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+    env = dict(os.environ)
     env |= {"NOTIFY_SOCKET": notify.address, "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

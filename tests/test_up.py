@@ -58,7 +58,7 @@ class Up:
         self.http_port = free_port()
         self.out = tmp / "up.out"
         self.proc: subprocess.Popen[bytes] | None = None
-        self.env = {k: v for k, v in os.environ.items() if k != "MIRRORBUS_STATE_DIR"}
+        self.env = dict(os.environ)
 
     def start(self, *extra: str) -> None:
         banners = self.text().count("Ctrl-C stops everything")
