@@ -7,7 +7,7 @@ so callers above the adapters only ever catch ``MirrorbusError`` subclasses.
 
     MirrorbusError
     ├── ConfigError            a configuration file or option is wrong
-    ├── InvalidName            a worker, job or prefix name cannot be a subject token
+    ├── InvalidName            a worker, job or prefix name is outside the naming rule
     ├── PkiError               certificates cannot be made or read
     ├── ServerError            the embedded nats-server cannot start or stop
     │   └── PortInUseError     the port asked for is taken by another program
@@ -79,7 +79,7 @@ class ConfigError(MirrorbusError):
 
 
 class InvalidName(MirrorbusError):
-    """A worker, job or prefix name cannot be used as a NATS subject token."""
+    """A worker, job or prefix name breaks the naming rule, or a subject token is no name's."""
 
 
 class PkiError(MirrorbusError):

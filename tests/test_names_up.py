@@ -20,7 +20,7 @@ from test_up import Up
 pytestmark = pytest.mark.e2e  # every test here starts processes
 
 WORKER = "mirrors.example.org"
-NAMES = ("crates.io-index.git", "u.sb", "linux stable")
+NAMES = ("-miroir café", "crates.io-index.git", "u.sb", "linux stable")
 
 CONFIG = f"""
 [global]
@@ -75,11 +75,13 @@ def test_a_site_with_dotted_and_spaced_names_runs_and_restarts(tmp_path: Path) -
 
 def _scenario(up: Up) -> None:
     up.start()
-    items = wait_for(lambda: _all_succeeded(up), 60, "the three jobs to succeed")
+    # The banner's example command is one a shell takes as it is.
+    assert "mirrorbus ctl start -w mirrors.example.org -- '-miroir café'" in up.text()
+    items = wait_for(lambda: _all_succeeded(up), 60, "the jobs to succeed")
     assert {i["upstream"] for i in items.values()} == {f"https://example.org/{n}/" for n in NAMES}
-    assert json.loads(_get(up, "/jobs")) == list(
-        json.loads(up.ctl("list", "--all", "--json").stdout)
-    )
+    listed = up.ctl("list", "--all", "--json").stdout
+    assert json.loads(_get(up, "/jobs")) == list(json.loads(listed))
+    assert '"-miroir café"' in listed  # as written, not as \\u escapes
     assert [w["id"] for w in json.loads(_get(up, "/workers"))] == [WORKER]
     per_worker = json.loads(_get(up, f"/workers/{urllib.parse.quote(WORKER)}/jobs"))
     assert sorted((j["worker"], j["name"]) for j in per_worker) == sorted(
@@ -108,11 +110,11 @@ def _scenario(up: Up) -> None:
 
     # ctl start / logs / history reach each job by its name.
     for name in NAMES:
-        started = up.ctl("start", "-w", WORKER, name)
+        started = up.ctl("start", "-w", WORKER, "--", name)  # "--": a name may start with "-"
         assert started.returncode == 0, started.stderr
     wait_for(
         lambda: all(
-            (h := up.ctl("history", "-w", WORKER, n, "--json")).returncode == 0
+            (h := up.ctl("history", "-w", WORKER, "--json", "--", n)).returncode == 0
             and len([r for r in json.loads(h.stdout) if r["result"] == "success"]) >= 2
             for n in NAMES
         ),
@@ -159,5 +161,5 @@ def _scenario(up: Up) -> None:
         60,
         "the renamed job to run",
     )
-    assert set(jobs) == {"crates.io-index.git", "linux stable", renamed}
+    assert set(jobs) == (set(NAMES) - {"u.sb"}) | {renamed}
     assert (up.tmp / "mirrors" / renamed / "name").read_text() == renamed

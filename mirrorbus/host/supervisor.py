@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -424,13 +425,21 @@ def _banner(
             ),
             "",
             "Control it from another terminal:",
-            f"  export MIRRORBUS_STATE_DIR={root}",
+            f"  export MIRRORBUS_STATE_DIR={shlex.quote(str(root))}",
             "  mirrorbus ctl list --all",
-            f"  mirrorbus ctl start -w {cfg.name} {cfg.mirrors[0].name if cfg.mirrors else 'JOB'}",
+            f"  mirrorbus ctl start -w {shlex.quote(cfg.name)} {_job_argument(cfg)}",
             "",
             "Ctrl-C stops everything (job processes included).",
         ]
     )
+
+
+def _job_argument(cfg: WorkerConfig) -> str:
+    """The first job's name as a shell argument of ``ctl start`` (``--`` before a leading dash)."""
+    if not cfg.mirrors:
+        return "JOB"
+    name = cfg.mirrors[0].name
+    return f"-- {shlex.quote(name)}" if name.startswith("-") else shlex.quote(name)
 
 
 def _prepare_main(argv: Sequence[str]) -> int:

@@ -114,7 +114,7 @@ def list_jobs(
         typer.echo("".join(fmt.render(shape(j)) + "\n" for j in jobs), nl=False)
         return
     if as_json:
-        typer.echo(json.dumps([shape(j) for j in jobs], indent=2))
+        typer.echo(json.dumps([shape(j) for j in jobs], indent=2, ensure_ascii=False))
         return
     headers = ["WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"]
     typer.echo(table(headers, _job_rows(jobs, offline)))
@@ -144,6 +144,7 @@ def list_workers(
                     for w in rows
                 ],
                 indent=2,
+                ensure_ascii=False,
             )
         )
         return
@@ -338,6 +339,7 @@ def history(
                     for r in runs
                 ],
                 indent=2,
+                ensure_ascii=False,
             )
         )
         return
