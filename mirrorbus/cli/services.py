@@ -206,7 +206,7 @@ NameOpt = Annotated[
     typer.Option(
         "--name",
         help="This manager replica's name: its own consumer on the event log and, under "
-        "--state-dir, its own view (manager-NAME.db); the same as \\[manager] name "
+        "--state-dir, its own view (manager-NAME.db); the same as [manager] name "
         "(default: the host name).",
         show_default=False,
     ),
@@ -236,7 +236,7 @@ def manager(
             "--tunasync-api",
             help="Serve tunasync's manager API (old workers, tunasynctl) on HOST:PORT "
             "(e.g. 127.0.0.1:14242), with the gateway certificate; the same as "
-            "\\[tunasync_api] listen.",
+            "[tunasync_api] listen.",
             show_default=False,
         ),
     ] = None,

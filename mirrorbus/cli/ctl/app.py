@@ -97,8 +97,8 @@ def ctl(
         typer.Option(
             "--min-position",
             envvar="MIRRORBUS_MIN_POSITION",
-            help="Answers only from a manager replica whose view holds this event of the log "
-            "[env: MIRRORBUS_MIN_POSITION]; 0 takes any.  Default: the event of your last "
+            help="Answers only from a manager replica whose view holds this event of the log; "
+            "0 takes any.  Default: the event of your last "
             "command, so a query after it shows its effect on any replica.",
             show_default=False,
         ),
