@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shlex
 import stat
 import time
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from rsyncd import Module, RsyncDaemon, rsync_daemon
 
 from mirrorbus.config.worker import WorkerConfig, load_worker_config
 from mirrorbus.config.worker_model import STAGE1_PROFILES as CONFIG_PROFILES
+from mirrorbus.worker.joblog import HEADER_PREFIX
 from mirrorbus.worker.providers.base import AttemptOutcome
 from mirrorbus.worker.providers.choose import make_provider
 from mirrorbus.worker.providers.rsync import (
@@ -97,6 +99,14 @@ async def attempt(config: WorkerConfig, name: str) -> tuple[AttemptOutcome, str]
     assert log is not None and not error, error
     outcome = await make_provider(mirror, config).run_attempt(log)
     return outcome, log.path.read_text()
+
+
+def commands_run(log: str) -> list[list[str]]:
+    """The argv of every command an attempt's log says it ran (its header lines)."""
+    prefix = f"{HEADER_PREFIX}command: "
+    return [
+        shlex.split(line[len(prefix) :]) for line in log.splitlines() if line.startswith(prefix)
+    ]
 
 
 def write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
@@ -329,6 +339,10 @@ async def test_sync_mirrors_the_tree_then_deletes(tmp_path: Path, daemon: RsyncD
 
     assert outcome == AttemptOutcome(ok=True, exit_code=0, size="1.50M")
     assert tree(mirror_dir) == expected(source)
+    # The log opens with the exact command, where it ran and what it was given.
+    assert log.startswith(f"{HEADER_PREFIX}command: rsync ")
+    assert commands_run(log) == [make_provider(config.mirror("pub"), config).argv()]
+    assert f"{HEADER_PREFIX}working dir: {mirror_dir}\n" in log
     assert hard_links(mirror_dir) == {frozenset({"hard/one.txt", "hard/two.txt"})}
     assert total_file_sizes(log)[-1] == "1.50M"
     assert 'ignoring unsafe symlink "links/absolute"' in log
@@ -413,6 +427,11 @@ async def test_credentials_through_rsync_password(
     outcome, log = await attempt(config, "auth")
 
     assert outcome.ok is ok
+    environment = next(
+        ln for ln in log.splitlines() if ln.startswith(f"{HEADER_PREFIX}environment")
+    )
+    assert "RSYNC_PASSWORD" in environment.split()  # the key is named, its value never
+    assert password not in log
     if ok:
         assert target.read_text() == "welcome\n"
     else:
@@ -504,6 +523,9 @@ async def test_two_stage_packages_first_indexes_and_deletions_last(
     assert tree(mirror_dir) == tree(source)  # stage 2: indexes in, old package out
     sizes = total_file_sizes(log)
     assert len(sizes) == 2 and sizes[0] != sizes[1]
+    stages = commands_run(log)  # each stage's header, in order, before its output
+    assert [argv[0] for argv in stages] == [str(tmp_path / "rsync-and-snapshot")] * 2
+    assert stages[0] != stages[1] and stages[1][-2:] == stages[0][-2:]
     assert outcome.size == sizes[1] and outcome.size.endswith("M")
     assert f"deleting {OLD_DEB}" in log
 
