@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
-from mirrorbus.bus import Bus, Message, certificate_role
+from mirrorbus.bus import Bus, Message, certificate_identity, certificate_role
 from mirrorbus.clock import Clock, SystemClock, new_id
 from mirrorbus.errors import (
     BusError,
@@ -93,17 +93,6 @@ class _ReplyMeta(msgspec.Struct):
     position: int = 0
 
 
-def certificate_identity(path: str) -> str:
-    """The subject of our client certificate, recorded as the issuer of commands."""
-    from cryptography import x509  # only a command needs it, not a query
-
-    try:
-        with open(path, "rb") as fh:
-            return x509.load_pem_x509_certificate(fh.read()).subject.rfc4514_string()
-    except (OSError, ValueError):
-        return ""
-
-
 class Control:
     def __init__(
         self,
@@ -131,7 +120,7 @@ class Control:
     @functools.cached_property
     def issuer(self) -> str:
         """Read from our certificate when a command first needs it (a query does not)."""
-        return certificate_identity(str(self.bus.settings.cert))
+        return certificate_identity(self.bus.settings.cert)
 
     # -- queries -------------------------------------------------------------------------
     def _usable(self, data: bytes) -> bool:
@@ -364,9 +353,8 @@ class Control:
                     # so that reading at this position shows the job syncing.
                     with anyio.move_on_after(RUN_STARTED_WAIT):
                         await run_started.wait()
-                subject, event_id = events[answered[-1]]
-                later = {i for _, i in events[answered[-1] :]}
-                self.written = await self._stored_at(subject, event_id, later)
+                subject, _ = events[answered[-1]]
+                self.written = await self._stored_at(subject, events, answered[-1])
                 return dataclasses.replace(answer, position=self.written)
         finally:
             for sub in subs:
@@ -400,11 +388,12 @@ class Control:
                     raise
                 await anyio.sleep(0.5)
 
-    async def _stored_at(self, subject: str, event_id: str, later: set[str]) -> int:
-        """The stream sequence of event ``event_id`` seen on ``subject``, or of a later one
-        there (ids in ``later``): an event reaches subscribers as the stream stores it, so
-        the stored last message of the subject is asked until it is one of them.  0 if the
-        stream cannot tell (no position to wait for, then)."""
+    async def _stored_at(self, subject: str, events: list[tuple[str, str]], first: int) -> int:
+        """The stream sequence of event ``events[first]`` (seen on ``subject``) or of one seen
+        after it: an event reaches subscribers as the stream stores it, so the stored last
+        message of the subject is asked until it is one of them.  ``events`` grows while this
+        waits (the job's next events, as a short run's end, arrive meanwhile), so it is read
+        again on every try.  0 if the stream cannot tell (no position to wait for, then)."""
         s = self.bus.subjects
         with anyio.move_on_after(STORED_WAIT):
             while True:
@@ -412,7 +401,7 @@ class Control:
                     raw = await self.bus.get_message(
                         s.evt_stream, last_on=subject, timeout=STORED_WAIT
                     )
-                    if decode_event(raw.data).id in later:
+                    if decode_event(raw.data).id in {i for _, i in events[first:]}:
                         return raw.seq
                 except (BusError, CodecError):
                     return 0

@@ -24,6 +24,7 @@ import pytest
 from test_memory_bus import _manager as _streams  # the manager's bus, streams made
 from test_memory_bus import server, view  # noqa: F401 - the fixtures
 
+from mirrorbus import control as control_module
 from mirrorbus.bus import Bus, Message, ensure_command_consumer
 from mirrorbus.bus.memory import MemoryServer
 from mirrorbus.clock import ManualClock, new_id
@@ -579,3 +580,28 @@ async def test_a_command_to_a_stopped_worker_waits_for_it_queued(
         async with _worker(server, tmp_path):  # started later: it answers the queued ping
             answer = await _answer(server, bus, queued.id)
             assert answer.accepted and answer.message.startswith("pong: ")
+
+
+async def test_a_commands_position_is_found_when_the_run_ended_while_it_was_looked_for(
+    server: MemoryServer,
+) -> None:
+    """``ctl start`` of a job that ends at once: the run's end is stored (and reaches the
+    ctl) while the ctl asks where its answer's effect is.  The position is that of the end,
+    found at once, not 0 after the search gives up (a 2 s pause of every such command)."""
+    manager = await _streams(server)
+    subject = manager.subjects.job_events("w1", "alpha")
+    started = JobScheduled(id=new_id(), at=T0, worker="w1", job="alpha", next_at=LATER)
+    ended = JobScheduled(id=new_id(), at=T0, worker="w1", job="alpha", next_at=LATER)
+    await manager.append(subject, encode(started), started.id)
+    end_at = await manager.append(subject, encode(ended), ended.id)
+    seen = [(subject, started.id)]  # what the ctl had seen when it began to look
+
+    async def the_end_arrives() -> None:
+        await anyio.sleep(0.05)
+        seen.append((subject, ended.id))
+
+    control = Control(manager, positions=True)
+    with anyio.fail_after(control_module.STORED_WAIT / 2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(the_end_arrives)
+            assert await control._stored_at(subject, seen, 0) == end_at

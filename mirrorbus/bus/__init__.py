@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         Bus,
         StreamState,
         Subscription,
+        certificate_identity,
         certificate_role,
         connect,
         replayed,
@@ -67,6 +68,7 @@ __all__ = [
     "Wakeup",
     "allow_aiohttp",
     "answerable",
+    "certificate_identity",
     "certificate_role",
     "connect",
     "consumer_created",
@@ -84,6 +86,7 @@ __all__ = [
 _WHERE = {
     "AppendPipeline": "mirrorbus.bus.appends",
     "Bus": "mirrorbus.bus.connection",
+    "certificate_identity": "mirrorbus.bus.connection",
     "certificate_role": "mirrorbus.bus.connection",
     "connect": "mirrorbus.bus.connection",
     "tls_context": "mirrorbus.bus.connection",

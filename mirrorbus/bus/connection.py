@@ -9,7 +9,6 @@ as a slow server.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
@@ -36,6 +35,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
+from mirrorbus.bus.certsubject import common_name, read_subject, rfc4514
 from mirrorbus.bus.message import EPOCH, Message, Stored, stored_time
 from mirrorbus.bus.requests import (
     HEDGE_FIRST_WAIT,
@@ -64,6 +64,7 @@ __all__ = [
     "Bus",
     "StreamState",
     "Subscription",
+    "certificate_identity",
     "certificate_role",
     "connect",
     "tls_context",
@@ -71,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_CN_OID = b"\x06\x03\x55\x04\x03"  # DER of the object identifier 2.5.4.3 (commonName)
 _ROLES_WITH_INBOX = ("manager", "admin", "reader", "gateway")
 
 
@@ -81,29 +81,24 @@ def certificate_role(cert: Path) -> str | None:
     ``mirrorbus-admin-alice`` gives ``admin-alice``); None for a worker's or any other.
 
     A client connects with its role's inbox prefix, the only one its user may subscribe to.
-    Read from the DER without an X.509 library (a ctl command must not import one just to
-    connect): the subject's common name is the last one in the certificate, after the
-    issuer's.
     """
-    try:
-        pem = Path(cert).read_text()
-        body = pem.split("-----BEGIN CERTIFICATE-----", 1)[1].split("-----END", 1)[0]
-        der = base64.b64decode("".join(body.split()))
-    except (OSError, IndexError, ValueError):
+    subject = read_subject(cert)
+    cn = None if subject is None else common_name(subject)
+    if cn is None:
         return None
-    at = der.rfind(_CN_OID)
-    if at < 0 or len(der) < at + 7:
-        return None
-    length = der[at + 6]
-    if length >= 0x80:
-        return None
-    cn = der[at + 7 : at + 7 + length].decode("utf-8", errors="replace")
     for role in _ROLES_WITH_INBOX:
         if cn == f"mirrorbus-{role}" or (
             role in ("admin", "reader") and cn.startswith(f"mirrorbus-{role}-")
         ):
             return cn.removeprefix("mirrorbus-")  # an operator's: its role and its name
     return None
+
+
+def certificate_identity(cert: Path) -> str:
+    """The subject of our client certificate (``CN=mirrorbus-admin``), recorded as the
+    issuer of commands; "" if it cannot be read."""
+    subject = read_subject(cert)
+    return "" if subject is None else rfc4514(subject)
 
 
 def tls_context(settings: BusSettings) -> ssl.SSLContext:
