@@ -100,6 +100,26 @@ async def test_ctl_commands_are_posted_as_tunasync_worker_cmds(
         await admin.close()
 
 
+async def test_a_command_to_an_idle_gateway_is_forwarded_at_once(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A command that arrives while the relay waits in its pull (up to 5 s) is forwarded
+    as it comes: every one answered well within a 2 s timeout, at several points of the
+    pull (``/cmd``, which tunasynctl calls, waits 4.5 s for the answer)."""
+    old = OldWorker(jobs={"debian"})
+    admin = await bus_as(nats_server, "admin")
+    try:
+        async with old.serving(), gateway(nats_server, tmp_path) as gw:
+            await _old_worker(gw, "old1", old.url, ("debian",))
+            ctl = Control(admin)
+            for pause in (1.5, 0.7, 2.9):  # at different points of the relay's pull
+                await anyio.sleep(pause)
+                answer = await ctl.command("ping", "old1", "debian", timeout=2.0)
+                assert answer.accepted
+    finally:
+        await admin.close()
+
+
 async def test_an_old_worker_failing_is_a_rejected_command(
     nats_server: RunningServer, tmp_path: Path
 ) -> None:

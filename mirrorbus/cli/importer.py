@@ -24,6 +24,7 @@ app = typer.Typer(
     help="Bring a status history from elsewhere into the event log.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain help, as every other command's: "[bus]" is shown as written
 )
 
 

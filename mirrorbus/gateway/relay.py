@@ -113,7 +113,9 @@ class Relay:
             ):
                 task_status.started()
                 while True:
-                    for msg in await sub.fetch(32):
+                    # (the consumer's own size, as the workers': one while idle, the whole
+                    # batch while a backlog waits)
+                    for msg in await sub.fetch():
                         await msg.ack()  # at most once, as a worker: never a start twice
                         tg.start_soon(self._handle, http, msg)
         finally:
