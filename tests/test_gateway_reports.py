@@ -149,10 +149,51 @@ async def test_bad_reports_are_refused_and_store_nothing(
         assert await gw.call("GET", "/workers/old1/jobs") == (200, [])
 
 
-async def test_a_peer_outside_allow_gets_403(nats_server: RunningServer, tmp_path: Path) -> None:
+async def test_reports_without_pre_syncing_leave_the_last_run_as_it_ended(
+    nats_server: RunningServer, tmp_path: Path
+) -> None:
+    """A ``syncing`` or ``success`` with no run open (its ``pre-syncing`` lost, or a worker
+    that skips it) is a run of its own: the finished run keeps its end and size, and
+    ``last_started`` stays where tunasync keeps it (it moves on ``pre-syncing`` only)."""
+    async with running_gateway(nats_server, tmp_path) as gw:
+        assert (await gw.call("POST", "/workers", registration("old1", "http://h1:6000/")))[
+            0
+        ] == 200
+        path = "/workers/old1/jobs/debian"
+        for status in ("pre-syncing", "syncing"):
+            assert (await gw.call("POST", path, mirror_status("debian", "old1", status)))[0] == 200
+        done = mirror_status("debian", "old1", "success", size="5G")
+        _, first = await gw.call("POST", path, done)
+        await gw.wait_job("old1", "debian", lambda s: s.status == "success")
+        (run,) = gw.view.history("old1", "debian")
+
+        _, bare = await gw.call("POST", path, mirror_status("debian", "old1", "success"))
+        assert bare["last_started"] == first["last_started"]
+        assert bare["last_ended"] != first["last_ended"] and bare["size"] == "5G"
+        _, syncing = await gw.call("POST", path, mirror_status("debian", "old1", "syncing"))
+        assert syncing["last_started"] == first["last_started"]
+        _, failed = await gw.call(
+            "POST", path, mirror_status("debian", "old1", "failed", error_msg="timeout")
+        )
+        await gw.wait_job("old1", "debian", lambda s: s.status == "failed")
+
+        runs = gw.view.history("old1", "debian")  # the newest first
+        assert [(r.result, r.size) for r in runs] == [
+            ("failed", ""),
+            ("success", ""),
+            ("success", "5G"),
+        ]
+        assert (runs[-1].run_id, runs[-1].ended_at) == (run.run_id, run.ended_at)
+        assert failed["last_started"] == first["last_started"]
+
+
+async def test_a_peer_outside_allow_gets_403(
+    nats_server: RunningServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_gateway(nats_server, tmp_path, allow=("10.0.0.0/8",)) as gw:
         status, body = await gw.call("GET", "/jobs")
         assert (status, body) == (403, {"error": "127.0.0.1 may not use this API"})
+        assert "refused GET /jobs from 127.0.0.1 (not in [tunasync_api] allow)" in caplog.text
         status, _ = await gw.call("POST", "/workers", registration("old1", "http://h1:6000/"))
         assert status == 403
         assert await gw.gateway.fleet.old_workers() == {}

@@ -92,6 +92,7 @@ def status_events(
         )
     size = report.size.strip()
     known_size = size not in UNKNOWN_SIZES
+    open_run = bool(cur.run_id) and cur.running
     match report.status:
         case "pre-syncing":
             if cur.status != "pre-syncing":
@@ -100,26 +101,30 @@ def status_events(
             if cur.run_id and (cur.running or cur.status == "failed"):
                 run_id, attempt = cur.run_id, cur.attempt + 1
             else:
+                # No pre-syncing before it (lost, or a worker's own quirk): a run of its own,
+                # without RunStarted, since tunasync moves last_started on pre-syncing only.
                 run_id, attempt = new_id(), 1
-                events.append(RunStarted(**meta(), run_id=run_id, reason=RUN_REASON))
             events.append(AttemptStarted(**meta(), run_id=run_id, attempt=attempt))
         case "success":
+            # (an end with no run open is a run of its own: the last one stays as it ended)
+            run_id, attempt = (cur.run_id, max(cur.attempt, 1)) if open_run else (new_id(), 1)
             events.append(
                 RunSucceeded(
                     **meta(),
-                    run_id=cur.run_id or new_id(),
-                    attempt=max(cur.attempt, 1),
+                    run_id=run_id,
+                    attempt=attempt,
                     size=size if known_size else "",
                     exit_code=None,
                 )
             )
             known_size = False  # carried by the success itself
         case "failed":
+            run_id, attempt = (cur.run_id, max(cur.attempt, 1)) if open_run else (new_id(), 1)
             events.append(
                 AttemptFailed(
                     **meta(),
-                    run_id=cur.run_id or new_id(),
-                    attempt=max(cur.attempt, 1),
+                    run_id=run_id,
+                    attempt=attempt,
                     error=report.error_msg,
                     final=True,
                 )
