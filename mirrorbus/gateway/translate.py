@@ -11,10 +11,13 @@ report          events
 pre-syncing     ``RunStarted`` (a new run; a repeated pre-syncing changes nothing, as
                 tunasync keeps ``last_started`` then)
 syncing         ``AttemptStarted`` of the current run: its next attempt (after a failed
-                attempt, the retry); without a current run, a ``RunStarted`` first
+                attempt, the retry); without a current run, the first attempt of a new
+                run (no ``RunStarted``: ``last_started`` moves on pre-syncing only)
 success         ``RunSucceeded`` (size from the report unless it is unknown)
 failed          ``AttemptFailed`` (the report's ``error_msg``); tunasync does not say
                 whether a retry follows, so it is final until a ``syncing`` comes
+                (success or failed with no run open end a new run of their own: the
+                last run stays as it ended)
 paused          ``JobPaused``;  disabled: ``JobDisabled``;  none: nothing
 ==============  ==========================================================================
 
