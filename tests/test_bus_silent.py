@@ -22,6 +22,7 @@ from conftest import RunningServer
 
 from mirrorbus.bus import connect, settings_from_paths
 from mirrorbus.bus.connection import CLOSE_WAIT, MAX_OUTSTANDING_PINGS, PING_INTERVAL
+from mirrorbus.errors import BusError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -85,3 +86,45 @@ async def test_a_silent_server_connection_is_replaced_within_seconds(
         finally:
             await bus.close()
             tg.cancel_scope.cancel()
+
+
+async def test_a_client_that_does_not_reconnect_tries_the_next_server(
+    nats_server: RunningServer,
+) -> None:
+    """The ctl's connection: two of three servers take the TCP connection and say nothing (a
+    hung node, a link that loses the handshake); every connection reaches the third, after
+    at most a short wait on each silent one.  nats-py alone gives up at the first server
+    whose handshake fails, so two of three ctl calls failed on such a cluster."""
+    held: list[SocketStream] = []
+
+    async def hold(client: SocketStream) -> None:
+        async with client:  # (closed when the test ends)
+            held.append(client)
+            await anyio.sleep_forever()
+
+    async with (
+        await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as one,
+        await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0) as two,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(one.serve, hold)
+        tg.start_soon(two.serve, hold)
+        silent = [
+            f"tls://127.0.0.1:{listener.extra(anyio.abc.SocketAttribute.local_port)}"
+            for listener in (one, two)
+        ]
+        settings = settings_from_paths([*silent, nats_server.url], nats_server.pki_dir, "admin")
+        for _ in range(4):  # the order is random: each time another one first
+            bus = await connect(settings, connect_timeout=0.5, reconnect=False)
+            try:
+                await bus.nc.flush(timeout=5)
+                assert bus.nc.connected_url is not None
+                assert bus.nc.connected_url.port == nats_server.port
+            finally:
+                await bus.close()
+        assert held  # the silent ones were tried
+
+        only_silent = settings_from_paths(silent, nats_server.pki_dir, "admin")
+        with pytest.raises(BusError, match=r"as admin\.crt: no answer within 0\.5s"):
+            await connect(only_silent, connect_timeout=0.5, reconnect=False)
+        tg.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import ssl
 import time
@@ -735,7 +736,7 @@ async def connect(
     made: list[Bus] = []
 
     async def on_error(exc: Exception) -> None:
-        text = str(exc)
+        text = str(exc) or type(exc).__name__  # (a timeout says nothing of itself)
         if "ermissions" in text:
             violations.append((time.monotonic(), text))
             del violations[:-50]
@@ -779,15 +780,34 @@ async def connect(
         options["inbox_prefix"] = settings.inbox_prefix
     nc = _Client()
     try:
-        # A client that does not reconnect (the ctl) is bounded whatever nats-py does: each
-        # server's two tries and the wait between them.  A service waits for its servers.
-        bound = (connect_timeout + 2.0) * 2 * len(settings.servers) + 1.0
-        with anyio.fail_after(None if reconnect else bound):
+        if reconnect:  # a service waits for its servers
             await nc.connect(**options)
+        else:
+            # A client that does not reconnect (the ctl) tries the servers one after another
+            # in a random order: nats-py alone gives up at the first whose handshake fails
+            # (a node that takes the connection and says nothing, a lossy link), though the
+            # next may answer at once.  Each try is bounded whatever nats-py does: its two
+            # attempts and the wait between them.
+            servers = list(settings.servers)
+            random.shuffle(servers)
+            for n, server in enumerate(servers, 1):
+                nc = _Client()
+                try:
+                    with anyio.fail_after((connect_timeout + 2.0) * 2 + 1.0):
+                        await nc.connect(**{**options, "servers": [server]})
+                    break
+                except Exception as exc:
+                    if n == len(servers):
+                        raise
+                    with contextlib.suppress(Exception):
+                        await nc.close()
+                    log.debug("cannot connect to %s (%s); trying the next server", server, exc)
     except Exception as exc:  # nats-py raises a wide mix here (OSError, ssl, its own)
         with contextlib.suppress(Exception):
             await nc.close()  # else nats-py leaks the socket of a refused connection
         detail = errors[-1] if errors else str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError) and not str(exc):
+            detail = f"no answer within {connect_timeout:g}s ({detail})"
         raise BusError(
             f"cannot connect to {', '.join(settings.servers)} as {settings.cert.name}: {detail}"
         ) from None
