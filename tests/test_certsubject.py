@@ -8,6 +8,7 @@ does not import ``cryptography.x509``.  These tests make certificates with ``cry
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -53,6 +54,7 @@ SHAPES = [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example, e.V."),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, " mirrors +ops; <team> "),
+            x509.NameAttribute(NameOID.LOCALITY_NAME, " "),
             x509.NameAttribute(NameOID.COMMON_NAME, "#mirrorbus-admin-jörg"),
         ]
     ),
@@ -146,3 +148,14 @@ def test_what_is_not_a_certificate_has_no_subject(tmp_path: Path) -> None:
         assert certificate_role(path) is None
     with pytest.raises(ValueError):
         subject_of_der(der(cert)[:-200])
+    unterminated = der(cert).replace(b"\x06\x03\x55\x04\x03", b"\x06\x03\x85\x84\x83")
+    with pytest.raises(ValueError, match="object identifier"):
+        subject_of_der(unterminated)
+    # Any single byte changed in the subject's attribute: read, or refused as malformed.
+    whole = der(cert)
+    at = whole.index(b"mirrorbus-admin") - 9  # into the attribute's type and lengths
+    for i in range(at, at + 12):
+        for value in (0x00, 0x7F, 0x80, 0x81, 0xFF):
+            changed = whole[:i] + bytes([value]) + whole[i + 1 :]
+            with contextlib.suppress(ValueError):
+                rfc4514(subject_of_der(changed))

@@ -94,6 +94,8 @@ def _oid(body: bytes) -> str:
         if not byte & 0x80:
             arcs.append(value)
             value = 0
+    if not arcs or body[-1] & 0x80:
+        raise _Malformed("unterminated object identifier")
     first = min(arcs[0] // 40, 2)
     return ".".join(str(a) for a in (first, arcs[0] - 40 * first, *arcs[1:]))
 
@@ -167,7 +169,7 @@ def _escape(value: str | bytes) -> str:
         ("\0", "\\00"),
     ):
         value = value.replace(char, escaped)
-    if value[0] in ("#", " "):
+    if value[0] == "#" or (value[0] == " " and len(value) > 1):  # (a lone space: below)
         value = "\\" + value
     if value[-1] == " ":
         value = value[:-1] + "\\ "
