@@ -8,6 +8,7 @@ does not import ``cryptography.x509``.  These tests make certificates with ``cry
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +92,24 @@ SHAPES = [
                     )
                 ]
             ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.LOCALITY_NAME, "Zürich", _ASN1Type.T61String)]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.LOCALITY_NAME, "ascii", _ASN1Type.T61String)]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.STREET_ADDRESS, "ü 😀", _ASN1Type.UniversalString)]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.DOMAIN_COMPONENT, "a@b", _ASN1Type.IA5String)]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.SERIAL_NUMBER, "0123", _ASN1Type.NumericString)]
+            ),
+            x509.RelativeDistinguishedName(
+                [x509.NameAttribute(NameOID.TITLE, "visible", _ASN1Type.VisibleString)]
+            ),
         ]
     ),
 ]
@@ -159,3 +178,18 @@ def test_what_is_not_a_certificate_has_no_subject(tmp_path: Path) -> None:
             changed = whole[:i] + bytes([value]) + whole[i + 1 :]
             with contextlib.suppress(ValueError):
                 rfc4514(subject_of_der(changed))
+
+
+def test_a_subject_cryptography_refuses_is_refused_too(tmp_path: Path) -> None:
+    """A TeletexString that is not UTF-8: cryptography cannot read the subject, and neither
+    does this reader (the command then records no issuer, as it did with cryptography)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Zxrich", _ASN1Type.T61String)])
+    latin = der(certificate(subject)).replace(b"Zxrich", b"Z\xfcrich")  # not UTF-8
+    with pytest.raises(ValueError):
+        x509.load_der_x509_certificate(latin).subject.rfc4514_string()
+    with pytest.raises(ValueError):
+        subject_of_der(latin)
+    pem = tmp_path / "latin.crt"
+    body = base64.encodebytes(latin).decode()
+    pem.write_text(f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n")
+    assert certificate_identity(pem) == ""

@@ -43,7 +43,7 @@ _TEXT = {
     0x0C: "utf-8",  # UTF8String
     0x12: "ascii",  # NumericString
     0x13: "ascii",  # PrintableString
-    0x14: "latin-1",  # TeletexString (as cryptography reads it)
+    0x14: "utf-8",  # TeletexString: read as UTF-8, as cryptography does (else refused)
     0x16: "ascii",  # IA5String
     0x1A: "ascii",  # VisibleString
     0x1C: "utf-32-be",  # UniversalString
