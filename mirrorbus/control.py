@@ -122,6 +122,12 @@ class Control:
         """Read from our certificate when a command first needs it (a query does not)."""
         return certificate_identity(self.bus.settings.cert)
 
+    @functools.cached_property
+    def role(self) -> str | None:
+        """Our certificate's role (``admin``, ``admin-alice``; None for a worker's), read
+        once: a long-lived caller (the gateway) sends many commands."""
+        return certificate_role(self.bus.settings.cert)
+
     # -- queries -------------------------------------------------------------------------
     def _usable(self, data: bytes) -> bool:
         """False for a replica's "behind the position asked for": ask another."""
@@ -318,7 +324,7 @@ class Control:
             subjects.append(s.job_events(worker, job))
         subs = [await self.bus.subscribe(subject, on_event) for subject in subjects]
         target = s.job_command(worker, job) if job is not None else s.worker_command(worker)
-        token = certificate_role(self.bus.settings.cert)
+        token = self.role
         sent_on = s.admin_events  # the gateway's: it says who sent it
         if token == "admin" or (token or "").startswith("admin-"):
             # An operator's command carries its token, the only one the server lets it use:
@@ -419,7 +425,7 @@ async def _admin(control: Control, event: AdminEvent) -> int:
     """Append an operator's view change on its own subject (``evt.-admin.<token>``, the only
     one its user may publish on): the subject, not the event's ``by``, says who made it."""
     bus = control.bus
-    token = certificate_role(bus.settings.cert)
+    token = control.role
     if token is None or not (token == "admin" or token.startswith("admin-")):
         token = "admin"  # not an operator's certificate: the server refuses it anyway
     event = msgspec.structs.replace(event, by=f"CN=mirrorbus-{token}")
