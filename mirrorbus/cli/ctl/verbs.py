@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from mirrorbus.events.wire import PingInfo, WorkerRow
 
 
+def _echo_json(value: object) -> None:
+    """``--json`` output: indented, names as written (not as ``\\u`` escapes)."""
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
 def _job_rows(jobs: Sequence[JobState], offline: set[str] | None = None) -> list[list[str]]:
     """Table rows; a job of an ``offline`` worker keeps its last status, marked as such."""
     now = datetime.now(UTC)
@@ -114,7 +119,7 @@ def list_jobs(
         typer.echo("".join(fmt.render(shape(j)) + "\n" for j in jobs), nl=False)
         return
     if as_json:
-        typer.echo(json.dumps([shape(j) for j in jobs], indent=2, ensure_ascii=False))
+        _echo_json([shape(j) for j in jobs])
         return
     headers = ["WORKER", "JOB", "STATUS", "LAST SUCCESS", "LAST END", "NEXT", "SIZE", "ERROR"]
     typer.echo(table(headers, _job_rows(jobs, offline)))
@@ -128,24 +133,20 @@ def list_workers(
     """List workers, online or not, with when they were last seen."""
     rows = with_control(ctx, lambda c: c.workers())
     if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "id": w.name,
-                        "online": w.online,
-                        "token": "REDACTED",
-                        "last_online": w.last_seen.isoformat() if w.last_seen else None,
-                        "last_register": w.started_at.isoformat() if w.started_at else None,
-                        "version": w.version,
-                        "hostname": w.hostname,
-                        "jobs": w.jobs,
-                    }
-                    for w in rows
-                ],
-                indent=2,
-                ensure_ascii=False,
-            )
+        _echo_json(
+            [
+                {
+                    "id": w.name,
+                    "online": w.online,
+                    "token": "REDACTED",
+                    "last_online": w.last_seen.isoformat() if w.last_seen else None,
+                    "last_register": w.started_at.isoformat() if w.started_at else None,
+                    "version": w.version,
+                    "hostname": w.hostname,
+                    "jobs": w.jobs,
+                }
+                for w in rows
+            ],
         )
         return
     now = datetime.now(UTC)
@@ -322,25 +323,21 @@ def history(
     """Past runs of a job: start, end, result, size, error."""
     runs = with_control(ctx, lambda c: c.history(worker, job, limit))
     if as_json:
-        typer.echo(
-            json.dumps(
-                [
-                    {
-                        "run_id": r.run_id,
-                        "started_at": r.started_at.isoformat(),
-                        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
-                        "result": r.result,
-                        "attempts": r.attempts,
-                        "size": r.size,
-                        "error": r.error,
-                        "exit_code": r.exit_code,
-                        "reason": r.reason,
-                    }
-                    for r in runs
-                ],
-                indent=2,
-                ensure_ascii=False,
-            )
+        _echo_json(
+            [
+                {
+                    "run_id": r.run_id,
+                    "started_at": r.started_at.isoformat(),
+                    "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                    "result": r.result,
+                    "attempts": r.attempts,
+                    "size": r.size,
+                    "error": r.error,
+                    "exit_code": r.exit_code,
+                    "reason": r.reason,
+                }
+                for r in runs
+            ],
         )
         return
     typer.echo(
