@@ -791,7 +791,6 @@ async def connect(
             servers = list(settings.servers)
             random.shuffle(servers)
             for n, server in enumerate(servers, 1):
-                nc = _Client()
                 try:
                     with anyio.fail_after((connect_timeout + 2.0) * 2 + 1.0):
                         await nc.connect(**{**options, "servers": [server]})
@@ -802,6 +801,7 @@ async def connect(
                     with contextlib.suppress(Exception):
                         await nc.close()
                     log.debug("cannot connect to %s (%s); trying the next server", server, exc)
+                    nc = _Client()  # (a closed client cannot connect again)
     except Exception as exc:  # nats-py raises a wide mix here (OSError, ssl, its own)
         with contextlib.suppress(Exception):
             await nc.close()  # else nats-py leaks the socket of a refused connection
